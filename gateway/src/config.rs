@@ -1,0 +1,628 @@
+//! Layered configuration: built-in defaults < TOML file < `TETHER_<SECTION>__<KEY>`
+//! environment variables.
+//!
+//! Every key is documented in `tether.example.toml` at the repository root. Unknown
+//! keys are refused, so a typo never silently falls back to a default. This module
+//! only parses and validates; it does not bind sockets or touch storage.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole gateway configuration, one field per `[section]` of the TOML file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The MQTT front end.
+    pub mqtt: MqttConfig,
+    /// The AMQP 0-9-1 front end.
+    pub amqp: AmqpConfig,
+    /// The HTTP listener (SQS/SNS API, health, admin, metrics).
+    pub http: HttpConfig,
+    /// Where and how state is kept.
+    pub storage: StorageConfig,
+    /// Gateway-wide resource limits.
+    pub limits: LimitsConfig,
+    /// Users, passwords and access rules shared by every protocol.
+    pub auth: AuthConfig,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+/// `[mqtt]`: the MQTT 3.1.1/5.0 listener and session limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Socket address to listen on; an empty string disables the listener.
+    pub listen: String,
+    /// Largest MQTT packet accepted (and advertised to v5 clients), in bytes.
+    pub max_packet_size: ByteSize,
+    /// A connection that sends no CONNECT within this time is closed.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Most simultaneous MQTT connections; further ones are refused.
+    pub max_connections: usize,
+    /// Largest keepalive (seconds) a client may use; a v5 client asking for more is
+    /// told the lower value with Server Keep Alive. 0 means no limit.
+    pub max_keep_alive: u16,
+    /// Longest session expiry a client may ask for; longer requests are capped.
+    #[serde(with = "humantime_serde")]
+    pub max_session_expiry: Duration,
+    /// Outgoing QoS 1/2 messages in flight per client before waiting for acks (the
+    /// window for v3 clients; v5 clients' Receive Maximum is honoured when lower).
+    pub max_inflight: u16,
+    /// Incoming QoS 1/2 publishes a client may have unacknowledged (advertised to v5
+    /// clients as Receive Maximum).
+    pub receive_maximum: u16,
+    /// Topic aliases accepted from a v5 client (Topic Alias Maximum); 0 disables them.
+    pub topic_alias_maximum: u16,
+    /// Subscriptions one client may hold.
+    pub max_subscriptions_per_client: usize,
+    /// QoS 1/2 messages queued per session (online or offline) before the overflow policy applies.
+    pub max_queued_messages: usize,
+    /// QoS 0 messages buffered per online session; further ones are dropped and counted.
+    pub max_queued_qos0: usize,
+    /// What happens when a session queue is full.
+    pub overflow: OverflowPolicy,
+    /// Whether retained messages are kept.
+    pub retain_available: bool,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "0.0.0.0:1883".into(),
+            max_packet_size: ByteSize(1024 * 1024),
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_keep_alive: 0,
+            max_session_expiry: Duration::from_secs(24 * 3600),
+            max_inflight: 32,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_subscriptions_per_client: 1000,
+            max_queued_messages: 10_000,
+            max_queued_qos0: 1000,
+            overflow: OverflowPolicy::DropOldest,
+            retain_available: true,
+        }
+    }
+}
+
+/// What a bounded queue does with a new message when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// Discard the oldest queued message to make room (counted).
+    DropOldest,
+    /// Discard the new message (counted).
+    DropNewest,
+}
+
+/// `[amqp]`: the AMQP 0-9-1 listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// Socket address to listen on; an empty string disables the listener.
+    pub listen: String,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            listen: "0.0.0.0:5672".into(),
+        }
+    }
+}
+
+/// `[http]`: the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Socket address to listen on; an empty string disables the listener.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:9324".into(),
+        }
+    }
+}
+
+/// `[storage]`: the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory holding the gateway's state; created if missing.
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("./tether-data"),
+        }
+    }
+}
+
+/// `[limits]`: gateway-wide resource limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// When queued message bytes across the gateway exceed this, publishers are
+    /// slowed (their sockets are no longer read) until it falls below again.
+    pub memory_high_watermark: ByteSize,
+    /// How long shutdown waits for clients to be closed and state flushed.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            memory_high_watermark: ByteSize(1024 * 1024 * 1024),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[auth]`: users and access-control rules, shared by every front end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether clients without a username may connect.
+    pub allow_anonymous: bool,
+    /// Known users.
+    pub users: Vec<UserConfig>,
+    /// Access rules, evaluated in order; the first rule that matches decides.
+    pub acl: Vec<AclRuleConfig>,
+    /// The decision when rules exist but none matches.
+    pub acl_default: AclEffect,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            users: Vec::new(),
+            acl: Vec::new(),
+            acl_default: AclEffect::Deny,
+        }
+    }
+}
+
+/// One `[[auth.users]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The username clients log in with.
+    pub name: String,
+    /// An argon2 PHC string, as printed by `tether hash-password`.
+    pub password_hash: String,
+}
+
+/// One `[[auth.acl]]` rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRuleConfig {
+    /// The username the rule applies to; absent means every user (and anonymous clients).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The client id the rule applies to; absent means every client.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Which operation the rule governs.
+    pub action: AclAction,
+    /// An MQTT topic filter; `%c` is replaced by the client id and `%u` by the username.
+    pub topic: String,
+    /// Whether a match allows or denies.
+    #[serde(default = "AclEffect::allow")]
+    pub effect: AclEffect,
+}
+
+/// The operation an ACL rule governs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAction {
+    /// Publishing to matching topics.
+    Publish,
+    /// Subscribing to filters covered by the rule's filter.
+    Subscribe,
+    /// Both.
+    All,
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclEffect {
+    /// The operation is permitted.
+    Allow,
+    /// The operation is refused.
+    Deny,
+}
+
+impl AclEffect {
+    fn allow() -> Self {
+        AclEffect::Allow
+    }
+}
+
+/// `[log]`: log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is not set, e.g. `info` or `tether_gateway=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A byte count that may be written as a number or with a unit (`64KiB`, `1MiB`, `2GiB`, `1MB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The size as `usize`, saturating on 32-bit hosts.
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+
+    fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (try 1048576 or 1MiB)"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size `{text}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte count such as 1048576 or \"1MiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Why a configuration was refused; its `Display` is the one line printed at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        reason: String,
+    },
+    /// The file, environment or a value did not parse.
+    #[error("{0}")]
+    Invalid(String),
+    /// A key parsed but its value is not acceptable.
+    #[error("{key}: {reason}")]
+    Value {
+        /// The dotted key, e.g. `mqtt.listen`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `TETHER_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            // Read the file ourselves so that a missing or unreadable file names itself.
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("TETHER_"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("TETHER")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let layered = builder.build().map_err(|e| describe(file, e))?;
+        let config: Config = layered.try_deserialize().map_err(|e| describe(file, e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, addr) in [
+            ("mqtt.listen", &self.mqtt.listen),
+            ("amqp.listen", &self.amqp.listen),
+            ("http.listen", &self.http.listen),
+        ] {
+            parse_listen(key, addr)?;
+        }
+        let m = &self.mqtt;
+        if m.max_packet_size.0 < 64 || m.max_packet_size.0 > 268_435_460 {
+            return Err(ConfigError::Value {
+                key: "mqtt.max_packet_size",
+                reason: format!(
+                    "{} is outside 64 ..= 268435460 bytes (the MQTT limit)",
+                    m.max_packet_size
+                ),
+            });
+        }
+        if m.max_inflight == 0 {
+            return Err(ConfigError::Value {
+                key: "mqtt.max_inflight",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if m.receive_maximum == 0 {
+            return Err(ConfigError::Value {
+                key: "mqtt.receive_maximum",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if m.max_queued_messages == 0 {
+            return Err(ConfigError::Value {
+                key: "mqtt.max_queued_messages",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return Err(ConfigError::Value {
+                key: "storage.path",
+                reason: "must not be empty".into(),
+            });
+        }
+        for (i, user) in self.auth.users.iter().enumerate() {
+            if user.name.is_empty() {
+                return Err(ConfigError::Value {
+                    key: "auth.users",
+                    reason: format!("entry {i} has an empty name"),
+                });
+            }
+            crate::auth::check_password_hash(&user.password_hash).map_err(|reason| {
+                ConfigError::Value {
+                    key: "auth.users",
+                    reason: format!("user `{}`: password_hash {reason}", user.name),
+                }
+            })?;
+        }
+        for (i, rule) in self.auth.acl.iter().enumerate() {
+            crate::auth::check_acl_topic(&rule.topic).map_err(|reason| ConfigError::Value {
+                key: "auth.acl",
+                reason: format!("rule {i} topic `{}`: {reason}", rule.topic),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The parsed MQTT listen address, or `None` when the listener is disabled.
+    pub fn mqtt_listen(&self) -> Option<SocketAddr> {
+        parse_listen("mqtt.listen", &self.mqtt.listen)
+            .ok()
+            .flatten()
+    }
+
+    /// The parsed AMQP listen address, or `None` when the listener is disabled.
+    pub fn amqp_listen(&self) -> Option<SocketAddr> {
+        parse_listen("amqp.listen", &self.amqp.listen)
+            .ok()
+            .flatten()
+    }
+
+    /// The parsed HTTP listen address, or `None` when the listener is disabled.
+    pub fn http_listen(&self) -> Option<SocketAddr> {
+        parse_listen("http.listen", &self.http.listen)
+            .ok()
+            .flatten()
+    }
+}
+
+fn parse_listen(key: &'static str, text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| ConfigError::Value {
+        key,
+        reason: format!("`{text}` is not a socket address (expected e.g. 0.0.0.0:1883)"),
+    })
+}
+
+/// Turns the `config` crate's error into one line that names the file and key.
+fn describe(file: Option<&Path>, e: config::ConfigError) -> ConfigError {
+    let mut text = e.to_string();
+    // The config crate spells env-var keys in lower case; say where they came from.
+    if let Some(path) = file {
+        if !text.contains(&*path.to_string_lossy()) {
+            text = format!("{text} (in {} or TETHER_* environment)", path.display());
+        }
+    } else {
+        text = format!("{text} (in TETHER_* environment)");
+    }
+    ConfigError::Invalid(text.replace('\n', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_the_standard_ports() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.mqtt_listen().unwrap().port(), 1883);
+        assert_eq!(c.amqp_listen().unwrap().port(), 5672);
+        assert_eq!(c.http_listen().unwrap().port(), 9324);
+        assert_eq!(c.storage.path, PathBuf::from("./tether-data"));
+    }
+
+    #[test]
+    fn environment_overrides_a_key() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("TETHER_MQTT__LISTEN", "127.0.0.1:18830"),
+                ("TETHER_MQTT__MAX_INFLIGHT", "7"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.listen, "127.0.0.1:18830");
+        assert_eq!(c.mqtt.max_inflight, 7);
+    }
+
+    #[test]
+    fn file_then_environment_layering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "[mqtt]\nlisten = \"127.0.0.1:1\"\nmax_packet_size = \"64KiB\"\n[storage]\npath = \"/x\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&path), env(&[("TETHER_STORAGE__PATH", "/y")])).unwrap();
+        assert_eq!(c.mqtt.listen, "127.0.0.1:1");
+        assert_eq!(c.mqtt.max_packet_size, ByteSize(65536));
+        assert_eq!(c.storage.path, PathBuf::from("/y"));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "[mqtt]\nlisten_on = \"127.0.0.1:1\"\n").unwrap();
+        let e = Config::load_from(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_on"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_environment_key_is_refused_by_name() {
+        let e = Config::load_from(None, env(&[("TETHER_MQTT__LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn malformed_address_names_the_key() {
+        let e = Config::load_from(None, env(&[("TETHER_AMQP__LISTEN", "localhost")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("amqp.listen:"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_file() {
+        let e = Config::load_from(Some(Path::new("/nonexistent/t.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/t.toml"), "{e}");
+    }
+
+    #[test]
+    fn empty_listen_disables_a_listener() {
+        let c = Config::load_from(None, env(&[("TETHER_AMQP__LISTEN", "")])).unwrap();
+        assert!(c.amqp_listen().is_none());
+    }
+
+    #[test]
+    fn byte_sizes_accept_units() {
+        assert_eq!(ByteSize::parse("1MiB").unwrap(), ByteSize(1 << 20));
+        assert_eq!(ByteSize::parse("10").unwrap(), ByteSize(10));
+        assert!(ByteSize::parse("1XB").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! The message every front end publishes into the core and every consumer reads.
+//!
+//! A [`Message`] is immutable once published and shared (`Arc`) by every queue it
+//! is routed to: fan-out to a thousand subscribers costs a thousand pointer
+//! copies, not a thousand payload copies. Per-queue state (receive count, lease)
+//! lives in the queue's entry, never here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::bytestr::ByteStr;
+
+/// How the routing key is spelled: MQTT topics separate levels with `/`, AMQP
+/// routing keys separate words with `.`. The two are related by swapping the
+/// separators (see `tether_protocols::mapping`), which is lossless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyForm {
+    /// An MQTT topic name (`sensors/42/temp`).
+    Mqtt,
+    /// An AMQP routing key (`sensors.42.temp`, or any string for direct exchanges).
+    Amqp,
+}
+
+/// Delivery guarantee requested by the publisher, in MQTT terms. AMQP and SQS
+/// publishes are at-least-once ([`Qos::AtLeastOnce`]).
+pub type Qos = u8;
+
+/// One published message.
+#[derive(Debug)]
+pub struct Message {
+    /// Gateway-unique id, increasing in publish order.
+    pub id: u64,
+    /// The routing key or topic, spelled as [`Message::key_form`] says.
+    pub routing_key: ByteStr,
+    /// Which spelling `routing_key` uses.
+    pub key_form: KeyForm,
+    /// The body, shared with every queue and often with the packet it arrived in.
+    pub payload: Bytes,
+    /// QoS the publisher asked for (0, 1 or 2).
+    pub qos: Qos,
+    /// The MQTT RETAIN flag as published (for retain-as-published).
+    pub retain: bool,
+    /// Milliseconds since the Unix epoch when the gateway accepted the message.
+    pub published_at_ms: u64,
+    /// When the message stops being deliverable, if it expires.
+    pub expires_at: Option<Instant>,
+    /// Id of the publishing session or connection (for MQTT no-local).
+    pub origin: u64,
+    /// Properties beyond the bare minimum; `None` for the common plain message.
+    pub props: Option<Box<MessageProperties>>,
+}
+
+/// Optional message properties, in a protocol-neutral form.
+#[derive(Debug, Default, Clone)]
+pub struct MessageProperties {
+    /// MIME type of the payload (MQTT Content Type, AMQP content-type).
+    pub content_type: Option<ByteStr>,
+    /// MQTT Payload Format Indicator: the payload is UTF-8 text.
+    pub payload_is_utf8: bool,
+    /// Where replies go (MQTT Response Topic, AMQP reply-to).
+    pub response_topic: Option<ByteStr>,
+    /// Request/response correlation (MQTT Correlation Data, AMQP correlation-id).
+    pub correlation_data: Option<Bytes>,
+    /// MQTT user properties in their wire form (only 0x26 entries), re-emitted
+    /// verbatim on delivery so forwarding them costs no allocation.
+    pub user_properties: Bytes,
+}
+
+impl Message {
+    /// Bytes this message accounts for in queue and memory limits.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + self.routing_key.len()
+            + self.props.as_ref().map_or(0, |p| {
+                p.user_properties.len()
+                    + p.correlation_data.as_ref().map_or(0, Bytes::len)
+                    + p.content_type.as_ref().map_or(0, |s| s.len())
+                    + p.response_topic.as_ref().map_or(0, |s| s.len())
+            })
+    }
+
+    /// Whether the message has expired at `now`.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Whole seconds of life left at `now` (for forwarding MQTT Message Expiry).
+    pub fn remaining_secs(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|t| {
+            let left = t.saturating_duration_since(now);
+            // Round up so a message with 0.4 s left is not sent as "expires now".
+            u32::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u32::MAX)
+        })
+    }
+}
+
+/// Allocates message ids and stamps publish times.
+#[derive(Debug, Default)]
+pub struct MessageIds {
+    next: AtomicU64,
+}
+
+impl MessageIds {
+    /// The next id (starts at 1).
+    pub fn next(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A shared message.
+pub type SharedMessage = Arc<Message>;

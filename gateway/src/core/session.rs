@@ -1,0 +1,497 @@
+//! MQTT sessions as the core keeps them: a session outlives its connections.
+//!
+//! A [`Session`] owns a core [`Queue`] (its subscriptions are bindings of that
+//! queue on `amq.topic`), its in-flight packet state, and its expiry. While a
+//! client is connected the connection task holds the [`SessionState`] (so the
+//! hot path takes no lock); when it goes, the state returns here and the
+//! session keeps queueing QoS 1/2 messages until it expires.
+//!
+//! The registry also arbitrates takeover (a second connection with the same
+//! client id kicks the first and waits for it to hand the state back), delayed
+//! will messages, and shared-subscription groups (one core queue per
+//! `$share/{group}/{filter}`, consumed by every member).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tether_protocols::mqtt::SubscriptionOptions;
+use tokio::sync::{oneshot, watch};
+
+use super::exchange::BindingOptions;
+use super::message::KeyForm;
+use super::queue::{Queue, QueueOptions};
+use super::vhost::VHost;
+
+/// Why a live connection is being told to go away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection took the session over. `resumed` says whether the new
+    /// connection continues the session (clean start 0), which suppresses a
+    /// delayed will.
+    TakenOver {
+        /// The new connection resumes the session.
+        resumed: bool,
+    },
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The filter without any `$share/{group}/` prefix.
+    pub filter: String,
+    /// The shared-subscription group, if any.
+    pub group: Option<String>,
+    /// Granted options.
+    pub options: SubscriptionOptions,
+    /// Subscription identifier (v5), 0 for none.
+    pub id: u32,
+}
+
+/// A message sent to the client and not yet fully acknowledged.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// PUBLISH sent (QoS 1 or 2), awaiting PUBACK / PUBREC.
+    Publish {
+        /// The queue holding the lease.
+        queue: Arc<Queue>,
+        /// The lease tag.
+        tag: u64,
+        /// QoS it was sent at.
+        qos: u8,
+    },
+    /// PUBREC received and PUBREL sent, awaiting PUBCOMP.
+    Released,
+}
+
+/// The protocol state of a session that must survive reconnects.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Subscriptions by the filter string the client used (with any `$share` prefix).
+    pub subscriptions: HashMap<String, Subscription>,
+    /// In-flight outgoing messages in send order, by packet identifier.
+    pub outgoing: VecDeque<(u16, Outgoing)>,
+    /// Incoming QoS 2 packet ids that got PUBREC and await PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    /// Last packet identifier used for an outgoing message.
+    pub last_packet_id: u16,
+}
+
+impl SessionState {
+    /// A packet identifier not in use by any in-flight outgoing message.
+    pub fn next_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            self.last_packet_id = self.last_packet_id.wrapping_add(1);
+            if self.last_packet_id == 0 {
+                self.last_packet_id = 1;
+            }
+            let id = self.last_packet_id;
+            if !self.outgoing.iter().any(|(p, _)| *p == id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Removes and returns the in-flight entry for `packet_id`.
+    pub fn take_outgoing(&mut self, packet_id: u16) -> Option<Outgoing> {
+        let at = self.outgoing.iter().position(|(p, _)| *p == packet_id)?;
+        self.outgoing.remove(at).map(|(_, o)| o)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `None` while a connection holds the state.
+    state: Option<SessionState>,
+    /// The live connection, if any.
+    owner: Option<OwnerSlot>,
+    /// Bumped on every attach; timers compare it to know they are stale.
+    generation: u64,
+    /// Seconds the session outlives its connection (MQTT session expiry).
+    expiry: Duration,
+    /// Removed from the registry.
+    ended: bool,
+}
+
+#[derive(Debug)]
+struct OwnerSlot {
+    kick: Option<oneshot::Sender<Kick>>,
+    released: watch::Receiver<bool>,
+}
+
+/// A session: identity, queue, and state held while offline.
+#[derive(Debug)]
+pub struct Session {
+    /// The client identifier.
+    pub client_id: Arc<str>,
+    /// Gateway-unique id, used as message origin (no-local) and lease owner.
+    pub id: u64,
+    /// The session's queue.
+    pub queue: Arc<Queue>,
+    inner: Mutex<Inner>,
+}
+
+/// What [`SessionRegistry::open`] hands a new connection.
+#[derive(Debug)]
+pub struct Opened {
+    /// The session.
+    pub session: Arc<Session>,
+    /// Its state, now owned by the connection.
+    pub state: SessionState,
+    /// Whether an existing session was resumed (CONNACK session present).
+    pub present: bool,
+    /// Receives a kick when another connection takes over or the gateway stops.
+    pub kicked: oneshot::Receiver<Kick>,
+    /// Dropping it tells a waiting successor the state is back.
+    pub released: watch::Sender<bool>,
+    /// The generation this connection attached at.
+    pub generation: u64,
+}
+
+/// A delayed action run when a session's will fires.
+pub type WillAction = Box<dyn FnOnce() + Send + 'static>;
+
+/// One shared-subscription group: a queue with a member count.
+#[derive(Debug)]
+struct Group {
+    queue: Arc<Queue>,
+    members: usize,
+}
+
+/// All sessions, by client id.
+#[derive(Debug)]
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>, ahash::RandomState>>,
+    groups: Mutex<HashMap<(String, String), Group, ahash::RandomState>>,
+    ids: AtomicU64,
+    vhost: Arc<VHost>,
+    queue_options: QueueOptions,
+    takeover_timeout: Duration,
+}
+
+impl SessionRegistry {
+    /// A registry whose session queues live in `vhost` with `queue_options`.
+    pub fn new(vhost: Arc<VHost>, queue_options: QueueOptions) -> Self {
+        SessionRegistry {
+            sessions: Mutex::new(HashMap::default()),
+            groups: Mutex::new(HashMap::default()),
+            ids: AtomicU64::new(1 << 32),
+            vhost,
+            queue_options,
+            takeover_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The vhost sessions live in.
+    pub fn vhost(&self) -> &Arc<VHost> {
+        &self.vhost
+    }
+
+    /// A fresh id for a connection or session (message origin, lease owner).
+    pub fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Number of sessions, online and offline.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a session for `client_id` exists.
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.sessions.lock().contains_key(client_id)
+    }
+
+    /// Attaches a new connection to the session of `client_id`, kicking any live
+    /// connection first and waiting for it to hand the state back. With
+    /// `clean_start` an existing session is ended and a new one begins.
+    pub async fn open(self: &Arc<Self>, client_id: &str, clean_start: bool) -> Opened {
+        loop {
+            let session = {
+                let mut map = self.sessions.lock();
+                match map.get(client_id) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = self.new_session(client_id);
+                        map.insert(s.client_id.clone(), s.clone());
+                        s
+                    }
+                }
+            };
+            let mut released_rx = {
+                let mut inner = session.inner.lock();
+                if inner.ended {
+                    continue;
+                }
+                match inner.owner.as_mut() {
+                    Some(owner) => {
+                        if let Some(kick) = owner.kick.take() {
+                            let _ = kick.send(Kick::TakenOver {
+                                resumed: !clean_start,
+                            });
+                        }
+                        owner.released.clone()
+                    }
+                    None => {
+                        if clean_start && inner.generation > 0 {
+                            // A session that was used before: end it entirely and
+                            // start a new one.
+                            drop(inner);
+                            self.end(&session);
+                            continue;
+                        }
+                        let state = inner.state.take().unwrap_or_default();
+                        let (kick_tx, kick_rx) = oneshot::channel();
+                        let (rel_tx, rel_rx) = watch::channel(false);
+                        inner.owner = Some(OwnerSlot {
+                            kick: Some(kick_tx),
+                            released: rel_rx,
+                        });
+                        inner.generation += 1;
+                        let present = !clean_start && inner.generation > 1;
+                        return Opened {
+                            generation: inner.generation,
+                            session: session.clone(),
+                            state,
+                            present,
+                            kicked: kick_rx,
+                            released: rel_tx,
+                        };
+                    }
+                }
+            };
+            // Wait for the kicked connection to hand the state back.
+            let wait = released_rx.wait_for(|done| *done);
+            if tokio::time::timeout(self.takeover_timeout, wait)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    client_id,
+                    "previous connection did not release its session in time; ending it"
+                );
+                let mut inner = session.inner.lock();
+                inner.owner = None;
+                // The stuck connection's eventual release must not overwrite us.
+                inner.generation += 1;
+            }
+        }
+    }
+
+    fn new_session(&self, client_id: &str) -> Arc<Session> {
+        let id = self.next_id();
+        // The queue is private to the session; its name is not a vhost name, so
+        // AMQP clients cannot declare over it.
+        let queue = Queue::new(
+            format!("mqtt-session:{client_id}").into(),
+            self.queue_options.clone(),
+            self.vhost.memory().clone(),
+        );
+        Arc::new(Session {
+            client_id: client_id.into(),
+            id,
+            queue,
+            inner: Mutex::new(Inner {
+                state: None,
+                owner: None,
+                generation: 0,
+                expiry: Duration::ZERO,
+                ended: false,
+            }),
+        })
+    }
+
+    /// Hands the state back when a connection ends. The session then lives for
+    /// `expiry` (zero ends it now). A `will` runs after `will_delay` unless the
+    /// session is resumed first; it also runs when the session ends earlier.
+    pub fn release(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        generation: u64,
+        state: SessionState,
+        expiry: Duration,
+        will: Option<(Duration, WillAction)>,
+    ) {
+        {
+            let mut inner = session.inner.lock();
+            if inner.generation != generation || inner.ended {
+                // Someone else already owns or ended the session (takeover timed out).
+                drop(inner);
+                if let Some((_, action)) = will {
+                    action();
+                }
+                return;
+            }
+            inner.state = Some(state);
+            inner.owner = None;
+            inner.expiry = expiry;
+        }
+        if expiry.is_zero() {
+            self.end(session);
+            if let Some((_, action)) = will {
+                action();
+            }
+            return;
+        }
+        let (will_delay, will_action) = match will {
+            Some((d, a)) if d.is_zero() => {
+                a();
+                (None, None)
+            }
+            Some((d, a)) => (Some(d.min(expiry)), Some(a)),
+            None => (None, None),
+        };
+        let this = self.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            let mut will_action = will_action;
+            if let Some(d) = will_delay {
+                tokio::time::sleep(d).await;
+                if !this.still_offline(&session, generation) {
+                    return;
+                }
+                if let Some(a) = will_action.take() {
+                    a();
+                }
+            }
+            tokio::time::sleep(expiry.saturating_sub(will_delay.unwrap_or_default())).await;
+            if this.still_offline(&session, generation) {
+                this.end(&session);
+            }
+        });
+    }
+
+    fn still_offline(&self, session: &Session, generation: u64) -> bool {
+        let inner = session.inner.lock();
+        !inner.ended && inner.owner.is_none() && inner.generation == generation
+    }
+
+    /// Ends a session: removes it, its bindings, its queue and its group memberships.
+    pub fn end(&self, session: &Arc<Session>) {
+        let state = {
+            let mut inner = session.inner.lock();
+            if inner.ended {
+                return;
+            }
+            inner.ended = true;
+            inner.state.take()
+        };
+        {
+            let mut map = self.sessions.lock();
+            if map
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                map.remove(&session.client_id);
+            }
+        }
+        if let Some(state) = state {
+            for sub in state.subscriptions.values() {
+                if let Some(group) = &sub.group {
+                    self.leave_group(group, &sub.filter, session.id);
+                }
+            }
+        }
+        // Unbind and drop the session queue.
+        let dest = super::exchange::Destination::Queue(session.queue.clone());
+        let bound = std::mem::take(&mut *session.queue.bound_from.lock());
+        for b in bound {
+            if let Some(ex) = b.exchange.upgrade() {
+                ex.unbind(&dest, &b.key, b.key_form);
+            }
+        }
+        session.queue.delete();
+    }
+
+    /// Kicks every live connection (shutdown).
+    pub fn kick_all(&self, kick: Kick) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for s in sessions {
+            if let Some(owner) = s.inner.lock().owner.as_mut() {
+                if let Some(k) = owner.kick.take() {
+                    let _ = k.send(kick);
+                }
+            }
+        }
+    }
+
+    /// Binds the session queue to `filter` on `amq.topic` with `options`.
+    pub fn bind(&self, session: &Session, filter: &str, options: BindingOptions) -> bool {
+        let ex = self.vhost.amq_topic().clone();
+        self.vhost
+            .bind_queue(&ex, &session.queue, filter, KeyForm::Mqtt, options)
+    }
+
+    /// Removes the session queue's binding for `filter`.
+    pub fn unbind(&self, session: &Session, filter: &str) -> bool {
+        let ex = self.vhost.amq_topic().clone();
+        self.vhost
+            .unbind_queue(&ex, &session.queue, filter, KeyForm::Mqtt)
+    }
+
+    /// Joins the shared group `(group, filter)`, creating its queue and binding
+    /// on first use. Returns the group queue.
+    pub fn join_group(&self, group: &str, filter: &str) -> Arc<Queue> {
+        let mut groups = self.groups.lock();
+        let entry = groups
+            .entry((group.to_owned(), filter.to_owned()))
+            .or_insert_with(|| {
+                let queue = Queue::new(
+                    format!("mqtt-share:{group}:{filter}").into(),
+                    QueueOptions {
+                        best_effort_needs_consumer: true,
+                        ..self.queue_options.clone()
+                    },
+                    self.vhost.memory().clone(),
+                );
+                let ex = self.vhost.amq_topic().clone();
+                self.vhost
+                    .bind_queue(&ex, &queue, filter, KeyForm::Mqtt, BindingOptions::plain());
+                Group { queue, members: 0 }
+            });
+        entry.members += 1;
+        entry.queue.clone()
+    }
+
+    /// Leaves a shared group; the group's queue is deleted with its last member.
+    /// Messages leased to `owner` go back to the group for other members.
+    pub fn leave_group(&self, group: &str, filter: &str, owner: u64) {
+        let mut groups = self.groups.lock();
+        let key = (group.to_owned(), filter.to_owned());
+        let Some(g) = groups.get_mut(&key) else {
+            return;
+        };
+        g.queue.release_owner(owner);
+        g.members -= 1;
+        if g.members == 0 {
+            let g = groups.remove(&key).expect("present");
+            drop(groups);
+            let dest = super::exchange::Destination::Queue(g.queue.clone());
+            let bound = std::mem::take(&mut *g.queue.bound_from.lock());
+            for b in bound {
+                if let Some(ex) = b.exchange.upgrade() {
+                    ex.unbind(&dest, &b.key, b.key_form);
+                }
+            }
+            g.queue.delete();
+        }
+    }
+
+    /// The queue of shared group `(group, filter)`, if it exists.
+    pub fn group_queue(&self, group: &str, filter: &str) -> Option<Arc<Queue>> {
+        self.groups
+            .lock()
+            .get(&(group.to_owned(), filter.to_owned()))
+            .map(|g| g.queue.clone())
+    }
+}

@@ -1,0 +1,21 @@
+//! Tether: an IoT protocol gateway where MQTT devices, AMQP 0-9-1 applications
+//! and SQS/SNS API clients meet on one pub/sub core.
+//!
+//! The map, room by room:
+//!
+//! * [`config`]: layered configuration (defaults < TOML < `TETHER_*` env).
+//! * [`server`]: binds the listeners, runs the front ends, shuts down cleanly.
+//! * [`core`]: the one router and its queues with SQS-style leases; sessions
+//!   and retained messages. Every protocol's messages take the same path here.
+//! * [`mqtt`]: the MQTT 3.1.1/5.0 front end (one task per connection).
+//! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
+//! * [`auth`]: users and ACLs shared by every front end.
+//!
+//! Protocol codecs live in the `tether-protocols` crate, sans-IO and `no_std`.
+
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod mqtt;
+pub mod server;

@@ -1,0 +1,706 @@
+//! One MQTT connection: the CONNECT handshake, the I/O loop and the end.
+//!
+//! The loop reads whatever the socket has, handles every complete packet, pulls
+//! deliveries from the session's queues into the write buffer, and writes the
+//! buffer in as few syscalls as the socket allows: outbound frames are
+//! coalesced by construction. Everything between reads and writes is
+//! synchronous core calls; the task never waits on another task except during
+//! takeover.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tether_protocols::mqtt::{
+    self, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
+    ReasonCode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot, watch};
+
+use super::will::WillSpec;
+use super::{ConnectionSlot, Context};
+use crate::auth::{ClientAcl, LoginError};
+use crate::core::bytestr::ByteStr;
+use crate::core::exchange::RouteScratch;
+use crate::core::queue::{ConsumerId, Delivery, Queue, Wakeup};
+use crate::core::session::{Kick, Session, SessionState};
+
+/// Write-buffer size above which no more deliveries are pulled until it drains.
+pub(super) const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Smallest read reservation; grows while reads keep filling it.
+const READ_MIN: usize = 256;
+const READ_MAX: usize = 64 * 1024;
+
+/// Why a connection ends.
+#[derive(Debug)]
+pub(super) enum End {
+    /// The client sent DISCONNECT.
+    Client {
+        /// v5 reason 0x04: publish the will anyway.
+        with_will: bool,
+    },
+    /// The socket closed or failed.
+    Closed,
+    /// The client broke the protocol; v5 clients get DISCONNECT with this reason.
+    Protocol(ReasonCode, String),
+    /// Nothing heard for 1.5 × keepalive.
+    KeepAlive,
+    /// Taken over, or the gateway is stopping.
+    Kicked(Kick),
+}
+
+/// A consumer this connection has on a core queue.
+pub(super) struct Consumer {
+    pub queue: Arc<Queue>,
+    pub id: ConsumerId,
+    pub wakeup: Arc<Wakeup>,
+    /// Highest QoS this consumer's subscription was granted (shared groups; the
+    /// session queue's bindings already cap QoS per subscription).
+    pub max_qos: u8,
+}
+
+/// A live, connected MQTT client.
+pub(super) struct Conn {
+    pub ctx: Arc<Context>,
+    pub peer: SocketAddr,
+    pub version: ProtocolVersion,
+    pub session: Arc<Session>,
+    pub state: SessionState,
+    pub generation: u64,
+    pub acl: ClientAcl,
+    pub wbuf: BytesMut,
+    pub notify: Arc<Notify>,
+    /// Index 0 is the session queue; the rest are shared-subscription groups.
+    pub consumers: Vec<Consumer>,
+    pub deliveries: Vec<Delivery>,
+    /// Outgoing QoS 1/2 messages allowed in flight.
+    pub inflight_window: usize,
+    /// Largest packet the client accepts.
+    pub client_max_packet: usize,
+    /// Server → client topic aliases (v5).
+    pub out_aliases: HashMap<ByteStr, u16>,
+    pub out_alias_max: u16,
+    /// Client → server topic aliases (v5), index = alias - 1.
+    pub in_aliases: Vec<Option<ByteStr>>,
+    pub scratch: RouteScratch,
+    pub will: Option<WillSpec>,
+    pub session_expiry: Duration,
+    /// Whether the client asked for reason strings and user properties on errors.
+    pub problem_info: bool,
+    /// Set when more deliveries may be pulled (woken, credit freed, buffer drained).
+    pub want_pull: bool,
+    /// Reading paused because memory is over the high-watermark.
+    pub blocked: bool,
+    pub topic_scratch: String,
+    /// Negotiated keepalive in seconds (0 = none).
+    pub keep_alive: u16,
+    /// Rings when another connection takes the session over or the gateway stops.
+    pub kicked: Option<oneshot::Receiver<Kick>>,
+    /// Tells a waiting successor that the session state is back in the registry.
+    pub released: Option<watch::Sender<bool>>,
+}
+
+/// Runs one connection from accept to close.
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    slot: ConnectionSlot,
+    over_limit: bool,
+) {
+    let _slot = slot;
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut rbuf = BytesMut::new();
+    let max_packet = ctx.config.max_packet_size.as_usize();
+
+    let first = tokio::time::timeout(
+        ctx.config.connect_timeout,
+        read_frame(&mut rd, &mut rbuf, max_packet),
+    )
+    .await;
+    let frame = match first {
+        Err(_) => {
+            tracing::info!(%peer, "connection refused: no CONNECT within {:?}", ctx.config.connect_timeout);
+            return;
+        }
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            refuse_bad_connect(&mut wr, peer, &rbuf, e).await;
+            return;
+        }
+    };
+    let connect = match mqtt::decode(&frame, ProtocolVersion::V3_1_1, max_packet) {
+        Ok((Packet::Connect(c), _)) => c,
+        Ok((other, _)) => {
+            tracing::info!(%peer, packet = ?other.packet_type(), "connection refused: first packet was not CONNECT");
+            return;
+        }
+        Err(e) => {
+            refuse_bad_connect(&mut wr, peer, &frame, e).await;
+            return;
+        }
+    };
+    let version = connect.protocol;
+    if over_limit {
+        let code = if version.is_v5() {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode(3)
+        };
+        tracing::warn!(%peer, client_id = connect.client_id, "connection refused: mqtt.max_connections reached");
+        send_connack_error(&mut wr, version, code, Some("too many connections")).await;
+        return;
+    }
+    let Some(mut conn) = handshake(&ctx, peer, &frame, &connect, &mut wr).await else {
+        return;
+    };
+    let end = conn.run_loop(&mut rd, &mut wr, rbuf).await;
+    conn.finish(end, &mut wr).await;
+}
+
+/// Reads one whole frame (for the CONNECT phase).
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Bytes>, DecodeError> {
+    loop {
+        match mqtt::frame_len(rbuf, max)? {
+            Some(total) if rbuf.len() >= total => return Ok(Some(rbuf.split_to(total).freeze())),
+            Some(total) => rbuf.reserve(total - rbuf.len()),
+            None => rbuf.reserve(READ_MIN),
+        }
+        match rd.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Answers a CONNECT that failed to decode, in the version it asked for when
+/// that much is readable, then closes.
+async fn refuse_bad_connect(
+    wr: &mut OwnedWriteHalf,
+    peer: SocketAddr,
+    bytes: &[u8],
+    e: DecodeError,
+) {
+    tracing::info!(%peer, error = %e, "connection refused: bad CONNECT");
+    match e {
+        DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName => {
+            // Unknown version: answer in the 3.1.1 format, return code 1.
+            send_connack_error(wr, ProtocolVersion::V3_1_1, ReasonCode(1), None).await;
+        }
+        _ if connect_level(bytes) == Some(5) => {
+            send_connack_error(wr, ProtocolVersion::V5, e.reason_code(), None).await;
+        }
+        _ => {}
+    }
+}
+
+/// The protocol level byte of a (possibly malformed) CONNECT, if readable.
+fn connect_level(bytes: &[u8]) -> Option<u8> {
+    if bytes.first()? >> 4 != 1 {
+        return None;
+    }
+    let mut i = 1;
+    while bytes.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = u16::from_be_bytes([*bytes.get(i + 1)?, *bytes.get(i + 2)?]) as usize;
+    bytes.get(i + 3 + name_len).copied()
+}
+
+async fn send_connack_error(
+    wr: &mut OwnedWriteHalf,
+    version: ProtocolVersion,
+    code: ReasonCode,
+    reason: Option<&str>,
+) {
+    let code = if version.is_v5() { code } else { v3_code(code) };
+    let props = Properties {
+        reason_string: reason.filter(|_| version.is_v5()),
+        ..Properties::new()
+    };
+    let packet = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: props,
+    });
+    let mut buf = BytesMut::new();
+    if super::outbound::encode_into(&mut buf, version, &packet).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&buf)).await;
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Maps a v5 CONNACK reason to the v3 return code (values 0..=5 pass through).
+fn v3_code(code: ReasonCode) -> ReasonCode {
+    if code.0 <= 5 {
+        return code;
+    }
+    ReasonCode(code.to_v3_connect_return_code() as u8)
+}
+
+/// Authenticates, opens the session and sends CONNACK. `None` when refused.
+async fn handshake(
+    ctx: &Arc<Context>,
+    peer: SocketAddr,
+    frame: &Bytes,
+    connect: &Connect<'_>,
+    wr: &mut OwnedWriteHalf,
+) -> Option<Conn> {
+    let version = connect.protocol;
+    let v5 = version.is_v5();
+    let cfg = &ctx.config;
+    let refuse = |code: ReasonCode, why: &str| {
+        tracing::warn!(%peer, client_id = connect.client_id, username = connect.username.unwrap_or(""), reason = why, "connection refused");
+        code
+    };
+
+    if connect.properties.authentication_method.is_some() {
+        let code = refuse(
+            ReasonCode::BAD_AUTHENTICATION_METHOD,
+            "enhanced authentication is not supported",
+        );
+        send_connack_error(
+            wr,
+            version,
+            code,
+            Some("enhanced authentication is not supported"),
+        )
+        .await;
+        return None;
+    }
+    // Client identifier: empty means "assign one" (v3.1.1 only with a clean session).
+    let assigned = connect.client_id.is_empty();
+    if assigned && !connect.clean_start && !v5 {
+        let code = refuse(ReasonCode(2), "empty client id with clean session 0");
+        send_connack_error(wr, version, code, None).await;
+        return None;
+    }
+    let client_id: String = if assigned {
+        format!("tether-{:016x}", rand::random::<u64>())
+    } else {
+        connect.client_id.to_owned()
+    };
+    if let Some(will) = &connect.will {
+        if will.retain && !cfg.retain_available {
+            let code = refuse(
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "retained will while retain is disabled",
+            );
+            send_connack_error(wr, version, code, None).await;
+            return None;
+        }
+    }
+
+    match ctx
+        .core
+        .auth
+        .login(
+            connect.username.map(str::to_owned),
+            connect.password.map(<[u8]>::to_vec),
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(e) => {
+            let (v5code, why) = match e {
+                LoginError::BadCredentials => (
+                    ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    "bad username or password",
+                ),
+                LoginError::NotAuthorized => (ReasonCode::NOT_AUTHORIZED, "not authorized"),
+            };
+            let code = refuse(v5code, why);
+            send_connack_error(wr, version, code, Some(why)).await;
+            return None;
+        }
+    }
+    let acl = ctx.core.auth.acl_for(connect.username, &client_id);
+
+    // Session expiry: v5 asks for it; v3 persistent sessions last the configured maximum.
+    let max_expiry = cfg.max_session_expiry;
+    let requested = if v5 {
+        Duration::from_secs(
+            connect
+                .properties
+                .session_expiry_interval
+                .unwrap_or(0)
+                .into(),
+        )
+    } else if connect.clean_start {
+        Duration::ZERO
+    } else {
+        max_expiry
+    };
+    let session_expiry = requested.min(max_expiry);
+
+    let opened = ctx
+        .core
+        .sessions
+        .open(&client_id, connect.clean_start)
+        .await;
+
+    // Keepalive, possibly lowered by the server (v5 Server Keep Alive).
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if cfg.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > cfg.max_keep_alive) && v5 {
+        keep_alive = cfg.max_keep_alive;
+        server_keep_alive = Some(keep_alive);
+    }
+
+    let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+    let inflight_window = usize::from(client_receive_max.min(cfg.max_inflight));
+    let client_max_packet = connect
+        .properties
+        .maximum_packet_size
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+
+    let connack_props = if v5 {
+        Properties {
+            session_expiry_interval: (session_expiry != requested)
+                .then(|| u32::try_from(session_expiry.as_secs()).unwrap_or(u32::MAX)),
+            receive_maximum: Some(cfg.receive_maximum),
+            maximum_packet_size: Some(u32::try_from(cfg.max_packet_size.0).unwrap_or(u32::MAX)),
+            topic_alias_maximum: (cfg.topic_alias_maximum > 0).then_some(cfg.topic_alias_maximum),
+            retain_available: (!cfg.retain_available).then_some(0),
+            assigned_client_identifier: assigned.then_some(client_id.as_str()),
+            server_keep_alive,
+            ..Properties::new()
+        }
+    } else {
+        Properties::new()
+    };
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: opened.present,
+        code: ReasonCode::SUCCESS,
+        properties: connack_props,
+    });
+
+    let will = connect
+        .will
+        .as_ref()
+        .map(|w| WillSpec::from_connect(w, frame));
+    let notify = Arc::new(Notify::new());
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        peer,
+        version,
+        session: opened.session,
+        state: opened.state,
+        generation: opened.generation,
+        acl,
+        wbuf: BytesMut::with_capacity(256),
+        notify: notify.clone(),
+        consumers: Vec::new(),
+        deliveries: Vec::new(),
+        inflight_window,
+        client_max_packet,
+        out_aliases: HashMap::new(),
+        out_alias_max: if v5 {
+            connect.properties.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        },
+        in_aliases: vec![None; usize::from(if v5 { cfg.topic_alias_maximum } else { 0 })],
+        scratch: RouteScratch::default(),
+        will,
+        session_expiry,
+        problem_info: connect.properties.request_problem_information != Some(0),
+        want_pull: true,
+        blocked: false,
+        topic_scratch: String::new(),
+        keep_alive,
+        kicked: Some(opened.kicked),
+        released: Some(opened.released),
+    };
+    if conn.write_packet(&connack).is_err() {
+        return None;
+    }
+    tracing::debug!(%peer, client_id, ?version, present = opened.present, "client connected");
+    conn.attach_consumers();
+    conn.resend_inflight();
+    Some(conn)
+}
+
+impl Conn {
+    /// The main loop: returns why the connection ended.
+    async fn run_loop(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        wr: &mut OwnedWriteHalf,
+        mut rbuf: BytesMut,
+    ) -> End {
+        let max_packet = self.ctx.config.max_packet_size.as_usize();
+        let keep_alive =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let mut last_read = Instant::now();
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let sleep = tokio::time::sleep_until(keep_alive.map_or(far, |k| last_read + k).into());
+        tokio::pin!(sleep);
+        let Some(mut kicked) = self.kicked.take() else {
+            return End::Closed;
+        };
+        let shutdown = self.ctx.shutdown.clone();
+        let memory = self.ctx.core.memory.clone();
+        let mut read_hint = READ_MIN;
+
+        // Packets that arrived with CONNECT.
+        if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
+            return end;
+        }
+        loop {
+            if self.want_pull {
+                self.fill_outbound();
+            }
+            if !self.wbuf.is_empty() {
+                // Write what the socket takes now, without waiting.
+                match wr.try_write(&self.wbuf) {
+                    Ok(n) => {
+                        let _ = self.wbuf.split_to(n);
+                        if self.wbuf.len() < WRITE_HIGH_WATER / 2 {
+                            self.want_pull = true;
+                        }
+                        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                            self.wbuf = BytesMut::new();
+                        }
+                        if self.want_pull {
+                            continue;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return End::Closed,
+                }
+            }
+            if rbuf.capacity() - rbuf.len() < READ_MIN {
+                rbuf.reserve(read_hint);
+            }
+            tokio::select! {
+                biased;
+                kick = &mut kicked => {
+                    return End::Kicked(kick.unwrap_or(Kick::TakenOver { resumed: false }));
+                }
+                _ = shutdown.cancelled() => return End::Kicked(Kick::Shutdown),
+                r = rd.read_buf(&mut rbuf), if !self.blocked => {
+                    match r {
+                        Ok(0) | Err(_) => return End::Closed,
+                        Ok(n) => {
+                            last_read = Instant::now();
+                            if n >= read_hint && read_hint < READ_MAX {
+                                read_hint *= 2;
+                            }
+                            if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                r = wr.writable(), if !self.wbuf.is_empty() => {
+                    if r.is_err() {
+                        return End::Closed;
+                    }
+                }
+                _ = self.notify.notified() => self.want_pull = true,
+                _ = &mut sleep => {
+                    if let Some(k) = keep_alive {
+                        let deadline = last_read + k;
+                        if Instant::now() >= deadline {
+                            return End::KeepAlive;
+                        }
+                        sleep.as_mut().reset(deadline.into());
+                    }
+                }
+                _ = memory.wait_below(), if self.blocked => {
+                    self.blocked = false;
+                    if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every complete packet in `rbuf`.
+    fn process_frames(&mut self, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), End> {
+        loop {
+            let total = match mqtt::frame_len(rbuf, max_packet) {
+                Ok(Some(t)) if rbuf.len() >= t => t,
+                Ok(Some(t)) => {
+                    rbuf.reserve(t - rbuf.len());
+                    return Ok(());
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.decode_error(e)),
+            };
+            // Above the memory high-watermark, stop taking publishes (acks and
+            // other packets still flow, so subscribers can drain the queues).
+            if rbuf[0] >> 4 == 3 && self.ctx.core.memory.is_over() {
+                self.blocked = true;
+                return Ok(());
+            }
+            let frame = rbuf.split_to(total).freeze();
+            let packet = match mqtt::decode(&frame, self.version, max_packet) {
+                Ok((p, _)) => p,
+                Err(e) => return Err(self.decode_error(e)),
+            };
+            self.handle_packet(packet, &frame)?;
+        }
+    }
+
+    fn decode_error(&self, e: DecodeError) -> End {
+        End::Protocol(e.reason_code(), e.to_string())
+    }
+
+    /// Encodes a packet into the write buffer.
+    pub(super) fn write_packet(&mut self, packet: &Packet<'_>) -> Result<(), mqtt::EncodeError> {
+        super::outbound::encode_into(&mut self.wbuf, self.version, packet)
+    }
+
+    /// Attaches consumers to the session queue and every shared group the
+    /// session belongs to.
+    fn attach_consumers(&mut self) {
+        let queue = self.session.queue.clone();
+        self.add_consumer_with(queue, 2);
+        let groups: Vec<(String, String, u8)> = self
+            .state
+            .subscriptions
+            .values()
+            .filter_map(|s| {
+                s.group
+                    .clone()
+                    .map(|g| (g, s.filter.clone(), s.options.qos as u8))
+            })
+            .collect();
+        for (group, filter, qos) in groups {
+            if let Some(q) = self.ctx.core.sessions.group_queue(&group, &filter) {
+                self.add_consumer_with(q, qos);
+            }
+        }
+    }
+
+    /// Starts consuming `queue`, delivering at most `max_qos`.
+    pub(super) fn add_consumer_with(&mut self, queue: Arc<Queue>, max_qos: u8) {
+        if let Some(c) = self
+            .consumers
+            .iter_mut()
+            .find(|c| Arc::ptr_eq(&c.queue, &queue))
+        {
+            c.max_qos = max_qos;
+            return;
+        }
+        let wakeup = Wakeup::new(self.notify.clone());
+        let id = queue.attach(wakeup.clone());
+        self.consumers.push(Consumer {
+            queue,
+            id,
+            wakeup,
+            max_qos,
+        });
+        self.want_pull = true;
+    }
+
+    pub(super) fn remove_consumer(&mut self, queue: &Arc<Queue>) {
+        if let Some(at) = self
+            .consumers
+            .iter()
+            .position(|c| Arc::ptr_eq(&c.queue, queue))
+        {
+            let c = self.consumers.swap_remove(at);
+            c.queue.detach(c.id);
+        }
+    }
+
+    /// Ends the connection: tells the client why (v5), hands the session back,
+    /// and publishes the will when the end was abnormal.
+    async fn finish(mut self, end: End, wr: &mut OwnedWriteHalf) {
+        let client_id = self.session.client_id.clone();
+        let peer = self.peer;
+        let reason = match &end {
+            End::Client { .. } | End::Closed => None,
+            End::Protocol(code, why) => {
+                tracing::info!(%peer, %client_id, code = code.0, error = %why, "closing connection: protocol error");
+                Some((*code, Some(why.as_str())))
+            }
+            End::KeepAlive => {
+                tracing::info!(%peer, %client_id, "closing connection: keepalive timeout");
+                Some((ReasonCode::KEEP_ALIVE_TIMEOUT, None))
+            }
+            End::Kicked(Kick::TakenOver { .. }) => {
+                tracing::info!(%peer, %client_id, "closing connection: session taken over");
+                Some((ReasonCode::SESSION_TAKEN_OVER, None))
+            }
+            End::Kicked(Kick::Shutdown) => Some((ReasonCode::SERVER_SHUTTING_DOWN, None)),
+        };
+        if let (Some((code, why)), true) = (reason, self.version.is_v5()) {
+            let props = Properties {
+                reason_string: why.filter(|_| self.problem_info),
+                ..Properties::new()
+            };
+            let _ = self.write_packet(&Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: props,
+            }));
+        }
+        if !self.wbuf.is_empty() && !matches!(end, End::Closed) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&self.wbuf)).await;
+        }
+        let _ = wr.shutdown().await;
+
+        // Stop consuming; shared-group messages in flight go back to the group.
+        let session_queue = self.session.queue.clone();
+        for c in std::mem::take(&mut self.consumers) {
+            c.queue.detach(c.id);
+            if !Arc::ptr_eq(&c.queue, &session_queue) {
+                c.queue.release_owner(self.session.id);
+            }
+        }
+        self.state.outgoing.retain(|(_, o)| match o {
+            crate::core::session::Outgoing::Publish { queue, .. } => {
+                Arc::ptr_eq(queue, &session_queue)
+            }
+            crate::core::session::Outgoing::Released => true,
+        });
+
+        // The will: not after a normal DISCONNECT, nor at shutdown; after a
+        // takeover only when the new connection does not resume the session
+        // with a delayed will (MQTT 5 §3.1.3.2).
+        let will = match end {
+            End::Client { with_will: false } | End::Kicked(Kick::Shutdown) => None,
+            End::Kicked(Kick::TakenOver { resumed }) => self
+                .will
+                .take()
+                .filter(|w| !(resumed && !w.delay.is_zero()))
+                .map(|w| (Duration::ZERO, w)),
+            _ => self.will.take().map(|w| (w.delay, w)),
+        };
+        let will = will.map(|(delay, spec)| {
+            let core = self.ctx.core.clone();
+            let origin = self.session.id;
+            let acl = self.acl.clone();
+            let action: crate::core::session::WillAction =
+                Box::new(move || spec.publish(&core, origin, &acl));
+            (delay, action)
+        });
+        let state = std::mem::take(&mut self.state);
+        self.ctx.core.sessions.release(
+            &self.session,
+            self.generation,
+            state,
+            self.session_expiry,
+            will,
+        );
+        if let Some(released) = self.released.take() {
+            let _ = released.send(true);
+        }
+        tracing::debug!(%peer, %client_id, ?end, "client disconnected");
+    }
+}

@@ -1,0 +1,508 @@
+//! What an MQTT client sends: PUBLISH into the core, SUBSCRIBE/UNSUBSCRIBE as
+//! bindings, acknowledgements of our deliveries, and DISCONNECT.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use tether_protocols::mqtt::{
+    Packet, Properties, PubResponse, Publish, ReasonCode, RetainHandling, SubAck, Subscribe,
+    UnsubAck, Unsubscribe, UserProperties,
+};
+use tether_protocols::topic;
+
+use super::connection::{Conn, End};
+use crate::core::Core;
+use crate::core::bytestr::ByteStr;
+use crate::core::exchange::{BindingOptions, RouteScratch};
+use crate::core::message::{KeyForm, Message, MessageProperties, now_ms};
+use crate::core::queue::DeliveryHints;
+use crate::core::session::{Outgoing, Subscription};
+use crate::core::vhost::PublishOutcome;
+
+/// Builds the protocol-neutral properties of a PUBLISH or will, sharing bytes
+/// with `frame`. `None` when there are none (the common case).
+pub(super) fn message_properties(
+    p: &Properties<'_>,
+    frame: &Bytes,
+) -> Option<Box<MessageProperties>> {
+    let user_properties = match p.user_properties {
+        UserProperties::Encoded(raw) if !p.user_properties.is_empty() => frame.slice_ref(raw),
+        _ => Bytes::new(),
+    };
+    if p.content_type.is_none()
+        && p.response_topic.is_none()
+        && p.correlation_data.is_none()
+        && p.payload_format_indicator.is_none()
+        && user_properties.is_empty()
+    {
+        return None;
+    }
+    Some(Box::new(MessageProperties {
+        content_type: p.content_type.map(|s| ByteStr::slice_of(frame, s)),
+        payload_is_utf8: p.payload_format_indicator == Some(1),
+        response_topic: p.response_topic.map(|s| ByteStr::slice_of(frame, s)),
+        correlation_data: p.correlation_data.map(|b| frame.slice_ref(b)),
+        user_properties,
+    }))
+}
+
+/// Stores a retained message (if flagged) and routes `msg` through `amq.topic`.
+pub(super) fn publish_message(
+    core: &Arc<Core>,
+    msg: &Arc<Message>,
+    scratch: &mut RouteScratch,
+) -> PublishOutcome {
+    if msg.retain {
+        core.retained.set(&msg.routing_key, msg.clone());
+    }
+    core.vhost.publish(core.vhost.amq_topic(), msg, scratch)
+}
+
+/// Which acknowledgement [`Conn::ack`] sends.
+#[derive(Clone, Copy)]
+enum AckKind {
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
+}
+
+fn protocol_error(why: impl Into<String>) -> End {
+    End::Protocol(ReasonCode::PROTOCOL_ERROR, why.into())
+}
+
+impl Conn {
+    /// Dispatches one decoded packet; `Err` ends the connection.
+    pub(super) fn handle_packet(&mut self, packet: Packet<'_>, frame: &Bytes) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, frame),
+            Packet::PubAck(r) => {
+                self.on_puback(r.packet_id);
+                Ok(())
+            }
+            Packet::PubRec(r) => self.on_pubrec(r),
+            Packet::PubRel(r) => self.on_pubrel(r),
+            Packet::PubComp(r) => {
+                if let Some(Outgoing::Released) = self.state.take_outgoing(r.packet_id) {
+                    self.want_pull = true;
+                }
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => self.reply(&Packet::PingResp),
+            Packet::Disconnect(d) => {
+                if let Some(secs) = d.properties.session_expiry_interval {
+                    if self.session_expiry.is_zero() && secs > 0 {
+                        return Err(protocol_error(
+                            "session expiry set in DISCONNECT after 0 in CONNECT",
+                        ));
+                    }
+                    self.session_expiry =
+                        Duration::from_secs(secs.into()).min(self.ctx.config.max_session_expiry);
+                }
+                Err(End::Client {
+                    with_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+                })
+            }
+            Packet::Connect(_) => Err(protocol_error("second CONNECT")),
+            Packet::Auth(_) => Err(protocol_error("AUTH without an authentication method")),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(protocol_error("packet only a server may send"))
+            }
+        }
+    }
+
+    fn reply(&mut self, packet: &Packet<'_>) -> Result<(), End> {
+        self.write_packet(packet)
+            .map_err(|e| End::Protocol(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, e.to_string()))
+    }
+
+    /// A reason string for an error acknowledgement, if the client wants them.
+    fn problem<'s>(&self, why: &'s str) -> Properties<'s> {
+        Properties {
+            reason_string: (self.version.is_v5() && self.problem_info).then_some(why),
+            ..Properties::new()
+        }
+    }
+
+    fn ack(
+        &mut self,
+        kind: AckKind,
+        packet_id: u16,
+        reason: ReasonCode,
+        why: &str,
+    ) -> Result<(), End> {
+        let properties = if reason.is_error() {
+            self.problem(why)
+        } else {
+            Properties::new()
+        };
+        let r = PubResponse {
+            packet_id,
+            reason,
+            properties,
+        };
+        self.reply(&match kind {
+            AckKind::PubAck => Packet::PubAck(r),
+            AckKind::PubRec => Packet::PubRec(r),
+            AckKind::PubRel => Packet::PubRel(r),
+            AckKind::PubComp => Packet::PubComp(r),
+        })
+    }
+
+    fn on_publish(&mut self, p: Publish<'_>, frame: &Bytes) -> Result<(), End> {
+        let v5 = self.version.is_v5();
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(protocol_error(
+                "subscription identifier in a client PUBLISH",
+            ));
+        }
+        let topic = match p.properties.topic_alias {
+            Some(alias) => {
+                let Some(slot) = usize::from(alias)
+                    .checked_sub(1)
+                    .and_then(|i| self.in_aliases.get_mut(i))
+                else {
+                    return Err(End::Protocol(
+                        ReasonCode::TOPIC_ALIAS_INVALID,
+                        format!("topic alias {alias} is above the maximum we allow"),
+                    ));
+                };
+                if p.topic.is_empty() {
+                    match slot {
+                        Some(t) => t.clone(),
+                        None => return Err(protocol_error(format!("unknown topic alias {alias}"))),
+                    }
+                } else {
+                    // Copied: an alias lives as long as the connection, and must
+                    // not pin the frame it arrived in.
+                    let t = ByteStr::from(p.topic);
+                    *slot = Some(t.clone());
+                    t
+                }
+            }
+            None if p.topic.is_empty() => {
+                return Err(End::Protocol(
+                    ReasonCode::TOPIC_NAME_INVALID,
+                    "empty topic".into(),
+                ));
+            }
+            None => ByteStr::slice_of(frame, p.topic),
+        };
+        let mut retain = p.retain;
+        if retain && !self.ctx.config.retain_available {
+            if v5 {
+                return Err(End::Protocol(
+                    ReasonCode::RETAIN_NOT_SUPPORTED,
+                    "retain is not available".into(),
+                ));
+            }
+            retain = false;
+        }
+        let qos = p.qos as u8;
+        let packet_id = p.packet_id.unwrap_or(0);
+        if qos == 2 {
+            if self.state.incoming_qos2.contains(&packet_id) {
+                // A resend of a message we already have: acknowledge again only.
+                return self.ack(AckKind::PubRec, packet_id, ReasonCode::SUCCESS, "");
+            }
+            if self.state.incoming_qos2.len() >= usize::from(self.ctx.config.receive_maximum) {
+                return Err(End::Protocol(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged QoS 2 publishes than Receive Maximum".into(),
+                ));
+            }
+        }
+        if !self.acl.may_publish(&topic) {
+            tracing::debug!(peer = %self.peer, client_id = %self.session.client_id, %topic, "publish denied");
+            let denied = if v5 {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
+            return match qos {
+                0 => Ok(()),
+                1 => self.ack(
+                    AckKind::PubAck,
+                    packet_id,
+                    denied,
+                    "not authorized to publish to this topic",
+                ),
+                _ => {
+                    if !v5 {
+                        // v3 has no negative PUBREC: complete the flow, drop the message.
+                        self.state.incoming_qos2.insert(packet_id);
+                    }
+                    self.ack(
+                        AckKind::PubRec,
+                        packet_id,
+                        denied,
+                        "not authorized to publish to this topic",
+                    )
+                }
+            };
+        }
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(p.payload).is_err()
+        {
+            if qos == 0 {
+                return Err(End::Protocol(
+                    ReasonCode::PAYLOAD_FORMAT_INVALID,
+                    "payload is not UTF-8".into(),
+                ));
+            }
+            let kind = if qos == 1 {
+                AckKind::PubAck
+            } else {
+                AckKind::PubRec
+            };
+            return self.ack(
+                kind,
+                packet_id,
+                ReasonCode::PAYLOAD_FORMAT_INVALID,
+                "payload is not UTF-8",
+            );
+        }
+        let msg = Arc::new(Message {
+            id: self.ctx.core.ids.next(),
+            routing_key: topic,
+            key_form: KeyForm::Mqtt,
+            payload: frame.slice_ref(p.payload),
+            qos,
+            retain,
+            published_at_ms: now_ms(),
+            expires_at: p
+                .properties
+                .message_expiry_interval
+                .map(|s| Instant::now() + Duration::from_secs(s.into())),
+            origin: self.session.id,
+            props: message_properties(&p.properties, frame),
+        });
+        let outcome = publish_message(&self.ctx.core, &msg, &mut self.scratch);
+        let code = if outcome.routed == 0 && v5 {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match qos {
+            0 => Ok(()),
+            1 => self.ack(AckKind::PubAck, packet_id, code, ""),
+            _ => {
+                self.state.incoming_qos2.insert(packet_id);
+                self.ack(AckKind::PubRec, packet_id, code, "")
+            }
+        }
+    }
+
+    fn on_puback(&mut self, packet_id: u16) {
+        match self.state.take_outgoing(packet_id) {
+            Some(Outgoing::Publish { queue, tag, .. }) => {
+                queue.ack(tag);
+                self.want_pull = true;
+            }
+            Some(released @ Outgoing::Released) => {
+                // A PUBACK for a QoS 2 flow: keep waiting for PUBCOMP.
+                self.state.outgoing.push_back((packet_id, released));
+            }
+            None => {}
+        }
+    }
+
+    fn on_pubrec(&mut self, r: PubResponse<'_>) -> Result<(), End> {
+        let Some(at) = self
+            .state
+            .outgoing
+            .iter()
+            .position(|(p, _)| *p == r.packet_id)
+        else {
+            return self.ack(
+                AckKind::PubRel,
+                r.packet_id,
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                "unknown packet identifier",
+            );
+        };
+        if let (_, Outgoing::Publish { queue, tag, .. }) = &self.state.outgoing[at] {
+            queue.ack(*tag);
+        }
+        if r.reason.is_error() {
+            // The client refused the message: the flow ends here.
+            self.state.outgoing.remove(at);
+            self.want_pull = true;
+            return Ok(());
+        }
+        self.state.outgoing[at].1 = Outgoing::Released;
+        self.ack(AckKind::PubRel, r.packet_id, ReasonCode::SUCCESS, "")
+    }
+
+    fn on_pubrel(&mut self, r: PubResponse<'_>) -> Result<(), End> {
+        let reason = if self.state.incoming_qos2.remove(&r.packet_id) || !self.version.is_v5() {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.ack(
+            AckKind::PubComp,
+            r.packet_id,
+            reason,
+            "unknown packet identifier",
+        )
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe<'_>) -> Result<(), End> {
+        let v5 = self.version.is_v5();
+        let sub_id = s.properties.subscription_identifier.unwrap_or(0);
+        let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+        let mut retained_jobs: SmallVec<[(String, u8); 4]> = SmallVec::new();
+        let mut denied = false;
+        for (filter, opts) in s.filters.iter() {
+            let shared = match topic::parse_shared(filter) {
+                Ok(s) => s,
+                Err(_) => {
+                    codes.push(if v5 {
+                        ReasonCode::TOPIC_FILTER_INVALID.0
+                    } else {
+                        0x80
+                    });
+                    continue;
+                }
+            };
+            let (group, inner) = match &shared {
+                Some(sh) => (Some(sh.group), sh.filter),
+                None => (None, filter),
+            };
+            if group.is_some() && opts.no_local {
+                return Err(protocol_error("no-local on a shared subscription"));
+            }
+            if !self.acl.may_subscribe(inner) {
+                tracing::debug!(peer = %self.peer, client_id = %self.session.client_id, filter, "subscribe denied");
+                codes.push(if v5 {
+                    ReasonCode::NOT_AUTHORIZED.0
+                } else {
+                    0x80
+                });
+                denied = true;
+                continue;
+            }
+            let existed = self.state.subscriptions.contains_key(filter);
+            if !existed
+                && self.state.subscriptions.len() >= self.ctx.config.max_subscriptions_per_client
+            {
+                codes.push(if v5 {
+                    ReasonCode::QUOTA_EXCEEDED.0
+                } else {
+                    0x80
+                });
+                continue;
+            }
+            let granted = opts.qos as u8;
+            let sessions = &self.ctx.core.sessions;
+            match group {
+                None => {
+                    sessions.bind(
+                        &self.session,
+                        inner,
+                        BindingOptions {
+                            max_qos: granted,
+                            no_local_origin: opts.no_local.then_some(self.session.id),
+                            retain_as_published: opts.retain_as_published,
+                            subscription_id: sub_id,
+                        },
+                    );
+                    let send_retained = match opts.retain_handling {
+                        RetainHandling::SendOnSubscribe => true,
+                        RetainHandling::SendOnNewSubscribe => !existed,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if send_retained {
+                        retained_jobs.push((inner.to_owned(), granted));
+                    }
+                }
+                Some(g) => {
+                    let queue = if existed {
+                        sessions.group_queue(g, inner)
+                    } else {
+                        Some(sessions.join_group(g, inner))
+                    };
+                    if let Some(q) = queue {
+                        self.add_consumer_with(q, granted);
+                    }
+                }
+            }
+            self.state.subscriptions.insert(
+                filter.to_owned(),
+                Subscription {
+                    filter: inner.to_owned(),
+                    group: group.map(str::to_owned),
+                    options: opts,
+                    id: sub_id,
+                },
+            );
+            codes.push(granted);
+        }
+        let properties = if denied {
+            self.problem("not authorized for some filters")
+        } else {
+            Properties::new()
+        };
+        self.reply(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties,
+            return_codes: &codes,
+        }))?;
+        // Retained messages follow the SUBACK, through the session queue so they
+        // take the normal QoS and in-flight path.
+        for (filter, granted) in retained_jobs {
+            for msg in self.ctx.core.retained.matching(&filter) {
+                let hints = DeliveryHints {
+                    qos: msg.qos.min(granted),
+                    retain_as_published: true,
+                    sub_ids: if sub_id != 0 {
+                        std::iter::once(sub_id).collect()
+                    } else {
+                        Default::default()
+                    },
+                };
+                self.session.queue.enqueue_unbounded(&msg, hints);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe<'_>) -> Result<(), End> {
+        let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+        for filter in u.filters.iter() {
+            let code = match self.state.subscriptions.remove(filter) {
+                Some(sub) => {
+                    let sessions = self.ctx.core.sessions.clone();
+                    match &sub.group {
+                        None => {
+                            sessions.unbind(&self.session, &sub.filter);
+                        }
+                        Some(g) => {
+                            if let Some(q) = sessions.group_queue(g, &sub.filter) {
+                                self.remove_consumer(&q);
+                                self.state.outgoing.retain(|(_, o)| {
+                                    !matches!(o, Outgoing::Publish { queue, .. } if Arc::ptr_eq(queue, &q))
+                                });
+                            }
+                            sessions.leave_group(g, &sub.filter, self.session.id);
+                        }
+                    }
+                    ReasonCode::SUCCESS.0
+                }
+                None => ReasonCode::NO_SUBSCRIPTION_EXISTED.0,
+            };
+            codes.push(code);
+        }
+        let reason_codes: &[u8] = if self.version.is_v5() { &codes } else { &[] };
+        self.reply(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::new(),
+            reason_codes,
+        }))
+    }
+}

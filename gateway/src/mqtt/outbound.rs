@@ -1,0 +1,194 @@
+//! What an MQTT client receives: deliveries pulled from core queues and
+//! encoded straight into the connection's write buffer.
+//!
+//! A pull takes a batch under one queue lock; each delivery becomes a PUBLISH
+//! in the same buffer, so one write carries many messages. QoS 1/2 deliveries
+//! stay leased in the queue until the client acknowledges them; the in-flight
+//! window bounds how many are outstanding. Nothing here allocates per message
+//! once the buffers are warm (topic aliases aside, once per topic).
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tether_protocols::mqtt::{
+    EncodeError, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode,
+    SubscriptionIds, UserProperties,
+};
+
+use super::connection::{Conn, WRITE_HIGH_WATER};
+use crate::core::exchange::swap_separators_into;
+use crate::core::message::KeyForm;
+use crate::core::queue::{Delivery, PullLimits, PullMode};
+use crate::core::session::Outgoing;
+
+/// Deliveries taken per pull.
+const BATCH: usize = 64;
+
+/// Appends the encoding of `packet` to `buf`.
+pub(super) fn encode_into(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    packet: &Packet<'_>,
+) -> Result<(), EncodeError> {
+    let len = packet.encoded_len(version)?;
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    match packet.encode(version, &mut buf[start..]) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+impl Conn {
+    /// Pulls deliveries from every consumer into the write buffer until the
+    /// queues run dry, the in-flight window is full, or the buffer is full.
+    pub(super) fn fill_outbound(&mut self) {
+        self.want_pull = false;
+        let consumers = std::mem::take(&mut self.consumers);
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        for c in &consumers {
+            c.wakeup.take();
+            loop {
+                if self.wbuf.len() >= WRITE_HIGH_WATER {
+                    // Resumed when the buffer drains (see the I/O loop).
+                    break;
+                }
+                let credit = self
+                    .inflight_window
+                    .saturating_sub(self.state.outgoing.len());
+                deliveries.clear();
+                let n = c.queue.pull(
+                    c.id,
+                    PullLimits {
+                        max: BATCH,
+                        max_leased: credit,
+                    },
+                    PullMode::ByQos {
+                        owner: self.session.id,
+                        max_qos: c.max_qos,
+                    },
+                    &mut deliveries,
+                );
+                for d in deliveries.drain(..) {
+                    let packet_id = match d.tag {
+                        Some(tag) => {
+                            let Some(pid) = self.state.next_packet_id() else {
+                                c.queue.reject(tag, true);
+                                continue;
+                            };
+                            self.state.outgoing.push_back((
+                                pid,
+                                Outgoing::Publish {
+                                    queue: c.queue.clone(),
+                                    tag,
+                                    qos: d.qos,
+                                },
+                            ));
+                            Some(pid)
+                        }
+                        None => None,
+                    };
+                    if !self.send_publish(&d, packet_id, false) {
+                        // Too large for the client: behave as if delivered (MQTT 5 §3.1.2.11.4).
+                        if let (Some(tag), Some(pid)) = (d.tag, packet_id) {
+                            self.state.take_outgoing(pid);
+                            c.queue.ack(tag);
+                        }
+                    }
+                }
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        self.deliveries = deliveries;
+        self.consumers = consumers;
+    }
+
+    /// Resends unacknowledged PUBLISH (with DUP) and PUBREL packets of a resumed
+    /// session, in their original order and with their original identifiers.
+    pub(super) fn resend_inflight(&mut self) {
+        let pending: Vec<(u16, Outgoing)> = self.state.outgoing.iter().cloned().collect();
+        for (pid, o) in pending {
+            match o {
+                Outgoing::Publish { queue, tag, qos } => match queue.leased_message(tag) {
+                    Some(mut d) => {
+                        d.qos = qos;
+                        self.send_publish(&d, Some(pid), true);
+                    }
+                    None => {
+                        self.state.take_outgoing(pid);
+                    }
+                },
+                Outgoing::Released => {
+                    let _ = self.write_packet(&Packet::PubRel(PubResponse {
+                        packet_id: pid,
+                        reason: ReasonCode::SUCCESS,
+                        properties: Properties::new(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Encodes one delivery as PUBLISH. Returns false when it exceeds the
+    /// client's maximum packet size and was not sent.
+    fn send_publish(&mut self, d: &Delivery, packet_id: Option<u16>, dup: bool) -> bool {
+        let msg = &d.msg;
+        let v5 = self.version.is_v5();
+        let topic: &str = match msg.key_form {
+            KeyForm::Mqtt => &msg.routing_key,
+            KeyForm::Amqp => {
+                swap_separators_into(&msg.routing_key, &mut self.topic_scratch);
+                &self.topic_scratch
+            }
+        };
+        let mut properties = Properties::new();
+        let mut topic_field = topic;
+        if v5 {
+            if let Some(p) = &msg.props {
+                properties.payload_format_indicator = p.payload_is_utf8.then_some(1);
+                properties.content_type = p.content_type.as_deref();
+                properties.response_topic = p.response_topic.as_deref();
+                properties.correlation_data = p.correlation_data.as_deref();
+                properties.user_properties = UserProperties::Encoded(&p.user_properties);
+            }
+            properties.message_expiry_interval = msg.remaining_secs(Instant::now());
+            properties.subscription_identifiers = SubscriptionIds::Slice(&d.sub_ids);
+            if self.out_alias_max > 0 {
+                if let Some(&alias) = self.out_aliases.get(topic) {
+                    properties.topic_alias = Some(alias);
+                    topic_field = "";
+                } else if self.out_aliases.len() < usize::from(self.out_alias_max) {
+                    let alias = u16::try_from(self.out_aliases.len() + 1).unwrap_or(u16::MAX);
+                    let key = match msg.key_form {
+                        KeyForm::Mqtt => msg.routing_key.clone(),
+                        KeyForm::Amqp => topic.into(),
+                    };
+                    self.out_aliases.insert(key, alias);
+                    properties.topic_alias = Some(alias);
+                }
+            }
+        }
+        let publish = Packet::Publish(Publish {
+            dup,
+            qos: QoS::from_u8(d.qos).unwrap_or(QoS::AtMostOnce),
+            retain: d.retain_as_published && msg.retain,
+            topic: topic_field,
+            packet_id,
+            properties,
+            payload: &msg.payload,
+        });
+        let fits = publish
+            .encoded_len(self.version)
+            .is_ok_and(|len| len <= self.client_max_packet);
+        if !fits {
+            tracing::debug!(client_id = %self.session.client_id, "delivery dropped: larger than the client's maximum packet size");
+            return false;
+        }
+        encode_into(&mut self.wbuf, self.version, &publish).is_ok()
+    }
+}

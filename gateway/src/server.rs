@@ -1,0 +1,155 @@
+//! Starting and stopping the gateway: binds every configured listener, runs the
+//! front ends on them, and shuts everything down in order.
+//!
+//! Shutdown is designed, not bolted on: one cancellation token reaches every
+//! accept loop and connection; connections close their clients cleanly (MQTT 5
+//! clients get DISCONNECT 0x8B); the task tracker lets us wait for all of them,
+//! bounded by `limits.shutdown_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::core::session::Kick;
+
+/// Why the gateway could not start; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configuration key naming the listener.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The data directory is unusable.
+    #[error("storage.path: cannot use {path}: {source}")]
+    Storage {
+        /// The directory.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    core: Arc<Core>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    listeners: Vec<(&'static str, SocketAddr)>,
+    shutdown_timeout: Duration,
+}
+
+impl Gateway {
+    /// Binds every configured listener and starts serving.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let storage = &config.storage.path;
+        std::fs::create_dir_all(storage).map_err(|source| StartError::Storage {
+            path: storage.display().to_string(),
+            source,
+        })?;
+        let core = Core::new(&config);
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut listeners = Vec::new();
+
+        // Bind everything before serving anything, so a bad address fails fast
+        // with nothing half-started.
+        let mqtt = bind("mqtt.listen", config.mqtt_listen()).await?;
+        let http = bind("http.listen", config.http_listen()).await?;
+
+        if let Some(listener) = mqtt {
+            let addr = local_addr("mqtt.listen", &listener)?;
+            listeners.push(("mqtt", addr));
+            let ctx = crate::mqtt::Context::new(
+                core.clone(),
+                config.mqtt.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            );
+            tasks.spawn(crate::mqtt::serve(listener, ctx));
+        }
+        if let Some(listener) = http {
+            let addr = local_addr("http.listen", &listener)?;
+            listeners.push(("http", addr));
+            tasks.spawn(crate::http::serve(listener, core.clone(), shutdown.clone()));
+        }
+        for (protocol, address) in &listeners {
+            tracing::info!(%protocol, %address, "listening");
+        }
+        let summary: Vec<String> = listeners.iter().map(|(p, a)| format!("{p}={a}")).collect();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            storage = %storage.display(),
+            "tether started: {}",
+            summary.join(" ")
+        );
+        Ok(Gateway {
+            core,
+            shutdown,
+            tasks,
+            listeners,
+            shutdown_timeout: config.limits.shutdown_timeout,
+        })
+    }
+
+    /// The address each listener is bound to, by protocol name.
+    pub fn local_addr(&self, protocol: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .map(|(_, a)| *a)
+    }
+
+    /// The core, for embedding and tests.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Stops accepting, closes every client cleanly and waits (bounded) for all
+    /// tasks to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.core.sessions.kick_all(Kick::Shutdown);
+        self.tasks.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "shutdown timeout reached with tasks still running; exiting anyway"
+            );
+        }
+    }
+}
+
+async fn bind(
+    key: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, StartError> {
+    let Some(addr) = addr else { return Ok(None) };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+fn local_addr(key: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        key,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}

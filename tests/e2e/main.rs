@@ -1,0 +1,3 @@
+//! End-to-end tests against a running `tether` process.
+
+mod startup;
