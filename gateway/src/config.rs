@@ -626,3 +626,22 @@ mod tests {
         assert!(ByteSize::parse("1XB").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The example file in the repository documents every key with its default;
+    /// it must stay loadable and agree with the built-in defaults.
+    #[test]
+    fn example_config_loads_and_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tether.example.toml");
+        let from_file = Config::load_from(Some(&path), Vec::new()).expect("example config loads");
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&defaults).unwrap(),
+            "tether.example.toml and Config::default() disagree"
+        );
+    }
+}

@@ -1,3 +1,7 @@
-//! End-to-end tests against a running `tether` process.
+//! End-to-end tests against a running `tether` process, one module per area.
 
+mod mqtt_malformed;
+mod mqtt_mosquitto;
+mod mqtt_v4;
+mod mqtt_v5;
 mod startup;

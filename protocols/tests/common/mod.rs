@@ -28,7 +28,7 @@ pub enum Ctx {
 }
 
 /// Owned MQTT 5 properties.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OProps {
     pub pfi: Option<u8>,
     pub mei: Option<u32>,
@@ -61,6 +61,11 @@ pub struct OProps {
 }
 
 impl OProps {
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// Keeps only the properties `ctx` allows.
     pub fn masked(mut self, ctx: Ctx) -> Self {
         use Ctx::*;
