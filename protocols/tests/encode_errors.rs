@@ -35,7 +35,10 @@ fn connect<'a>() -> Connect<'a> {
 fn encoding_into_a_short_buffer_reports_the_size_needed() {
     let p = Packet::PingReq;
     let mut buf = [0u8; 1];
-    assert_eq!(p.encode(V311, &mut buf), Err(EncodeError::BufferTooSmall { needed: 2 }));
+    assert_eq!(
+        p.encode(V311, &mut buf),
+        Err(EncodeError::BufferTooSmall { needed: 2 })
+    );
 }
 
 #[test]
@@ -133,12 +136,18 @@ fn qos0_publish_with_dup_is_refused() {
 
 #[test]
 fn publish_to_wildcard_topic_is_refused() {
-    assert_eq!(publish("a/+").encoded_len(V311), Err(EncodeError::InvalidTopicName));
+    assert_eq!(
+        publish("a/+").encoded_len(V311),
+        Err(EncodeError::InvalidTopicName)
+    );
 }
 
 #[test]
 fn publish_to_empty_topic_is_refused_without_alias_or_before_v5() {
-    assert_eq!(publish("").encoded_len(V5), Err(EncodeError::InvalidTopicName));
+    assert_eq!(
+        publish("").encoded_len(V5),
+        Err(EncodeError::InvalidTopicName)
+    );
     let aliased = Publish {
         properties: Properties {
             topic_alias: Some(3),
@@ -146,7 +155,10 @@ fn publish_to_empty_topic_is_refused_without_alias_or_before_v5() {
         },
         ..publish("")
     };
-    assert_eq!(aliased.encoded_len(V311), Err(EncodeError::InvalidTopicName));
+    assert_eq!(
+        aliased.encoded_len(V311),
+        Err(EncodeError::InvalidTopicName)
+    );
     assert!(aliased.encoded_len(V5).is_ok());
 }
 
@@ -190,7 +202,10 @@ fn no_local_on_shared_subscription_is_refused() {
         properties: Properties::default(),
         filters: SubscribeFilters::Slice(&filters),
     };
-    assert_eq!(s.encoded_len(V5), Err(EncodeError::NoLocalOnSharedSubscription));
+    assert_eq!(
+        s.encoded_len(V5),
+        Err(EncodeError::NoLocalOnSharedSubscription)
+    );
 }
 
 #[test]
@@ -231,7 +246,10 @@ fn reason_code_not_allowed_on_packet_type_is_refused() {
         reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
         ..PubResponse::new(1)
     };
-    assert_eq!(Packet::PubAck(r).encoded_len(V5), Err(EncodeError::InvalidReasonCode(0x92)));
+    assert_eq!(
+        Packet::PubAck(r).encoded_len(V5),
+        Err(EncodeError::InvalidReasonCode(0x92))
+    );
     assert!(Packet::PubRel(r).encoded_len(V5).is_ok());
     let d = Disconnect {
         reason: ReasonCode::BANNED,
@@ -247,7 +265,10 @@ fn v3_connack_return_code_above_5_is_refused() {
         code: ReasonCode::BAD_USER_NAME_OR_PASSWORD,
         properties: Properties::default(),
     };
-    assert_eq!(ack.encoded_len(V311), Err(EncodeError::InvalidReasonCode(0x86)));
+    assert_eq!(
+        ack.encoded_len(V311),
+        Err(EncodeError::InvalidReasonCode(0x86))
+    );
     let v3 = ConnAck {
         code: ack.code.to_v3_connect_return_code().as_v3_code(),
         ..ack
@@ -262,7 +283,10 @@ fn v3_suback_code_outside_0_1_2_0x80_is_refused() {
         properties: Properties::default(),
         return_codes: &[0x87],
     };
-    assert_eq!(s.encoded_len(V311), Err(EncodeError::InvalidReasonCode(0x87)));
+    assert_eq!(
+        s.encoded_len(V311),
+        Err(EncodeError::InvalidReasonCode(0x87))
+    );
     assert!(s.encoded_len(V5).is_ok());
 }
 
@@ -273,7 +297,10 @@ fn refusing_connack_with_session_present_is_refused() {
         code: ReasonCode::NOT_AUTHORIZED,
         properties: Properties::default(),
     };
-    assert_eq!(ack.encoded_len(V5), Err(EncodeError::SessionPresentWithError));
+    assert_eq!(
+        ack.encoded_len(V5),
+        Err(EncodeError::SessionPresentWithError)
+    );
 }
 
 #[test]
@@ -283,10 +310,7 @@ fn v3_password_without_username_is_refused() {
         ..connect()
     };
     assert_eq!(c.encoded_len(), Err(EncodeError::PasswordWithoutUsername));
-    let v5 = Connect {
-        protocol: V5,
-        ..c
-    };
+    let v5 = Connect { protocol: V5, ..c };
     assert!(v5.encoded_len().is_ok());
 }
 
@@ -299,7 +323,10 @@ fn property_not_allowed_on_packet_type_is_refused() {
         },
         ..PubResponse::new(1)
     };
-    assert_eq!(Packet::PubAck(r).encoded_len(V5), Err(EncodeError::PropertyNotAllowed(0x23)));
+    assert_eq!(
+        Packet::PubAck(r).encoded_len(V5),
+        Err(EncodeError::PropertyNotAllowed(0x23))
+    );
 }
 
 #[test]
@@ -311,7 +338,10 @@ fn single_subscription_identifier_on_publish_is_refused() {
         },
         ..publish("t")
     };
-    assert_eq!(p.encoded_len(V5), Err(EncodeError::PropertyNotAllowed(0x0B)));
+    assert_eq!(
+        p.encoded_len(V5),
+        Err(EncodeError::PropertyNotAllowed(0x0B))
+    );
 }
 
 #[test]
@@ -325,7 +355,10 @@ fn several_subscription_identifiers_on_subscribe_are_refused() {
         },
         filters: SubscribeFilters::Slice(&filters),
     };
-    assert_eq!(s.encoded_len(V5), Err(EncodeError::PropertyNotAllowed(0x0B)));
+    assert_eq!(
+        s.encoded_len(V5),
+        Err(EncodeError::PropertyNotAllowed(0x0B))
+    );
 }
 
 #[test]
@@ -337,7 +370,10 @@ fn invalid_property_values_are_refused() {
         },
         ..publish("t")
     };
-    assert_eq!(p.encoded_len(V5), Err(EncodeError::InvalidPropertyValue(0x23)));
+    assert_eq!(
+        p.encoded_len(V5),
+        Err(EncodeError::InvalidPropertyValue(0x23))
+    );
     let q = Publish {
         properties: Properties {
             subscription_identifiers: SubscriptionIds::Slice(&[268_435_456]),
@@ -345,7 +381,10 @@ fn invalid_property_values_are_refused() {
         },
         ..publish("t")
     };
-    assert_eq!(q.encoded_len(V5), Err(EncodeError::InvalidPropertyValue(0x0B)));
+    assert_eq!(
+        q.encoded_len(V5),
+        Err(EncodeError::InvalidPropertyValue(0x0B))
+    );
 }
 
 #[test]
@@ -357,7 +396,10 @@ fn authentication_data_without_method_is_refused() {
             ..Properties::default()
         },
     };
-    assert_eq!(a.encoded_len(V5), Err(EncodeError::AuthenticationDataWithoutMethod));
+    assert_eq!(
+        a.encoded_len(V5),
+        Err(EncodeError::AuthenticationDataWithoutMethod)
+    );
 }
 
 #[test]

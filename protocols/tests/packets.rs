@@ -66,7 +66,10 @@ fn connect_v31_uses_the_mqisdp_protocol_name() {
         properties: Properties::default(),
     };
     let bytes = encode(Packet::Connect(c), V31);
-    assert_eq!(&bytes[2..11], &[0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3]);
+    assert_eq!(
+        &bytes[2..11],
+        &[0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3]
+    );
     assert_eq!(decode_all(&bytes, V31).unwrap(), Packet::Connect(c));
 }
 
@@ -82,7 +85,10 @@ fn connect_v31_does_not_limit_client_id_length() {
 
 #[test]
 fn connect_is_decoded_whatever_version_the_caller_assumes() {
-    let v5 = frame(0x10, &connect_body("MQTT", 5, 0x02, &[props_block(&[]), lp("c")].concat()));
+    let v5 = frame(
+        0x10,
+        &connect_body("MQTT", 5, 0x02, &[props_block(&[]), lp("c")].concat()),
+    );
     let v311 = frame(0x10, &connect_body("MQTT", 4, 0x02, &lp("c")));
     for assumed in [V31, V311, V5] {
         let Packet::Connect(c) = decode_all(&v5, assumed).unwrap() else {
@@ -118,7 +124,10 @@ fn connect_v5_with_will_credentials_and_properties_decodes() {
     ]
     .concat();
     // username, password, will retain, will QoS 1, will, clean start
-    let bytes = frame(0x10, &connect_body("MQTT", 5, 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02, &rest));
+    let bytes = frame(
+        0x10,
+        &connect_body("MQTT", 5, 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02, &rest),
+    );
     let Packet::Connect(c) = decode_all(&bytes, V5).unwrap() else {
         panic!("not CONNECT")
     };
@@ -126,7 +135,10 @@ fn connect_v5_with_will_credentials_and_properties_decodes() {
     assert_eq!(c.client_id, "dev-1");
     assert_eq!(c.properties.session_expiry_interval, Some(3600));
     assert_eq!(c.properties.receive_maximum, Some(20));
-    assert_eq!(c.properties.user_properties.iter().collect::<Vec<_>>(), [("k", "v")]);
+    assert_eq!(
+        c.properties.user_properties.iter().collect::<Vec<_>>(),
+        [("k", "v")]
+    );
     let will = c.will.unwrap();
     assert_eq!(will.topic, "dev/1/status");
     assert_eq!(will.payload, b"offline");
@@ -188,7 +200,7 @@ fn connack_v311_refusal_encodes_the_return_code() {
 #[test]
 fn connack_v5_carries_properties() {
     let entries = [
-        vec![0x24, 1],    // maximum QoS 1
+        vec![0x24, 1],     // maximum QoS 1
         vec![0x22, 0, 10], // topic alias maximum 10
         vec![0x12],
         lp("auto-1"),
@@ -206,7 +218,9 @@ fn connack_v5_carries_properties() {
 #[test]
 fn connack_v5_refusal_decodes_the_reason() {
     let p = decode_all(&[0x20, 0x03, 0x00, 0x86, 0x00], V5).unwrap();
-    let Packet::ConnAck(ack) = p else { panic!("not CONNACK") };
+    let Packet::ConnAck(ack) = p else {
+        panic!("not CONNACK")
+    };
     assert_eq!(ack.code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
     assert!(ack.code.is_error());
 }
@@ -267,7 +281,10 @@ fn publish_with_empty_payload_decodes() {
 
 #[test]
 fn v5_publish_with_empty_topic_and_topic_alias_is_accepted() {
-    let bytes = frame(0x30, &[lp(""), props_block(&[0x23, 0, 7]), b"x".to_vec()].concat());
+    let bytes = frame(
+        0x30,
+        &[lp(""), props_block(&[0x23, 0, 7]), b"x".to_vec()].concat(),
+    );
     let Packet::Publish(p) = decode_all(&bytes, V5).unwrap() else {
         panic!("not PUBLISH")
     };
@@ -303,9 +320,15 @@ fn v5_publish_properties_decode() {
     assert_eq!(props.content_type, Some("application/json"));
     assert_eq!(props.response_topic, Some("reply/to"));
     assert_eq!(props.correlation_data, Some(&[7u8, 7][..]));
-    assert_eq!(props.subscription_identifiers.iter().collect::<Vec<_>>(), [128, 5]);
+    assert_eq!(
+        props.subscription_identifiers.iter().collect::<Vec<_>>(),
+        [128, 5]
+    );
     assert_eq!(props.subscription_identifier, None);
-    assert_eq!(props.user_properties.iter().collect::<Vec<_>>(), [("a", "1")]);
+    assert_eq!(
+        props.user_properties.iter().collect::<Vec<_>>(),
+        [("a", "1")]
+    );
 }
 
 #[test]
@@ -324,7 +347,10 @@ fn v3_publish_ignores_properties_when_encoding() {
         },
         payload: b"x",
     };
-    assert_eq!(encode(Packet::Publish(p), V311), [0x30, 0x04, 0x00, 0x01, b't', b'x']);
+    assert_eq!(
+        encode(Packet::Publish(p), V311),
+        [0x30, 0x04, 0x00, 0x01, b't', b'x']
+    );
 }
 
 // ---- PUBACK / PUBREC / PUBREL / PUBCOMP ----
@@ -347,14 +373,23 @@ fn v5_puback_short_form_means_success_without_properties() {
 #[test]
 fn v5_puback_with_reason_and_no_property_length_decodes() {
     let p = decode_all(&[0x40, 0x03, 0x00, 0x09, 0x10], V5).unwrap();
-    let Packet::PubAck(r) = p else { panic!("not PUBACK") };
+    let Packet::PubAck(r) = p else {
+        panic!("not PUBACK")
+    };
     assert_eq!(r.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
     assert_eq!(r.properties, Properties::default());
 }
 
 #[test]
 fn v5_puback_full_form_decodes_reason_string() {
-    let bytes = frame(0x40, &[vec![0, 9, 0x87], props_block(&[vec![0x1F], lp("no")].concat())].concat());
+    let bytes = frame(
+        0x40,
+        &[
+            vec![0, 9, 0x87],
+            props_block(&[vec![0x1F], lp("no")].concat()),
+        ]
+        .concat(),
+    );
     let Packet::PubAck(r) = decode_all(&bytes, V5).unwrap() else {
         panic!("not PUBACK")
     };
@@ -370,7 +405,10 @@ fn v5_pub_response_encoding_uses_the_shortest_form() {
         reason: ReasonCode::QUOTA_EXCEEDED,
         ..ok
     };
-    assert_eq!(encode(Packet::PubRec(refused), V5), [0x50, 0x03, 0x00, 0x09, 0x97]);
+    assert_eq!(
+        encode(Packet::PubRec(refused), V5),
+        [0x50, 0x03, 0x00, 0x09, 0x97]
+    );
     let with_reason_string = PubResponse {
         properties: Properties {
             reason_string: Some("r"),
@@ -387,7 +425,9 @@ fn v5_pub_response_encoding_uses_the_shortest_form() {
 #[test]
 fn v5_pubrel_reports_packet_identifier_not_found() {
     let p = decode_all(&[0x62, 0x03, 0x00, 0x01, 0x92], V5).unwrap();
-    let Packet::PubRel(r) = p else { panic!("not PUBREL") };
+    let Packet::PubRel(r) = p else {
+        panic!("not PUBREL")
+    };
     assert_eq!(r.reason, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
 }
 
@@ -395,7 +435,10 @@ fn v5_pubrel_reports_packet_identifier_not_found() {
 
 #[test]
 fn subscribe_v311_decodes_several_filters() {
-    let bytes = frame(0x82, &[vec![0, 10], lp("a/+"), vec![1], lp("b/#"), vec![2]].concat());
+    let bytes = frame(
+        0x82,
+        &[vec![0, 10], lp("a/+"), vec![1], lp("b/#"), vec![2]].concat(),
+    );
     let Packet::Subscribe(s) = decode_all(&bytes, V311).unwrap() else {
         panic!("not SUBSCRIBE")
     };
@@ -416,7 +459,13 @@ fn subscribe_v5_decodes_options_and_subscription_identifier() {
     let options = 0b0010_1101;
     let bytes = frame(
         0x82,
-        &[vec![0, 1], props_block(&[0x0B, 0x2A]), lp("x/y"), vec![options]].concat(),
+        &[
+            vec![0, 1],
+            props_block(&[0x0B, 0x2A]),
+            lp("x/y"),
+            vec![options],
+        ]
+        .concat(),
     );
     let Packet::Subscribe(s) = decode_all(&bytes, V5).unwrap() else {
         panic!("not SUBSCRIBE")
@@ -439,7 +488,10 @@ fn subscribe_v5_decodes_options_and_subscription_identifier() {
 
 #[test]
 fn v5_shared_subscription_is_accepted() {
-    let bytes = frame(0x82, &[vec![0, 1, 0], lp("$share/g/sensors/+"), vec![1]].concat());
+    let bytes = frame(
+        0x82,
+        &[vec![0, 1, 0], lp("$share/g/sensors/+"), vec![1]].concat(),
+    );
     assert!(decode_all(&bytes, V5).is_ok());
 }
 
@@ -483,23 +535,42 @@ fn encoded_and_slice_filters_compare_by_content() {
         ("a", SubscriptionOptions::with_qos(QoS::AtLeastOnce)),
         ("b", SubscriptionOptions::default()),
     ];
-    assert_eq!(SubscribeFilters::Encoded(&bytes), SubscribeFilters::Slice(&slice));
-    assert_ne!(SubscribeFilters::Encoded(&bytes), SubscribeFilters::Slice(&slice[..1]));
+    assert_eq!(
+        SubscribeFilters::Encoded(&bytes),
+        SubscribeFilters::Slice(&slice)
+    );
+    assert_ne!(
+        SubscribeFilters::Encoded(&bytes),
+        SubscribeFilters::Slice(&slice[..1])
+    );
     let unsub = [lp("a"), lp("b")].concat();
-    assert_eq!(UnsubscribeFilters::Encoded(&unsub), UnsubscribeFilters::Slice(&["a", "b"]));
+    assert_eq!(
+        UnsubscribeFilters::Encoded(&unsub),
+        UnsubscribeFilters::Slice(&["a", "b"])
+    );
 }
 
 #[test]
 fn suback_v311_decodes_return_codes() {
     let p = decode_all(&[0x90, 0x05, 0x00, 0x07, 0x00, 0x02, 0x80], V311).unwrap();
-    let Packet::SubAck(s) = p else { panic!("not SUBACK") };
+    let Packet::SubAck(s) = p else {
+        panic!("not SUBACK")
+    };
     assert_eq!(s.packet_id, 7);
     assert_eq!(s.return_codes, [0x00, 0x02, 0x80]);
 }
 
 #[test]
 fn suback_v5_decodes_reason_codes_and_properties() {
-    let bytes = frame(0x90, &[vec![0, 7], props_block(&[vec![0x1F], lp("x")].concat()), vec![0x01, 0xA2]].concat());
+    let bytes = frame(
+        0x90,
+        &[
+            vec![0, 7],
+            props_block(&[vec![0x1F], lp("x")].concat()),
+            vec![0x01, 0xA2],
+        ]
+        .concat(),
+    );
     let Packet::SubAck(s) = decode_all(&bytes, V5).unwrap() else {
         panic!("not SUBACK")
     };
@@ -524,20 +595,27 @@ fn unsubscribe_decodes_filters() {
 #[test]
 fn unsuback_v311_is_only_a_packet_id() {
     let p = decode_all(&[0xB0, 0x02, 0x00, 0x03], V311).unwrap();
-    let Packet::UnsubAck(u) = p else { panic!("not UNSUBACK") };
+    let Packet::UnsubAck(u) = p else {
+        panic!("not UNSUBACK")
+    };
     assert_eq!(u.packet_id, 3);
     assert!(u.reason_codes.is_empty());
     let with_codes = UnsubAck {
         reason_codes: &[0x11],
         ..u
     };
-    assert_eq!(encode(Packet::UnsubAck(with_codes), V311), [0xB0, 0x02, 0x00, 0x03]);
+    assert_eq!(
+        encode(Packet::UnsubAck(with_codes), V311),
+        [0xB0, 0x02, 0x00, 0x03]
+    );
 }
 
 #[test]
 fn unsuback_v5_decodes_reason_codes() {
     let p = decode_all(&[0xB0, 0x05, 0x00, 0x03, 0x00, 0x00, 0x11], V5).unwrap();
-    let Packet::UnsubAck(u) = p else { panic!("not UNSUBACK") };
+    let Packet::UnsubAck(u) = p else {
+        panic!("not UNSUBACK")
+    };
     assert_eq!(u.reason_codes, [0x00, 0x11]);
 }
 
@@ -555,7 +633,10 @@ fn pingreq_and_pingresp_are_two_bytes() {
 
 #[test]
 fn disconnect_v311_is_empty() {
-    assert_eq!(decode_all(&[0xE0, 0x00], V311), Ok(Packet::Disconnect(Disconnect::default())));
+    assert_eq!(
+        decode_all(&[0xE0, 0x00], V311),
+        Ok(Packet::Disconnect(Disconnect::default()))
+    );
     let d = Disconnect {
         reason: ReasonCode::SERVER_SHUTTING_DOWN,
         properties: Properties::default(),
@@ -565,11 +646,19 @@ fn disconnect_v311_is_empty() {
 
 #[test]
 fn v5_disconnect_short_forms() {
-    assert_eq!(decode_all(&[0xE0, 0x00], V5), Ok(Packet::Disconnect(Disconnect::default())));
+    assert_eq!(
+        decode_all(&[0xE0, 0x00], V5),
+        Ok(Packet::Disconnect(Disconnect::default()))
+    );
     let p = decode_all(&[0xE0, 0x01, 0x8E], V5).unwrap();
-    let Packet::Disconnect(d) = p else { panic!("not DISCONNECT") };
+    let Packet::Disconnect(d) = p else {
+        panic!("not DISCONNECT")
+    };
     assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER);
-    assert_eq!(encode(Packet::Disconnect(Disconnect::default()), V5), [0xE0, 0x00]);
+    assert_eq!(
+        encode(Packet::Disconnect(Disconnect::default()), V5),
+        [0xE0, 0x00]
+    );
     assert_eq!(encode(p, V5), [0xE0, 0x01, 0x8E]);
 }
 
@@ -600,14 +689,19 @@ fn auth_decodes_method_and_data() {
 
 #[test]
 fn auth_short_form_is_success() {
-    assert_eq!(decode_all(&[0xF0, 0x00], V5), Ok(Packet::Auth(Auth::default())));
+    assert_eq!(
+        decode_all(&[0xF0, 0x00], V5),
+        Ok(Packet::Auth(Auth::default()))
+    );
     assert_eq!(encode(Packet::Auth(Auth::default()), V5), [0xF0, 0x00]);
 }
 
 #[test]
 fn auth_with_reason_but_no_property_length_is_accepted() {
     let p = decode_all(&[0xF0, 0x01, 0x19], V5).unwrap();
-    let Packet::Auth(a) = p else { panic!("not AUTH") };
+    let Packet::Auth(a) = p else {
+        panic!("not AUTH")
+    };
     assert_eq!(a.reason, ReasonCode::RE_AUTHENTICATE);
     // Re-encoded with an explicit empty property block (§3.15.2.1).
     assert_eq!(encode(p, V5), [0xF0, 0x02, 0x19, 0x00]);
@@ -631,14 +725,28 @@ fn frame_len_reports_the_total_length() {
     assert_eq!(frame_len(&[0x30], 1000), Ok(None));
     assert_eq!(frame_len(&[0x30, 0x05], 1000), Ok(Some(7)));
     assert_eq!(frame_len(&[0x30, 0x80, 0x01], 1000), Ok(Some(131)));
-    assert_eq!(frame_len(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F], usize::MAX), Ok(Some(268_435_460)));
+    assert_eq!(
+        frame_len(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F], usize::MAX),
+        Ok(Some(268_435_460))
+    );
 }
 
 // ---- user properties and subscription identifiers ----
 
 #[test]
 fn user_properties_encoded_iterates_only_user_entries() {
-    let block = [vec![0x03], lp("ct"), vec![0x26], lp("a"), lp("1"), vec![0x0B, 3], vec![0x26], lp("b"), lp("2")].concat();
+    let block = [
+        vec![0x03],
+        lp("ct"),
+        vec![0x26],
+        lp("a"),
+        lp("1"),
+        vec![0x0B, 3],
+        vec![0x26],
+        lp("b"),
+        lp("2"),
+    ]
+    .concat();
     let u = UserProperties::Encoded(&block);
     assert_eq!(u.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
     assert_eq!(u.len(), 2);
@@ -685,7 +793,10 @@ fn user_properties_of_a_decoded_publish_can_be_stored_and_re_emitted() {
     let Packet::Publish(q) = decode_all(&out, V5).unwrap() else {
         panic!("not PUBLISH")
     };
-    assert_eq!(q.properties.user_properties.iter().collect::<Vec<_>>(), [("site", "lyon")]);
+    assert_eq!(
+        q.properties.user_properties.iter().collect::<Vec<_>>(),
+        [("site", "lyon")]
+    );
     assert_eq!(q.properties.message_expiry_interval, None);
 }
 
@@ -693,7 +804,10 @@ fn user_properties_of_a_decoded_publish_can_be_stored_and_re_emitted() {
 fn user_properties_encode_reports_a_short_buffer() {
     let u = UserProperties::Slice(&[("a", "1")]);
     let mut buf = [0u8; 3];
-    assert_eq!(u.encode(&mut buf), Err(EncodeError::BufferTooSmall { needed: 7 }));
+    assert_eq!(
+        u.encode(&mut buf),
+        Err(EncodeError::BufferTooSmall { needed: 7 })
+    );
 }
 
 #[test]
@@ -753,12 +867,30 @@ fn v5_connack_reasons_map_to_v3_return_codes() {
         ReasonCode::UNSUPPORTED_PROTOCOL_VERSION.to_v3_connect_return_code(),
         UnacceptableProtocolVersion
     );
-    assert_eq!(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID.to_v3_connect_return_code(), IdentifierRejected);
-    assert_eq!(ReasonCode::BAD_USER_NAME_OR_PASSWORD.to_v3_connect_return_code(), BadUserNameOrPassword);
-    assert_eq!(ReasonCode::NOT_AUTHORIZED.to_v3_connect_return_code(), NotAuthorized);
-    assert_eq!(ReasonCode::BANNED.to_v3_connect_return_code(), NotAuthorized);
-    assert_eq!(ReasonCode::SERVER_BUSY.to_v3_connect_return_code(), ServerUnavailable);
-    assert_eq!(ReasonCode::QUOTA_EXCEEDED.to_v3_connect_return_code(), ServerUnavailable);
+    assert_eq!(
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID.to_v3_connect_return_code(),
+        IdentifierRejected
+    );
+    assert_eq!(
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD.to_v3_connect_return_code(),
+        BadUserNameOrPassword
+    );
+    assert_eq!(
+        ReasonCode::NOT_AUTHORIZED.to_v3_connect_return_code(),
+        NotAuthorized
+    );
+    assert_eq!(
+        ReasonCode::BANNED.to_v3_connect_return_code(),
+        NotAuthorized
+    );
+    assert_eq!(
+        ReasonCode::SERVER_BUSY.to_v3_connect_return_code(),
+        ServerUnavailable
+    );
+    assert_eq!(
+        ReasonCode::QUOTA_EXCEEDED.to_v3_connect_return_code(),
+        ServerUnavailable
+    );
 }
 
 #[test]

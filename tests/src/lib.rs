@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod mqtt;
+pub mod raw;
 
 /// How long to wait for the gateway to start or stop.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);

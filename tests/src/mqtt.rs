@@ -216,13 +216,16 @@ pub mod v5 {
     pub use rumqttc::Outgoing;
     pub use rumqttc::v5::mqttbytes::QoS;
     pub use rumqttc::v5::mqttbytes::v5::{
-        ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Filter, LastWill,
-        LastWillProperties, Packet, PubAckReason, Publish, PublishProperties, RetainForwardRule,
-        SubscribeProperties, SubscribeReasonCode,
+        ConnAck, ConnectReturnCode, Disconnect, DisconnectProperties, DisconnectReasonCode, Filter,
+        LastWill, LastWillProperties, Packet, PubAckReason, Publish, PublishProperties,
+        RetainForwardRule, SubscribeProperties, SubscribeReasonCode,
     };
     pub use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
     /// What the event-loop task reports.
+    // v5 events are large (~400 bytes) but short-lived; boxing them would only
+    // make every test unwrap a box.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Debug)]
     pub enum Report {
         /// An event.
@@ -273,6 +276,30 @@ pub mod v5 {
                             }
                         }
                         Err(e) => {
+                            // rumqttc reports a server DISCONNECT only as this error
+                            // (the Incoming event it queued is never returned):
+                            // pass the packet on so `server_disconnect` sees it.
+                            if let rumqttc::v5::ConnectionError::MqttState(
+                                rumqttc::v5::StateError::ServerDisconnect {
+                                    reason_code,
+                                    reason_string,
+                                },
+                            ) = &e
+                            {
+                                let d = Disconnect {
+                                    reason_code: *reason_code,
+                                    properties: reason_string.clone().map(|r| {
+                                        DisconnectProperties {
+                                            session_expiry_interval: None,
+                                            reason_string: Some(r),
+                                            user_properties: Vec::new(),
+                                            server_reference: None,
+                                        }
+                                    }),
+                                };
+                                let _ =
+                                    tx.send(Report::Event(Event::Incoming(Packet::Disconnect(d))));
+                            }
                             let _ = tx.send(Report::Error(format!("{e:?}")));
                             return;
                         }

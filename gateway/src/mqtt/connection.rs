@@ -62,6 +62,16 @@ pub(super) struct Consumer {
     /// Highest QoS this consumer's subscription was granted (shared groups; the
     /// session queue's bindings already cap QoS per subscription).
     pub max_qos: u8,
+    /// For a shared group: the member's subscription identifier and
+    /// retain-as-published, which the group queue's binding cannot know.
+    pub group: Option<GroupOptions>,
+}
+
+/// A shared-subscription member's own options, applied to the group's deliveries.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GroupOptions {
+    pub subscription_id: u32,
+    pub retain_as_published: bool,
 }
 
 /// A live, connected MQTT client.
@@ -569,32 +579,43 @@ impl Conn {
     /// session belongs to.
     fn attach_consumers(&mut self) {
         let queue = self.session.queue.clone();
-        self.add_consumer_with(queue, 2);
-        let groups: Vec<(String, String, u8)> = self
+        self.add_consumer(queue, 2, None);
+        let groups: Vec<(String, String, u8, GroupOptions)> = self
             .state
             .subscriptions
             .values()
             .filter_map(|s| {
+                let opts = GroupOptions {
+                    subscription_id: s.id,
+                    retain_as_published: s.options.retain_as_published,
+                };
                 s.group
                     .clone()
-                    .map(|g| (g, s.filter.clone(), s.options.qos as u8))
+                    .map(|g| (g, s.filter.clone(), s.options.qos as u8, opts))
             })
             .collect();
-        for (group, filter, qos) in groups {
+        for (group, filter, qos, opts) in groups {
             if let Some(q) = self.ctx.core.sessions.group_queue(&group, &filter) {
-                self.add_consumer_with(q, qos);
+                self.add_consumer(q, qos, Some(opts));
             }
         }
     }
 
-    /// Starts consuming `queue`, delivering at most `max_qos`.
-    pub(super) fn add_consumer_with(&mut self, queue: Arc<Queue>, max_qos: u8) {
+    /// Starts consuming `queue`, delivering at most `max_qos` (or updates the
+    /// options of an existing consumer of it).
+    pub(super) fn add_consumer(
+        &mut self,
+        queue: Arc<Queue>,
+        max_qos: u8,
+        group: Option<GroupOptions>,
+    ) {
         if let Some(c) = self
             .consumers
             .iter_mut()
             .find(|c| Arc::ptr_eq(&c.queue, &queue))
         {
             c.max_qos = max_qos;
+            c.group = group;
             return;
         }
         let wakeup = Wakeup::new(self.notify.clone());
@@ -604,6 +625,7 @@ impl Conn {
             id,
             wakeup,
             max_qos,
+            group,
         });
         self.want_pull = true;
     }

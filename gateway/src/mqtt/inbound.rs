@@ -12,7 +12,7 @@ use tether_protocols::mqtt::{
 };
 use tether_protocols::topic;
 
-use super::connection::{Conn, End};
+use super::connection::{Conn, End, GroupOptions};
 use crate::core::Core;
 use crate::core::bytestr::ByteStr;
 use crate::core::exchange::{BindingOptions, RouteScratch};
@@ -428,7 +428,11 @@ impl Conn {
                         Some(sessions.join_group(g, inner))
                     };
                     if let Some(q) = queue {
-                        self.add_consumer_with(q, granted);
+                        let opts = GroupOptions {
+                            subscription_id: sub_id,
+                            retain_as_published: opts.retain_as_published,
+                        };
+                        self.add_consumer(q, granted, Some(opts));
                     }
                 }
             }

@@ -72,7 +72,14 @@ impl Conn {
                     },
                     &mut deliveries,
                 );
-                for d in deliveries.drain(..) {
+                for mut d in deliveries.drain(..) {
+                    if let Some(g) = c.group {
+                        d.sub_ids.clear();
+                        if g.subscription_id != 0 {
+                            d.sub_ids.push(g.subscription_id);
+                        }
+                        d.retain_as_published = g.retain_as_published;
+                    }
                     let packet_id = match d.tag {
                         Some(tag) => {
                             let Some(pid) = self.state.next_packet_id() else {
@@ -147,7 +154,6 @@ impl Conn {
             }
         };
         let mut properties = Properties::new();
-        let mut topic_field = topic;
         if v5 {
             if let Some(p) = &msg.props {
                 properties.payload_format_indicator = p.payload_is_utf8.then_some(1);
@@ -158,37 +164,45 @@ impl Conn {
             }
             properties.message_expiry_interval = msg.remaining_secs(Instant::now());
             properties.subscription_identifiers = SubscriptionIds::Slice(&d.sub_ids);
-            if self.out_alias_max > 0 {
-                if let Some(&alias) = self.out_aliases.get(topic) {
-                    properties.topic_alias = Some(alias);
-                    topic_field = "";
-                } else if self.out_aliases.len() < usize::from(self.out_alias_max) {
-                    let alias = u16::try_from(self.out_aliases.len() + 1).unwrap_or(u16::MAX);
-                    let key = match msg.key_form {
-                        KeyForm::Mqtt => msg.routing_key.clone(),
-                        KeyForm::Amqp => topic.into(),
-                    };
-                    self.out_aliases.insert(key, alias);
-                    properties.topic_alias = Some(alias);
-                }
-            }
         }
-        let publish = Packet::Publish(Publish {
+        // Topic alias (v5): reuse one the client knows, or assign a new one, but
+        // only once we know the packet will be sent.
+        let known_alias = if self.out_alias_max > 0 { self.out_aliases.get(topic).copied() } else { None };
+        let new_alias = (known_alias.is_none()
+            && self.out_alias_max > 0
+            && self.out_aliases.len() < usize::from(self.out_alias_max))
+        .then(|| u16::try_from(self.out_aliases.len() + 1).unwrap_or(u16::MAX));
+        properties.topic_alias = known_alias.or(new_alias);
+        let mut publish = Publish {
             dup,
             qos: QoS::from_u8(d.qos).unwrap_or(QoS::AtMostOnce),
             retain: d.retain_as_published && msg.retain,
-            topic: topic_field,
+            topic: if known_alias.is_some() { "" } else { topic },
             packet_id,
             properties,
             payload: &msg.payload,
-        });
-        let fits = publish
-            .encoded_len(self.version)
-            .is_ok_and(|len| len <= self.client_max_packet);
-        if !fits {
+        };
+        let fits = |p: &Publish<'_>| {
+            Packet::Publish(*p)
+                .encoded_len(self.version)
+                .is_ok_and(|len| len <= self.client_max_packet)
+        };
+        if !fits(&publish) {
+            // Without the new alias it cannot get smaller; with a known alias it
+            // already is as small as it gets.
             tracing::debug!(client_id = %self.session.client_id, "delivery dropped: larger than the client's maximum packet size");
             return false;
         }
+        if let Some(alias) = new_alias {
+            let key = match msg.key_form {
+                KeyForm::Mqtt => msg.routing_key.clone(),
+                KeyForm::Amqp => topic.into(),
+            };
+            self.out_aliases.insert(key, alias);
+        } else {
+            publish.properties.topic_alias = known_alias;
+        }
+        let publish = Packet::Publish(publish);
         encode_into(&mut self.wbuf, self.version, &publish).is_ok()
     }
 }

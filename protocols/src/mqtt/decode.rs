@@ -145,24 +145,26 @@ fn parse_fixed_header(buf: &[u8], max_packet_size: usize) -> Result<Header, Deco
     if first >> 4 == 0 {
         return Err(DecodeError::InvalidPacketType(0));
     }
-    let mut remaining: usize = 0;
+    // Accumulate in u32 (28 bits at most) so this is correct on any usize width.
+    let mut remaining: u32 = 0;
     for i in 0..4usize {
         let Some(&b) = lengths.get(i) else {
             // The remaining length continues past what we have. The next byte
             // may be 0 (non-minimal encodings are accepted), so the smallest
             // possible packet is the bytes so far, one more length byte and
             // the remaining length accumulated so far.
-            let lower_bound = remaining.saturating_add(i).saturating_add(2);
+            let so_far = to_usize(remaining);
+            let lower_bound = so_far.saturating_add(i).saturating_add(2);
             check_size(lower_bound, max_packet_size)?;
             return Ok(Header::Partial {
-                needed: remaining.saturating_add(1),
+                needed: so_far.saturating_add(1),
             });
         };
-        remaining |= usize::from(b & 0x7F) << (7 * i);
+        remaining |= u32::from(b & 0x7F) << (7 * i);
         if b & 0x80 == 0 {
             // 1 type byte + (i + 1) length bytes + the remaining length.
             let header_len = i + 2;
-            let total = remaining.saturating_add(header_len);
+            let total = to_usize(remaining).saturating_add(header_len);
             check_size(total, max_packet_size)?;
             return Ok(Header::Complete { header_len, total });
         }
@@ -190,9 +192,14 @@ pub fn frame_len(buf: &[u8], max_packet_size: usize) -> Result<Option<usize>, De
     }
 }
 
+/// Widens a length; saturates on targets whose `usize` is narrower than 32 bits.
+pub(crate) fn to_usize(v: u32) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
 fn check_size(size: usize, max: usize) -> Result<(), DecodeError> {
     // No packet can be larger than the protocol's own limit either.
-    let max = max.min(MAX_REMAINING_LENGTH + 5);
+    let max = max.min(MAX_REMAINING_LENGTH.saturating_add(5));
     if size > max {
         Err(DecodeError::PacketTooLarge { size, max })
     } else {

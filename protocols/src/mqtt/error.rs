@@ -101,6 +101,14 @@ impl DecodeError {
     /// Protocol Error" wording where it has one; elsewhere, violations of the
     /// wire format are Malformed Packet and violations of a rule about a
     /// well-formed value are Protocol Error.
+    ///
+    /// Two choices go beyond the text: a wildcard in a topic name answers
+    /// 0x90 Topic Name invalid and a misplaced wildcard in a filter 0x8F
+    /// Topic Filter invalid, as common brokers do (§2.4 describes those codes
+    /// for well-formed topics a receiver refuses, so 0x81 would also be
+    /// defensible); and an unknown protocol name answers 0x84 Unsupported
+    /// Protocol Version like an unknown level (§3.1.2.1 leaves the response
+    /// open).
     pub fn reason_code(&self) -> ReasonCode {
         use DecodeError::*;
         match self {

@@ -15,7 +15,7 @@
 
 use core::fmt;
 
-use super::decode::Reader;
+use super::decode::{Reader, to_usize};
 use super::encode::{Writer, add, binary_len, string_len, varint_len};
 use super::error::{DecodeError, EncodeError};
 use super::packet::MAX_REMAINING_LENGTH;
@@ -707,7 +707,7 @@ impl<'a> Properties<'a> {
     /// for a packet of kind `ctx`, validating it.
     pub(crate) fn decode(r: &mut Reader<'a>, ctx: PropertyContext) -> Result<Self, DecodeError> {
         let len = r.varint()?;
-        let block = r.take(len as usize)?;
+        let block = r.take(to_usize(len))?;
         Self::decode_block(block, ctx)
     }
 

@@ -338,8 +338,9 @@ pub struct OWill {
     pub props: OProps,
 }
 
-/// Owned packets, one variant per packet type.
+/// Owned packets, one variant per packet type (test models, so size does not matter).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum OPacket {
     Connect {
         protocol: ProtocolVersion,
