@@ -7,7 +7,7 @@
 //! synchronous core calls; the task never waits on another task except during
 //! takeover.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,14 @@ use crate::core::session::{Kick, Session, SessionState};
 
 /// Write-buffer size above which no more deliveries are pulled until it drains.
 pub(super) const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Bytes of held-back packets (beyond one maximum-size packet) read while
+/// publishing is paused at the memory high-watermark, before reading stops.
+const HELD_SLACK: usize = 64 * 1024;
+/// MQTT control packet types the pause logic tells apart.
+const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
+const PUBCOMP: u8 = 7;
+const PINGREQ: u8 = 12;
 /// Smallest read reservation; grows while reads keep filling it.
 const READ_MIN: usize = 256;
 const READ_MAX: usize = 64 * 1024;
@@ -104,8 +112,12 @@ pub(super) struct Conn {
     pub problem_info: bool,
     /// Set when more deliveries may be pulled (woken, credit freed, buffer drained).
     pub want_pull: bool,
-    /// Reading paused because memory is over the high-watermark.
+    /// Publishing paused because memory is over the high-watermark.
     pub blocked: bool,
+    /// Frames read while paused, handled in order once memory is available.
+    pub held: VecDeque<Bytes>,
+    /// Total size of `held`.
+    pub held_bytes: usize,
     pub topic_scratch: String,
     /// Negotiated keepalive in seconds (0 = none).
     pub keep_alive: u16,
@@ -428,6 +440,8 @@ async fn handshake(
         problem_info: connect.properties.request_problem_information != Some(0),
         want_pull: true,
         blocked: false,
+        held: VecDeque::new(),
+        held_bytes: 0,
         topic_scratch: String::new(),
         keep_alive,
         kicked: Some(opened.kicked),
@@ -500,7 +514,7 @@ impl Conn {
                     return End::Kicked(kick.unwrap_or(Kick::TakenOver { resumed: false }));
                 }
                 _ = shutdown.cancelled() => return End::Kicked(Kick::Shutdown),
-                r = rd.read_buf(&mut rbuf), if !self.blocked => {
+                r = rd.read_buf(&mut rbuf), if self.held_bytes < max_packet + HELD_SLACK => {
                     match r {
                         Ok(0) | Err(_) => return End::Closed,
                         Ok(n) => {
@@ -522,6 +536,10 @@ impl Conn {
                 _ = self.notify.notified() => self.want_pull = true,
                 _ = &mut sleep => {
                     if let Some(k) = keep_alive {
+                        if self.held_bytes >= max_packet + HELD_SLACK {
+                            // We stopped reading, not the client: its silence is ours.
+                            last_read = Instant::now();
+                        }
                         let deadline = last_read + k;
                         if Instant::now() >= deadline {
                             return End::KeepAlive;
@@ -531,6 +549,9 @@ impl Conn {
                 }
                 _ = memory.wait_below(), if self.blocked => {
                     self.blocked = false;
+                    if let Err(end) = self.release_held(max_packet) {
+                        return end;
+                    }
                     if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
                         return end;
                     }
@@ -540,6 +561,11 @@ impl Conn {
     }
 
     /// Handles every complete packet in `rbuf`.
+    ///
+    /// Above the memory high-watermark a PUBLISH is held back instead, and so is
+    /// everything after it that must keep its order (SUBSCRIBE, DISCONNECT, …);
+    /// acknowledgements and PINGREQ are still handled at once, so subscribers
+    /// keep draining queues and nobody times out while the publisher waits.
     fn process_frames(&mut self, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), End> {
         loop {
             let total = match mqtt::frame_len(rbuf, max_packet) {
@@ -551,19 +577,43 @@ impl Conn {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.decode_error(e)),
             };
-            // Above the memory high-watermark, stop taking publishes (acks and
-            // other packets still flow, so subscribers can drain the queues).
-            if rbuf[0] >> 4 == 3 && self.ctx.core.memory.is_over() {
+            let frame = rbuf.split_to(total).freeze();
+            let kind = frame[0] >> 4;
+            if self.blocked
+                || !self.held.is_empty()
+                || (kind == PUBLISH && self.ctx.core.memory.is_over())
+            {
+                if !matches!(kind, PUBACK..=PUBCOMP | PINGREQ) {
+                    self.blocked = true;
+                    self.held_bytes += frame.len();
+                    self.held.push_back(frame);
+                    continue;
+                }
+            }
+            self.handle_frame(&frame, max_packet)?;
+        }
+    }
+
+    /// Handles held-back frames in order until memory is over the watermark again.
+    fn release_held(&mut self, max_packet: usize) -> Result<(), End> {
+        while let Some(frame) = self.held.pop_front() {
+            if frame[0] >> 4 == PUBLISH && self.ctx.core.memory.is_over() {
+                self.held.push_front(frame);
                 self.blocked = true;
                 return Ok(());
             }
-            let frame = rbuf.split_to(total).freeze();
-            let packet = match mqtt::decode(&frame, self.version, max_packet) {
-                Ok((p, _)) => p,
-                Err(e) => return Err(self.decode_error(e)),
-            };
-            self.handle_packet(packet, &frame)?;
+            self.held_bytes -= frame.len();
+            self.handle_frame(&frame, max_packet)?;
         }
+        Ok(())
+    }
+
+    fn handle_frame(&mut self, frame: &Bytes, max_packet: usize) -> Result<(), End> {
+        let packet = match mqtt::decode(frame, self.version, max_packet) {
+            Ok((p, _)) => p,
+            Err(e) => return Err(self.decode_error(e)),
+        };
+        self.handle_packet(packet, frame)
     }
 
     fn decode_error(&self, e: DecodeError) -> End {

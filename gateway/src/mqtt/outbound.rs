@@ -167,7 +167,11 @@ impl Conn {
         }
         // Topic alias (v5): reuse one the client knows, or assign a new one, but
         // only once we know the packet will be sent.
-        let known_alias = if self.out_alias_max > 0 { self.out_aliases.get(topic).copied() } else { None };
+        let known_alias = if self.out_alias_max > 0 {
+            self.out_aliases.get(topic).copied()
+        } else {
+            None
+        };
         let new_alias = (known_alias.is_none()
             && self.out_alias_max > 0
             && self.out_aliases.len() < usize::from(self.out_alias_max))
