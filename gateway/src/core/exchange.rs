@@ -482,6 +482,8 @@ mod tests {
             payload: Bytes::new(),
             qos,
             retain: false,
+            persistent: false,
+            priority: 0,
             published_at_ms: 0,
             expires_at: None,
             origin: 42,

@@ -43,6 +43,11 @@ pub struct Message {
     pub qos: Qos,
     /// The MQTT RETAIN flag as published (for retain-as-published).
     pub retain: bool,
+    /// Kept across restarts when it sits in a durable queue (AMQP delivery
+    /// mode 2, MQTT QoS 1/2, every SQS message).
+    pub persistent: bool,
+    /// AMQP priority (0 when unset); honoured by queues with `x-max-priority`.
+    pub priority: u8,
     /// Milliseconds since the Unix epoch when the gateway accepted the message.
     pub published_at_ms: u64,
     /// When the message stops being deliverable, if it expires.
@@ -53,33 +58,14 @@ pub struct Message {
     pub props: Option<Box<MessageProperties>>,
 }
 
-/// Optional message properties, in a protocol-neutral form.
-#[derive(Debug, Default, Clone)]
-pub struct MessageProperties {
-    /// MIME type of the payload (MQTT Content Type, AMQP content-type).
-    pub content_type: Option<ByteStr>,
-    /// MQTT Payload Format Indicator: the payload is UTF-8 text.
-    pub payload_is_utf8: bool,
-    /// Where replies go (MQTT Response Topic, AMQP reply-to).
-    pub response_topic: Option<ByteStr>,
-    /// Request/response correlation (MQTT Correlation Data, AMQP correlation-id).
-    pub correlation_data: Option<Bytes>,
-    /// MQTT user properties in their wire form (only 0x26 entries), re-emitted
-    /// verbatim on delivery so forwarding them costs no allocation.
-    pub user_properties: Bytes,
-}
+pub use super::props::{AmqpProperties, MessageProperties};
 
 impl Message {
     /// Bytes this message accounts for in queue and memory limits.
     pub fn size(&self) -> usize {
         self.payload.len()
             + self.routing_key.len()
-            + self.props.as_ref().map_or(0, |p| {
-                p.user_properties.len()
-                    + p.correlation_data.as_ref().map_or(0, Bytes::len)
-                    + p.content_type.as_ref().map_or(0, |s| s.len())
-                    + p.response_topic.as_ref().map_or(0, |s| s.len())
-            })
+            + self.props.as_ref().map_or(0, |p| p.size())
     }
 
     /// Whether the message has expired at `now`.

@@ -13,6 +13,7 @@
 pub mod bytestr;
 pub mod exchange;
 pub mod message;
+pub mod props;
 pub mod queue;
 pub mod retained;
 pub mod session;

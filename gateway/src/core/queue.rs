@@ -760,6 +760,8 @@ mod tests {
             payload: Bytes::from(format!("m{n}")),
             qos,
             retain: false,
+            persistent: false,
+            priority: 0,
             published_at_ms: 0,
             expires_at: None,
             origin: 0,

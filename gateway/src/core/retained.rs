@@ -156,6 +156,8 @@ mod tests {
             payload: Bytes::copy_from_slice(body.as_bytes()),
             qos: 0,
             retain: true,
+            persistent: false,
+            priority: 0,
             published_at_ms: 0,
             expires_at: None,
             origin: 0,

@@ -39,13 +39,13 @@ pub(super) fn message_properties(
     {
         return None;
     }
-    Some(Box::new(MessageProperties {
-        content_type: p.content_type.map(|s| ByteStr::slice_of(frame, s)),
-        payload_is_utf8: p.payload_format_indicator == Some(1),
-        response_topic: p.response_topic.map(|s| ByteStr::slice_of(frame, s)),
-        correlation_data: p.correlation_data.map(|b| frame.slice_ref(b)),
+    Some(Box::new(MessageProperties::from_mqtt(
+        p.content_type.map(|s| ByteStr::slice_of(frame, s)),
+        p.payload_format_indicator == Some(1),
+        p.response_topic.map(|s| ByteStr::slice_of(frame, s)),
+        p.correlation_data.map(|b| frame.slice_ref(b)),
         user_properties,
-    }))
+    )))
 }
 
 /// Stores a retained message (if flagged) and routes `msg` through `amq.topic`.
@@ -273,6 +273,8 @@ impl Conn {
             payload: frame.slice_ref(p.payload),
             qos,
             retain,
+            persistent: qos > 0,
+            priority: 0,
             published_at_ms: now_ms(),
             expires_at: p
                 .properties

@@ -157,10 +157,10 @@ impl Conn {
         if v5 {
             if let Some(p) = &msg.props {
                 properties.payload_format_indicator = p.payload_is_utf8.then_some(1);
-                properties.content_type = p.content_type.as_deref();
-                properties.response_topic = p.response_topic.as_deref();
-                properties.correlation_data = p.correlation_data.as_deref();
-                properties.user_properties = UserProperties::Encoded(&p.user_properties);
+                properties.content_type = p.content_type();
+                properties.response_topic = p.reply_to();
+                properties.correlation_data = p.correlation();
+                properties.user_properties = UserProperties::Encoded(p.mqtt_user_properties());
             }
             properties.message_expiry_interval = msg.remaining_secs(Instant::now());
             properties.subscription_identifiers = SubscriptionIds::Slice(&d.sub_ids);

@@ -54,6 +54,8 @@ impl WillSpec {
             payload: self.payload,
             qos: self.qos,
             retain: self.retain,
+            persistent: self.qos > 0,
+            priority: 0,
             published_at_ms: now_ms(),
             expires_at: self
                 .expiry_secs
