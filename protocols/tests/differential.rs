@@ -22,8 +22,9 @@
 //! * Q3 DISCONNECT short forms (v5): `Packet::read` refuses remaining length 0
 //!   (`PayloadRequired`), and `Disconnect::read` requires a property length
 //!   after the reason code, although §3.14.2.2.1 allows both to be omitted.
-//!   We always use the shortest form, so ours → rumqttc DISCONNECTs carry at
-//!   least one property.
+//!   Our encoder therefore always writes the full form (reason code and
+//!   property length), which every client reads; ours → rumqttc DISCONNECTs
+//!   need no special casing. rumqttc → ours still covers the short forms.
 //! * Q4 AUTH (v5): rumqttc's reader has no packet type 15, and its
 //!   `AuthReasonCode` / `AuthProperties` are not exported, so an AUTH can be
 //!   neither read nor built there. AUTH is covered by the round-trip and
@@ -560,7 +561,10 @@ fn rumqttc_disconnect() -> impl Strategy<Value = OPacket> {
     })
 }
 
-/// Q3 and Q5: ours → rumqttc DISCONNECTs carry a property.
+/// Q5 and Q6: DISCONNECTs compared in both directions carry a property, since
+/// rumqttc *writes* a reason-only DISCONNECT malformed (Q6). Reading our
+/// property-less full form is checked separately in
+/// `ping_and_disconnect_match_rumqttc_in_both_directions`.
 fn rumqttc_readable_disconnect() -> impl Strategy<Value = OPacket> {
     rumqttc_disconnect().prop_map(|mut o| {
         if let OPacket::Disconnect { props, .. } = &mut o
@@ -644,6 +648,16 @@ fn ping_and_disconnect_match_rumqttc_in_both_directions() {
     ours_to_rumqttc(&disconnect, V311).unwrap();
     rumqttc_to_ours(&disconnect, V311).unwrap();
     rumqttc_to_ours(&disconnect, V5).unwrap();
+    // The full form we write is what rumqttc can read.
+    ours_to_rumqttc(&disconnect, V5).unwrap();
+    ours_to_rumqttc(
+        &OPacket::Disconnect {
+            reason: 0x8E,
+            props: OProps::default(),
+        },
+        V5,
+    )
+    .unwrap();
 }
 
 /// Q3 pinned down: if rumqttc ever reads the spec's short DISCONNECT, the

@@ -361,7 +361,7 @@ fn repeated_user_properties_are_not_duplicates() {
 }
 
 #[test]
-fn property_not_allowed_on_packet_type_is_protocol_error() {
+fn property_not_allowed_on_packet_type_is_malformed() {
     // Topic Alias (0x23) on a PUBACK.
     let bytes = frame(
         0x40,
@@ -369,7 +369,7 @@ fn property_not_allowed_on_packet_type_is_protocol_error() {
     );
     let e = err(&bytes, V5);
     assert_eq!(e, DecodeError::PropertyNotAllowed(0x23));
-    assert_eq!(e.reason_code(), ReasonCode::PROTOCOL_ERROR);
+    assert_eq!(e.reason_code(), ReasonCode::MALFORMED_PACKET);
 }
 
 #[test]

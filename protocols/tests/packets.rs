@@ -655,11 +655,22 @@ fn v5_disconnect_short_forms() {
         panic!("not DISCONNECT")
     };
     assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER);
+}
+
+/// We write the full form even where the spec allows omitting the reason code
+/// and property length, because some clients (rumqttc 0.25) cannot read the
+/// short forms.
+#[test]
+fn v5_disconnect_is_encoded_in_full_form() {
     assert_eq!(
         encode(Packet::Disconnect(Disconnect::default()), V5),
-        [0xE0, 0x00]
+        [0xE0, 0x02, 0x00, 0x00]
     );
-    assert_eq!(encode(p, V5), [0xE0, 0x01, 0x8E]);
+    let d = Disconnect {
+        reason: ReasonCode::SESSION_TAKEN_OVER,
+        properties: Properties::default(),
+    };
+    assert_eq!(encode(Packet::Disconnect(d), V5), [0xE0, 0x02, 0x8E, 0x00]);
 }
 
 #[test]

@@ -9,11 +9,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use parking_lot::{Mutex, RwLock};
+use tether_protocols::mqtt::UserProperties;
 
 use super::bytestr::ByteStr;
 use super::message::{KeyForm, Message, Qos};
-use super::queue::{DeliveryHints, Queue};
+use super::queue::{BoundFrom, DeliveryHints, Queue};
 use super::topic_trie::{DollarRule, Level, TopicTrie, mqtt_filter_levels};
 
 /// The routing algorithm of an exchange.
@@ -25,6 +29,8 @@ pub enum ExchangeKind {
     Fanout,
     /// Pattern match on levels (`*`/`+` one level, `#` any number).
     Topic,
+    /// Match on message headers (`x-match` all / any).
+    Headers,
 }
 
 impl ExchangeKind {
@@ -34,6 +40,18 @@ impl ExchangeKind {
             ExchangeKind::Direct => "direct",
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+
+    /// The kind with this AMQP name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            "headers" => Some(ExchangeKind::Headers),
+            _ => None,
         }
     }
 }
@@ -91,6 +109,8 @@ pub struct Binding {
     pub key_form: KeyForm,
     /// Delivery options.
     pub options: BindingOptions,
+    /// Binding arguments (headers exchanges match on them).
+    pub args: Option<Arc<FieldTable>>,
 }
 
 #[derive(Debug)]
@@ -98,6 +118,7 @@ enum Table {
     Direct(HashMap<ByteStr, Vec<Binding>, ahash::RandomState>),
     Fanout(Vec<Binding>),
     Topic(TopicTrie<Binding>),
+    Headers(Vec<Binding>),
 }
 
 /// An exchange: a named routing table.
@@ -115,6 +136,12 @@ pub struct Exchange {
     pub alternate: Option<ByteStr>,
     dollar_rule: DollarRule,
     table: RwLock<Table>,
+    deleted: AtomicBool,
+    /// Bindings that lead *to* this exchange (exchange-to-exchange), so deleting
+    /// it removes them.
+    pub(crate) bound_from: Mutex<Vec<BoundFrom>>,
+    /// The arguments it was declared with.
+    pub args: FieldTable,
 }
 
 /// Fixed properties of an exchange at declaration.
@@ -128,6 +155,8 @@ pub struct ExchangeOptions {
     pub internal: bool,
     /// Alternate exchange name.
     pub alternate: Option<ByteStr>,
+    /// Declaration arguments, kept for listings and equivalence checks.
+    pub args: FieldTable,
 }
 
 impl Exchange {
@@ -143,6 +172,7 @@ impl Exchange {
             ExchangeKind::Direct => Table::Direct(HashMap::default()),
             ExchangeKind::Fanout => Table::Fanout(Vec::new()),
             ExchangeKind::Topic => Table::Topic(TopicTrie::default()),
+            ExchangeKind::Headers => Table::Headers(Vec::new()),
         };
         Arc::new(Exchange {
             name,
@@ -151,6 +181,9 @@ impl Exchange {
             auto_delete: options.auto_delete,
             internal: options.internal,
             alternate: options.alternate,
+            args: options.args,
+            deleted: AtomicBool::new(false),
+            bound_from: Mutex::new(Vec::new()),
             dollar_rule: if mqtt_dollar_rule {
                 DollarRule::Protect
             } else {
@@ -170,6 +203,23 @@ impl Exchange {
         self.kind
     }
 
+    /// Whether it was deleted (a publisher holding it must look it up again).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Marks it deleted and drops its bindings.
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        let mut table = self.table.write();
+        *table = match self.kind {
+            ExchangeKind::Direct => Table::Direct(HashMap::default()),
+            ExchangeKind::Fanout => Table::Fanout(Vec::new()),
+            ExchangeKind::Topic => Table::Topic(TopicTrie::default()),
+            ExchangeKind::Headers => Table::Headers(Vec::new()),
+        };
+    }
+
     /// Adds a binding; false if an identical one (destination and key) exists, in
     /// which case its options are updated.
     pub fn bind(&self, binding: Binding) -> bool {
@@ -180,7 +230,7 @@ impl Exchange {
                 let list = map.entry(binding.key.clone()).or_default();
                 upsert(list, binding, same)
             }
-            Table::Fanout(list) => upsert(list, binding, same),
+            Table::Fanout(list) | Table::Headers(list) => upsert(list, binding, same),
             Table::Topic(trie) => {
                 let pattern = pattern_levels(&binding.key, binding.key_form);
                 let levels: Vec<Level<'_>> = pattern.iter().map(PatternLevel::as_level).collect();
@@ -210,7 +260,7 @@ impl Exchange {
                 }
                 removed
             }
-            Table::Fanout(list) => {
+            Table::Fanout(list) | Table::Headers(list) => {
                 let before = list.len();
                 list.retain(|b| !is(b));
                 list.len() != before
@@ -237,7 +287,7 @@ impl Exchange {
                 });
                 n
             }
-            Table::Fanout(list) => {
+            Table::Fanout(list) | Table::Headers(list) => {
                 let before = list.len();
                 list.retain(|b| !b.destination.same(destination));
                 before - list.len()
@@ -250,7 +300,7 @@ impl Exchange {
     pub fn binding_count(&self) -> usize {
         match &*self.table.read() {
             Table::Direct(map) => map.values().map(Vec::len).sum(),
-            Table::Fanout(list) => list.len(),
+            Table::Fanout(list) | Table::Headers(list) => list.len(),
             Table::Topic(trie) => trie.len(),
         }
     }
@@ -260,7 +310,7 @@ impl Exchange {
         let mut out = Vec::new();
         match &*self.table.read() {
             Table::Direct(map) => map.values().for_each(|l| out.extend(l.iter().cloned())),
-            Table::Fanout(list) => out.extend(list.iter().cloned()),
+            Table::Fanout(list) | Table::Headers(list) => out.extend(list.iter().cloned()),
             Table::Topic(trie) => trie.for_each(|b| out.push(b.clone())),
         }
         out
@@ -298,6 +348,10 @@ impl Exchange {
                 }
             }
             Table::Fanout(list) => list.iter().for_each(push),
+            Table::Headers(list) => list
+                .iter()
+                .filter(|b| headers_match(b.args.as_deref(), msg))
+                .for_each(push),
             Table::Topic(trie) => {
                 let topic: &str = match msg.key_form {
                     KeyForm::Mqtt => &msg.routing_key,
@@ -310,6 +364,91 @@ impl Exchange {
                 trie.for_each_match(&levels, self.dollar_rule, push);
             }
         }
+    }
+}
+
+/// Whether a headers-exchange binding with `args` matches `msg`: `x-match`
+/// `all` (default) or `any`, and `all-with-x` / `any-with-x` which also compare
+/// `x-` keys. A binding value of void matches any value of that header. MQTT
+/// user properties count as string headers.
+fn headers_match(args: Option<&FieldTable>, msg: &Message) -> bool {
+    let Some(args) = args else { return true };
+    let mode = match args.inner().get("x-match") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+        _ => "all".to_owned(),
+    };
+    let (any, with_x) = match mode.as_str() {
+        "any" => (true, false),
+        "all-with-x" => (false, true),
+        "any-with-x" => (true, true),
+        _ => (false, false),
+    };
+    let props = msg.props.as_deref();
+    let amqp = props.and_then(|p| p.amqp_headers());
+    let lookup = |key: &str| -> Option<AMQPValue> {
+        if let Some(h) = amqp {
+            return h.inner().get(key).cloned();
+        }
+        let raw = props?.mqtt_user_properties();
+        UserProperties::Encoded(raw)
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| AMQPValue::LongString(v.into()))
+    };
+    let mut considered = 0;
+    let mut matched = 0;
+    for (k, want) in args.inner() {
+        if k.as_str() == "x-match" || (!with_x && k.as_str().starts_with("x-")) {
+            continue;
+        }
+        considered += 1;
+        let hit = match (lookup(k.as_str()), want) {
+            (Some(_), AMQPValue::Void) => true,
+            (Some(have), want) => values_equal(&have, want),
+            (None, _) => false,
+        };
+        if hit {
+            matched += 1;
+        }
+    }
+    if any {
+        matched > 0
+    } else {
+        matched == considered
+    }
+}
+
+/// Header equality that treats the string types as one and the integer types as one.
+fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
+    fn text(v: &AMQPValue) -> Option<Vec<u8>> {
+        match v {
+            AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+            AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+    fn int(v: &AMQPValue) -> Option<i128> {
+        match v {
+            AMQPValue::ShortShortInt(n) => Some((*n).into()),
+            AMQPValue::ShortShortUInt(n) => Some((*n).into()),
+            AMQPValue::ShortInt(n) => Some((*n).into()),
+            AMQPValue::ShortUInt(n) => Some((*n).into()),
+            AMQPValue::LongInt(n) => Some((*n).into()),
+            AMQPValue::LongUInt(n) => Some((*n).into()),
+            AMQPValue::LongLongInt(n) => Some((*n).into()),
+            AMQPValue::Timestamp(n) => Some((*n).into()),
+            _ => None,
+        }
+    }
+    match (text(a), text(b)) {
+        (Some(x), Some(y)) => return x == y,
+        (Some(_), None) | (None, Some(_)) => return false,
+        _ => {}
+    }
+    match (int(a), int(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
     }
 }
 
@@ -463,14 +602,14 @@ fn merge_targets(targets: &mut Vec<(Arc<Queue>, DeliveryHints)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::queue::{MemoryGauge, QueueOptions};
+    use crate::core::queue::{QueueEnv, QueueOptions};
     use bytes::Bytes;
 
     fn queue(name: &str) -> Arc<Queue> {
         Queue::new(
             name.into(),
             QueueOptions::default(),
-            Arc::new(MemoryGauge::new(usize::MAX)),
+            &QueueEnv::new(usize::MAX),
         )
     }
 
@@ -479,6 +618,7 @@ mod tests {
             id: 1,
             routing_key: key.into(),
             key_form: form,
+            exchange: ByteStr::from_static(""),
             payload: Bytes::new(),
             qos,
             retain: false,
@@ -497,6 +637,7 @@ mod tests {
             key: key.into(),
             key_form: form,
             options,
+            args: None,
         });
     }
 
@@ -620,12 +761,14 @@ mod tests {
             key: "".into(),
             key_form: KeyForm::Amqp,
             options: BindingOptions::plain(),
+            args: None,
         });
         b.bind(Binding {
             destination: Destination::Exchange(a.clone()),
             key: "".into(),
             key_form: KeyForm::Amqp,
             options: BindingOptions::plain(),
+            args: None,
         });
         bind(&b, &q, "", KeyForm::Amqp, BindingOptions::plain());
         assert_eq!(targets(&a, &msg("x", KeyForm::Amqp, 1)).len(), 1);

@@ -29,7 +29,7 @@ pub enum KeyForm {
 pub type Qos = u8;
 
 /// One published message.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Message {
     /// Gateway-unique id, increasing in publish order.
     pub id: u64,
@@ -37,6 +37,9 @@ pub struct Message {
     pub routing_key: ByteStr,
     /// Which spelling `routing_key` uses.
     pub key_form: KeyForm,
+    /// The exchange it was published to (`amq.topic` for MQTT, `""` for the
+    /// default exchange); reported to AMQP consumers and in `x-death`.
+    pub exchange: ByteStr,
     /// The body, shared with every queue and often with the packet it arrived in.
     pub payload: Bytes,
     /// QoS the publisher asked for (0, 1 or 2).
@@ -63,9 +66,7 @@ pub use super::props::{AmqpProperties, MessageProperties};
 impl Message {
     /// Bytes this message accounts for in queue and memory limits.
     pub fn size(&self) -> usize {
-        self.payload.len()
-            + self.routing_key.len()
-            + self.props.as_ref().map_or(0, |p| p.size())
+        self.payload.len() + self.routing_key.len() + self.props.as_ref().map_or(0, |p| p.size())
     }
 
     /// Whether the message has expired at `now`.

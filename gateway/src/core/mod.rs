@@ -11,11 +11,13 @@
 //! connection tasks. Nothing here knows about sockets.
 
 pub mod bytestr;
+pub mod dead_letter;
 pub mod exchange;
 pub mod message;
 pub mod props;
 pub mod queue;
 pub mod retained;
+pub mod scheduler;
 pub mod session;
 pub mod topic_trie;
 pub mod vhost;
@@ -26,7 +28,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, OverflowPolicy};
 
 use message::MessageIds;
-use queue::{MemoryGauge, Overflow, QueueLimits, QueueOptions};
+use queue::{MemoryGauge, Overflow, QueueEnv, QueueLimits, QueueOptions};
 use retained::RetainedStore;
 use session::SessionRegistry;
 use vhost::VHost;
@@ -51,10 +53,9 @@ pub struct Core {
 impl Core {
     /// Builds the core from configuration.
     pub fn new(config: &Config) -> Arc<Self> {
-        let memory = Arc::new(MemoryGauge::new(
-            config.limits.memory_high_watermark.as_usize(),
-        ));
-        let vhost = VHost::new("/", memory.clone());
+        let env = QueueEnv::new(config.limits.memory_high_watermark.as_usize());
+        let memory = env.memory.clone();
+        let vhost = VHost::new("/", env);
         let session_queues = QueueOptions {
             durable: false,
             auto_delete: false,
@@ -68,6 +69,7 @@ impl Core {
                     OverflowPolicy::DropNewest => Overflow::DropNew,
                 },
             },
+            ..Default::default()
         };
         Arc::new(Core {
             sessions: Arc::new(SessionRegistry::new(vhost.clone(), session_queues)),

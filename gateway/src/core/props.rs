@@ -128,7 +128,11 @@ impl MessageProperties {
     /// Correlation data: MQTT Correlation Data or AMQP correlation-id.
     pub fn correlation(&self) -> Option<&[u8]> {
         match &self.amqp {
-            Some(a) => a.parsed.correlation_id().as_ref().map(|s| s.as_str().as_bytes()),
+            Some(a) => a
+                .parsed
+                .correlation_id()
+                .as_ref()
+                .map(|s| s.as_str().as_bytes()),
             None => self.correlation_data.as_deref(),
         }
     }
@@ -142,7 +146,9 @@ impl MessageProperties {
     pub fn mqtt_user_properties(&self) -> &Bytes {
         match self.amqp_headers() {
             None => &self.user_properties,
-            Some(headers) => self.mqtt_user_properties.get_or_init(|| headers_to_user_properties(headers)),
+            Some(headers) => self
+                .mqtt_user_properties
+                .get_or_init(|| headers_to_user_properties(headers)),
         }
     }
 
@@ -180,7 +186,10 @@ impl MessageProperties {
         if !self.user_properties.is_empty() {
             let mut headers = FieldTable::default();
             for (k, v) in UserProperties::Encoded(&self.user_properties).iter() {
-                headers.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v)));
+                headers.insert(
+                    ShortString::from(k),
+                    AMQPValue::LongString(LongString::from(v)),
+                );
             }
             p = p.with_headers(headers);
         }
@@ -221,7 +230,9 @@ fn headers_to_user_properties(headers: &FieldTable) -> Bytes {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let up = UserProperties::Slice(&refs);
-    let Ok(len) = up.encoded_len() else { return Bytes::new() };
+    let Ok(len) = up.encoded_len() else {
+        return Bytes::new();
+    };
     let mut buf = BytesMut::zeroed(len);
     match up.encode(&mut buf) {
         Ok(n) => {
@@ -293,7 +304,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        assert_eq!(ups, [("n".to_owned(), "7".to_owned()), ("site".to_owned(), "north".to_owned())]);
+        assert_eq!(
+            ups,
+            [
+                ("n".to_owned(), "7".to_owned()),
+                ("site".to_owned(), "north".to_owned())
+            ]
+        );
     }
 
     #[test]
@@ -310,7 +327,10 @@ mod tests {
         };
         let bytes = props.amqp_raw(true, None);
         let (_, parsed) = amq_protocol::protocol::basic::parse_properties(&bytes[..]).unwrap();
-        assert_eq!(parsed.content_type().as_ref().unwrap().as_str(), "application/json");
+        assert_eq!(
+            parsed.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
         assert_eq!(parsed.correlation_id().as_ref().unwrap().as_str(), "req-1");
         assert_eq!(parsed.reply_to().as_ref().unwrap().as_str(), "replies/1");
         assert_eq!(parsed.delivery_mode(), &Some(2));

@@ -11,16 +11,18 @@
 //! its consumers' wake-ups and its limits.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 use super::bytestr::ByteStr;
+use super::dead_letter::{DeadLetterTarget, DeathReason, dead_lettered};
 use super::message::{Qos, SharedMessage, now_ms};
+use super::scheduler::Scheduler;
 
 /// MQTT subscription identifiers carried to a delivery (usually zero or one).
 pub type SubIds = SmallVec<[u32; 2]>;
@@ -40,17 +42,19 @@ pub struct DeliveryHints {
 /// What to do when a queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
-    /// Drop the oldest ready message to make room.
+    /// Drop (or dead-letter) the oldest ready message to make room.
     #[default]
     DropHead,
     /// Refuse the new message (the publisher is told when it asked to be).
     RejectPublish,
+    /// Refuse the new message and dead-letter it.
+    RejectPublishDlx,
     /// Silently drop the new message.
     DropNew,
 }
 
 /// Bounds on what a queue holds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueLimits {
     /// Most ready messages.
     pub max_messages: Option<usize>,
@@ -62,11 +66,13 @@ pub struct QueueLimits {
     pub overflow: Overflow,
 }
 
-/// Fixed properties of a queue.
-#[derive(Debug, Clone, Default)]
+/// Fixed properties of a queue, from its declaration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueOptions {
     /// Survives a restart (with the durable store).
     pub durable: bool,
+    /// Belongs to one connection, which alone may use it; deleted with it.
+    pub exclusive: bool,
     /// Deleted when its last consumer goes away.
     pub auto_delete: bool,
     /// Size limits and overflow policy.
@@ -74,6 +80,19 @@ pub struct QueueOptions {
     /// QoS 0 messages are dropped while no consumer is attached (an offline MQTT
     /// session does not queue QoS 0 messages).
     pub best_effort_needs_consumer: bool,
+    /// Per-queue message TTL (`x-message-ttl`).
+    pub message_ttl: Option<Duration>,
+    /// Delete the queue after it has been unused this long (`x-expires`).
+    pub expires: Option<Duration>,
+    /// Highest message priority honoured (`x-max-priority`); `None` for FIFO.
+    pub max_priority: Option<u8>,
+    /// Only one consumer receives at a time (`x-single-active-consumer`).
+    pub single_active_consumer: bool,
+    /// Deliveries after which a returned message is dead-lettered instead of
+    /// requeued (`x-delivery-limit`).
+    pub delivery_limit: Option<u32>,
+    /// Where rejected, expired and overflowing messages go.
+    pub dead_letter: Option<DeadLetterTarget>,
 }
 
 /// Why a message did not enter a queue.
@@ -189,11 +208,17 @@ struct Entry {
     hints: DeliveryHints,
     deliveries: u32,
     first_delivery_ms: u64,
+    expires_at: Option<Instant>,
+    level: u8,
 }
 
 impl Entry {
     fn size(&self) -> usize {
         self.msg.size()
+    }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -227,21 +252,29 @@ pub struct QueueStats {
     pub rejected: u64,
     /// Expired before delivery.
     pub expired: u64,
+    /// Sent to the dead-letter exchange.
+    pub dead_lettered: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    ready: VecDeque<Entry>,
+    /// Ready messages by priority level (index 0 is the lowest).
+    levels: Vec<VecDeque<Entry>>,
+    ready_count: usize,
+    ready_bytes: usize,
+    ready_best_effort: usize,
     leased: HashMap<u64, Leased, ahash::RandomState>,
     consumers: Vec<ConsumerSlot>,
     next_consumer: usize,
     next_seq: u64,
     next_tag: u64,
     next_consumer_id: u64,
-    ready_bytes: usize,
-    ready_best_effort: usize,
     deleted: bool,
     stats: QueueStats,
+    /// Earliest deadline handed to the scheduler.
+    timer_at: Option<Instant>,
+    /// Last time the queue was used (for `x-expires`).
+    last_used: Instant,
 }
 
 /// Gateway-wide count of bytes held in queues, with a high-watermark at which
@@ -268,6 +301,9 @@ impl MemoryGauge {
     }
 
     fn sub(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
         let before = self.bytes.fetch_sub(n, Ordering::Relaxed);
         if before > self.high_watermark && before - n <= self.high_watermark {
             self.below.notify_waiters();
@@ -297,39 +333,101 @@ impl MemoryGauge {
     }
 }
 
+/// What every queue shares: the memory gauge and the deadline scheduler.
+#[derive(Debug, Clone)]
+pub struct QueueEnv {
+    /// Gateway-wide queued bytes.
+    pub memory: Arc<MemoryGauge>,
+    /// Timer service for TTLs and idle expiry.
+    pub scheduler: Arc<Scheduler>,
+}
+
+impl QueueEnv {
+    /// An environment with a gauge at `high_watermark` bytes.
+    pub fn new(high_watermark: usize) -> Self {
+        QueueEnv {
+            memory: Arc::new(MemoryGauge::new(high_watermark)),
+            scheduler: Arc::new(Scheduler::default()),
+        }
+    }
+}
+
 /// Where a queue is bound from, so deleting it removes exactly its bindings
 /// (without scanning every exchange's table).
 #[derive(Debug, Clone)]
 pub struct BoundFrom {
     /// The exchange.
-    pub exchange: std::sync::Weak<super::exchange::Exchange>,
+    pub exchange: Weak<super::exchange::Exchange>,
     /// The binding key.
     pub key: ByteStr,
     /// Its spelling.
     pub key_form: super::message::KeyForm,
 }
 
+/// Messages a queue gave up on, to dead-letter once its lock is released.
+type Dead = SmallVec<[(Entry, DeathReason); 2]>;
+
 /// A queue of messages with leases; see the module docs.
 #[derive(Debug)]
 pub struct Queue {
     name: ByteStr,
     options: QueueOptions,
+    /// The connection owning an exclusive queue.
+    owner: Option<u64>,
+    me: Weak<Queue>,
     state: Mutex<State>,
-    memory: Arc<MemoryGauge>,
+    env: QueueEnv,
     /// The queue's bindings (control plane only; never touched when routing).
     pub(crate) bound_from: Mutex<Vec<BoundFrom>>,
+    /// The vhost that declared it, for dead-lettering and idle expiry.
+    pub(crate) vhost: OnceLock<Weak<super::vhost::VHost>>,
 }
 
 impl Queue {
     /// A new empty queue.
-    pub fn new(name: ByteStr, options: QueueOptions, memory: Arc<MemoryGauge>) -> Arc<Self> {
-        Arc::new(Queue {
+    pub fn new(name: ByteStr, options: QueueOptions, env: &QueueEnv) -> Arc<Self> {
+        Self::with_owner(name, options, None, env)
+    }
+
+    /// A new empty queue owned by connection `owner` (exclusive queues).
+    pub fn with_owner(
+        name: ByteStr,
+        options: QueueOptions,
+        owner: Option<u64>,
+        env: &QueueEnv,
+    ) -> Arc<Self> {
+        let levels = options.max_priority.map_or(1, |m| usize::from(m) + 1);
+        let q = Arc::new_cyclic(|me| Queue {
             name,
+            owner,
+            me: me.clone(),
+            state: Mutex::new(State {
+                levels: (0..levels).map(|_| VecDeque::new()).collect(),
+                ready_count: 0,
+                ready_bytes: 0,
+                ready_best_effort: 0,
+                leased: HashMap::default(),
+                consumers: Vec::new(),
+                next_consumer: 0,
+                next_seq: 0,
+                next_tag: 0,
+                next_consumer_id: 0,
+                deleted: false,
+                stats: QueueStats::default(),
+                timer_at: None,
+                last_used: Instant::now(),
+            }),
             options,
-            state: Mutex::new(State::default()),
-            memory,
+            env: env.clone(),
             bound_from: Mutex::new(Vec::new()),
-        })
+            vhost: OnceLock::new(),
+        });
+        if let Some(idle) = q.options.expires {
+            q.env
+                .scheduler
+                .schedule(Instant::now() + idle, Arc::downgrade(&q));
+        }
+        q
     }
 
     /// The queue's name.
@@ -340,6 +438,11 @@ impl Queue {
     /// The options it was declared with.
     pub fn options(&self) -> &QueueOptions {
         &self.options
+    }
+
+    /// The connection that owns this exclusive queue.
+    pub fn owner(&self) -> Option<u64> {
+        self.owner
     }
 
     /// Adds a message, applying limits. Wakes one waiting consumer.
@@ -361,12 +464,25 @@ impl Queue {
     ) -> EnqueueOutcome {
         let size = msg.size();
         let best_effort = hints.qos == 0;
-        let mut dropped_bytes = 0;
+        let now = Instant::now();
+        let ttl_deadline = self.options.message_ttl.map(|ttl| now + ttl);
+        let expires_at = match (msg.expires_at, ttl_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut dead = Dead::new();
+        let mut dropped_bytes = 0usize;
         let wake;
+        let schedule;
+        let outcome;
         {
             let mut st = self.state.lock();
             if st.deleted {
                 return EnqueueOutcome::Dropped(DropReason::Deleted);
+            }
+            if expires_at.is_some_and(|t| t <= now) {
+                st.stats.expired += 1;
+                return EnqueueOutcome::Dropped(DropReason::Expired);
             }
             if best_effort && self.options.best_effort_needs_consumer && st.consumers.is_empty() {
                 st.stats.dropped_no_consumer += 1;
@@ -387,14 +503,30 @@ impl Queue {
                 return EnqueueOutcome::Dropped(DropReason::Overflow);
             }
             let full = |st: &State| {
-                limits.max_messages.is_some_and(|m| st.ready.len() >= m)
+                limits.max_messages.is_some_and(|m| st.ready_count >= m)
                     || limits.max_bytes.is_some_and(|m| st.ready_bytes + size > m)
             };
+            let level = self.level_of(msg);
+            let entry = Entry {
+                msg: msg.clone(),
+                seq: 0,
+                hints,
+                deliveries: 0,
+                first_delivery_ms: 0,
+                expires_at,
+                level,
+            };
+            let mut admit = true;
             if full(&st) {
                 match limits.overflow {
                     Overflow::RejectPublish => {
                         st.stats.rejected += 1;
                         return EnqueueOutcome::Rejected;
+                    }
+                    Overflow::RejectPublishDlx => {
+                        st.stats.rejected += 1;
+                        dead.push((entry_copy(&entry), DeathReason::MaxLen));
+                        admit = false;
                     }
                     Overflow::DropNew => {
                         st.stats.dropped_overflow += 1;
@@ -402,37 +534,49 @@ impl Queue {
                     }
                     Overflow::DropHead => {
                         while full(&st) {
-                            let Some(old) = pop_ready(&mut st) else { break };
-                            dropped_bytes += old.size();
+                            let Some(old) = pop_oldest(&mut st) else {
+                                break;
+                            };
                             st.stats.dropped_overflow += 1;
+                            dropped_bytes += old.size();
+                            dead.push((old, DeathReason::MaxLen));
                         }
                     }
                 }
             }
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.ready_bytes += size;
-            if best_effort {
-                st.ready_best_effort += 1;
+            if admit {
+                let mut entry = entry;
+                entry.seq = st.next_seq;
+                st.next_seq += 1;
+                push_ready(&mut st, entry);
+                st.stats.enqueued += 1;
+                st.last_used = now;
+                self.env.memory.add(size);
+                wake = self.take_waiting_consumer(&mut st);
+                schedule = expires_at.filter(|t| st.timer_at.is_none_or(|at| *t < at));
+                if let Some(t) = schedule {
+                    st.timer_at = Some(t);
+                }
+                outcome = EnqueueOutcome::Queued;
+            } else {
+                wake = None;
+                schedule = None;
+                outcome = EnqueueOutcome::Rejected;
             }
-            st.ready.push_back(Entry {
-                msg: msg.clone(),
-                seq,
-                hints,
-                deliveries: 0,
-                first_delivery_ms: 0,
-            });
-            st.stats.enqueued += 1;
-            wake = take_waiting_consumer(&mut st);
         }
-        self.memory.add(size);
-        if dropped_bytes > 0 {
-            self.memory.sub(dropped_bytes);
+        if let Some(t) = schedule {
+            self.env.scheduler.schedule(t, self.me.clone());
         }
         if let Some(w) = wake {
             w.wake();
         }
-        EnqueueOutcome::Queued
+        self.env.memory.sub(dropped_bytes);
+        self.dispatch_dead(dead, false);
+        outcome
+    }
+
+    fn level_of(&self, msg: &SharedMessage) -> u8 {
+        self.options.max_priority.map_or(0, |m| msg.priority.min(m))
     }
 
     /// Attaches a consumer; the queue rings `wakeup` when messages arrive after a
@@ -446,9 +590,11 @@ impl Queue {
             wakeup: wakeup.clone(),
             waiting: true,
         });
-        let has_ready = !st.ready.is_empty();
+        st.last_used = Instant::now();
+        let active = !self.options.single_active_consumer || st.consumers.len() == 1;
+        let has_ready = st.ready_count > 0;
         drop(st);
-        if has_ready {
+        if has_ready && active {
             wakeup.wake();
         }
         id
@@ -457,13 +603,43 @@ impl Queue {
     /// Detaches a consumer. Returns how many consumers remain.
     pub fn detach(&self, id: ConsumerId) -> usize {
         let mut st = self.state.lock();
+        let was_active = st.consumers.first().is_some_and(|c| c.id == id);
         st.consumers.retain(|c| c.id != id);
-        st.consumers.len()
+        let remaining = st.consumers.len();
+        let now = Instant::now();
+        st.last_used = now;
+        // With a single active consumer, the next one in line takes over.
+        let wake = (self.options.single_active_consumer && was_active && st.ready_count > 0)
+            .then(|| st.consumers.first().map(|c| c.wakeup.clone()))
+            .flatten();
+        let idle_check = (remaining == 0)
+            .then_some(())
+            .and(self.options.expires)
+            .map(|d| now + d);
+        drop(st);
+        if let Some(w) = wake {
+            w.wake();
+        }
+        if let Some(t) = idle_check {
+            self.env.scheduler.schedule(t, self.me.clone());
+        }
+        remaining
     }
 
-    /// Takes up to `limits` messages for consumer `id`. If the queue ran dry before
-    /// the consumer's limits were reached, the consumer is woken by the next
-    /// arrival. Expired messages met on the way are dropped.
+    /// Records a use of the queue that is not a consumer (declare, get), which
+    /// postpones `x-expires`.
+    pub fn touch(&self) {
+        let now = Instant::now();
+        self.state.lock().last_used = now;
+        if let Some(d) = self.options.expires {
+            self.env.scheduler.schedule(now + d, self.me.clone());
+        }
+    }
+
+    /// Takes up to `limits` messages for consumer `id` (0 for a one-off get). If
+    /// the queue ran dry before the consumer's limits were reached, the consumer
+    /// is woken by the next arrival. Expired messages met on the way are dropped
+    /// or dead-lettered.
     pub fn pull(
         &self,
         id: ConsumerId,
@@ -475,14 +651,19 @@ impl Queue {
         let mut freed = 0usize;
         let mut taken = 0usize;
         let mut leased = 0usize;
+        let mut dead = Dead::new();
         let mut st = self.state.lock();
-        while taken < limits.max {
-            let Some(front) = st.ready.front() else { break };
-            if front.msg.is_expired(now) {
+        let inactive = self.options.single_active_consumer
+            && id != 0
+            && st.consumers.first().is_none_or(|c| c.id != id);
+        while taken < limits.max && !inactive {
+            let Some(front) = peek_ready(&st) else { break };
+            if front.is_expired(now) {
                 if let Some(e) = pop_ready(&mut st) {
+                    st.stats.expired += 1;
                     freed += e.size();
+                    dead.push((e, DeathReason::Expired));
                 }
-                st.stats.expired += 1;
                 continue;
             }
             let qos = match mode {
@@ -527,16 +708,19 @@ impl Queue {
             out.push(delivery);
             taken += 1;
         }
-        let ran_dry = st.ready.is_empty() && taken < limits.max && leased < limits.max_leased;
+        if id == 0 {
+            st.last_used = now;
+        }
+        let ran_dry =
+            inactive || (st.ready_count == 0 && taken < limits.max && leased < limits.max_leased);
         if ran_dry {
             if let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
                 slot.waiting = true;
             }
         }
         drop(st);
-        if freed > 0 {
-            self.memory.sub(freed);
-        }
+        self.env.memory.sub(freed);
+        self.dispatch_dead(dead, false);
         taken
     }
 
@@ -544,7 +728,7 @@ impl Queue {
     /// arrival, or right away if messages are ready.
     pub fn want_more(&self, id: ConsumerId) {
         let mut st = self.state.lock();
-        let ready = !st.ready.is_empty();
+        let ready = st.ready_count > 0;
         let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) else {
             return;
         };
@@ -571,7 +755,7 @@ impl Queue {
         };
         match removed {
             Some(l) => {
-                self.memory.sub(l.entry.size());
+                self.env.memory.sub(l.entry.size());
                 true
             }
             None => false,
@@ -579,29 +763,42 @@ impl Queue {
     }
 
     /// Returns a leased message to the queue (in its original order) or, without
-    /// `requeue`, discards it. Returns false for an unknown tag.
+    /// `requeue`, dead-letters or discards it. A message delivered more often
+    /// than the delivery limit is dead-lettered instead of requeued. Returns
+    /// false for an unknown tag.
     pub fn reject(&self, tag: u64, requeue: bool) -> bool {
+        let mut dead = Dead::new();
         let mut st = self.state.lock();
         let Some(l) = st.leased.remove(&tag) else {
             return false;
         };
-        if requeue {
-            insert_ready(&mut st, l.entry);
-            let wake = take_waiting_consumer(&mut st);
-            drop(st);
-            if let Some(w) = wake {
-                w.wake();
-            }
+        let mut wake = None;
+        if !requeue {
+            dead.push((l.entry, DeathReason::Rejected));
+        } else if self.over_delivery_limit(&l.entry) {
+            dead.push((l.entry, DeathReason::DeliveryLimit));
         } else {
-            drop(st);
-            self.memory.sub(l.entry.size());
+            insert_ready(&mut st, l.entry);
+            wake = self.take_waiting_consumer(&mut st);
         }
+        drop(st);
+        if let Some(w) = wake {
+            w.wake();
+        }
+        self.dispatch_dead(dead, true);
         true
     }
 
-    /// Puts every message leased to `owner` back in the queue, marked redelivered.
-    /// Returns how many.
+    fn over_delivery_limit(&self, e: &Entry) -> bool {
+        self.options
+            .delivery_limit
+            .is_some_and(|limit| e.deliveries > limit)
+    }
+
+    /// Puts every message leased to `owner` back in the queue, marked redelivered
+    /// (or dead-lettered past the delivery limit). Returns how many.
     pub fn release_owner(&self, owner: u64) -> usize {
+        let mut dead = Dead::new();
         let mut st = self.state.lock();
         let tags: Vec<u64> = st
             .leased
@@ -618,11 +815,17 @@ impl Queue {
         entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
         let n = entries.len();
         for e in entries {
-            insert_ready(&mut st, e);
+            if self.over_delivery_limit(&e) {
+                dead.push((e, DeathReason::DeliveryLimit));
+            } else {
+                insert_ready(&mut st, e);
+            }
         }
         let wakes: SmallVec<[Arc<Wakeup>; 4]> = if n > 0 {
+            let sac = self.options.single_active_consumer;
             st.consumers
                 .iter_mut()
+                .take(if sac { 1 } else { usize::MAX })
                 .filter(|c| c.waiting)
                 .map(|c| {
                     c.waiting = false;
@@ -634,6 +837,7 @@ impl Queue {
         };
         drop(st);
         wakes.iter().for_each(|w| w.wake());
+        self.dispatch_dead(dead, true);
         n
     }
 
@@ -655,13 +859,14 @@ impl Queue {
     /// Removes every ready message; returns how many.
     pub fn purge(&self) -> usize {
         let mut st = self.state.lock();
-        let n = st.ready.len();
+        let n = st.ready_count;
         let bytes = st.ready_bytes;
-        st.ready.clear();
+        st.levels.iter_mut().for_each(VecDeque::clear);
+        st.ready_count = 0;
         st.ready_bytes = 0;
         st.ready_best_effort = 0;
         drop(st);
-        self.memory.sub(bytes);
+        self.env.memory.sub(bytes);
         n
     }
 
@@ -671,13 +876,14 @@ impl Queue {
         let mut st = self.state.lock();
         st.deleted = true;
         let bytes = st.ready_bytes + st.leased.values().map(|l| l.entry.size()).sum::<usize>();
-        st.ready.clear();
+        st.levels.iter_mut().for_each(VecDeque::clear);
         st.leased.clear();
+        st.ready_count = 0;
         st.ready_bytes = 0;
         st.ready_best_effort = 0;
         let wakes = st.consumers.drain(..).map(|c| c.wakeup).collect();
         drop(st);
-        self.memory.sub(bytes);
+        self.env.memory.sub(bytes);
         wakes
     }
 
@@ -688,7 +894,7 @@ impl Queue {
 
     /// Ready (not leased) messages.
     pub fn ready_len(&self) -> usize {
-        self.state.lock().ready.len()
+        self.state.lock().ready_count
     }
 
     /// Leased (in flight) messages.
@@ -705,10 +911,119 @@ impl Queue {
     pub fn stats(&self) -> QueueStats {
         self.state.lock().stats
     }
+
+    /// Runs due deadlines: expires messages at the head (dead-lettering them),
+    /// deletes the queue when it has been unused for `x-expires`, and asks the
+    /// scheduler for the next deadline.
+    pub fn on_timer(&self, now: Instant) {
+        let mut dead = Dead::new();
+        let mut st = self.state.lock();
+        if st.deleted {
+            return;
+        }
+        for level in (0..st.levels.len()).rev() {
+            while st.levels[level].front().is_some_and(|e| e.is_expired(now)) {
+                if let Some(e) = pop_level(&mut st, level) {
+                    st.stats.expired += 1;
+                    dead.push((e, DeathReason::Expired));
+                }
+            }
+        }
+        let idle_deadline = self
+            .options
+            .expires
+            .filter(|_| st.consumers.is_empty())
+            .map(|d| st.last_used + d);
+        let idle = idle_deadline.is_some_and(|t| t <= now);
+        let next_expiry = st.levels.iter().filter_map(|l| l.front()?.expires_at).min();
+        let next = match (next_expiry, idle_deadline.filter(|_| !idle)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        st.timer_at = next;
+        drop(st);
+        if let Some(t) = next {
+            self.env.scheduler.schedule(t, self.me.clone());
+        }
+        let freed: usize = dead.iter().map(|(e, _)| e.size()).sum();
+        self.env.memory.sub(freed);
+        self.dispatch_dead(dead, false);
+        if idle {
+            if let Some(vhost) = self.vhost.get().and_then(Weak::upgrade) {
+                tracing::debug!(queue = %self.name, "queue unused for x-expires; deleting");
+                vhost.delete_queue(&self.name);
+            }
+        }
+    }
+
+    /// Republishes dead entries to the dead-letter exchange, if there is one.
+    /// `counted` says whether their bytes still count in the memory gauge
+    /// (leased entries do; entries already freed by the caller do not).
+    fn dispatch_dead(&self, dead: Dead, counted: bool) {
+        if dead.is_empty() {
+            return;
+        }
+        if counted {
+            let bytes: usize = dead.iter().map(|(e, _)| e.size()).sum();
+            self.env.memory.sub(bytes);
+        }
+        let Some(target) = &self.options.dead_letter else {
+            return;
+        };
+        let Some(vhost) = self.vhost.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        self.state.lock().stats.dead_lettered += dead.len() as u64;
+        for (entry, reason) in dead {
+            let copy = dead_lettered(&entry.msg, &self.name, reason, target);
+            vhost.publish_dead_letter(&target.exchange, &copy, &self.name);
+        }
+    }
+
+    /// Picks the next waiting consumer round-robin (only the active one with
+    /// single-active-consumer) and clears its waiting flag.
+    fn take_waiting_consumer(&self, st: &mut State) -> Option<Arc<Wakeup>> {
+        if self.options.single_active_consumer {
+            let first = st.consumers.first_mut()?;
+            if first.waiting {
+                first.waiting = false;
+                return Some(first.wakeup.clone());
+            }
+            return None;
+        }
+        let n = st.consumers.len();
+        for i in 0..n {
+            let at = (st.next_consumer + i) % n;
+            if st.consumers[at].waiting {
+                st.consumers[at].waiting = false;
+                st.next_consumer = (at + 1) % n;
+                return Some(st.consumers[at].wakeup.clone());
+            }
+        }
+        None
+    }
 }
 
-fn pop_ready(st: &mut State) -> Option<Entry> {
-    let e = st.ready.pop_front()?;
+/// A copy of an entry for dead-lettering a message that never entered the queue.
+fn entry_copy(e: &Entry) -> Entry {
+    Entry {
+        msg: e.msg.clone(),
+        seq: e.seq,
+        hints: e.hints.clone(),
+        deliveries: e.deliveries,
+        first_delivery_ms: e.first_delivery_ms,
+        expires_at: e.expires_at,
+        level: e.level,
+    }
+}
+
+fn peek_ready(st: &State) -> Option<&Entry> {
+    st.levels.iter().rev().find_map(|l| l.front())
+}
+
+fn pop_level(st: &mut State, level: usize) -> Option<Entry> {
+    let e = st.levels[level].pop_front()?;
+    st.ready_count -= 1;
     st.ready_bytes -= e.size();
     if e.hints.qos == 0 {
         st.ready_best_effort -= 1;
@@ -716,34 +1031,45 @@ fn pop_ready(st: &mut State) -> Option<Entry> {
     Some(e)
 }
 
-/// Inserts a returning entry at its place by sequence number (usually the front).
-fn insert_ready(st: &mut State, e: Entry) {
+/// The next message to deliver: the oldest of the highest priority.
+fn pop_ready(st: &mut State) -> Option<Entry> {
+    let level = st.levels.iter().rposition(|l| !l.is_empty())?;
+    pop_level(st, level)
+}
+
+/// The message to drop when full: the oldest of the lowest priority.
+fn pop_oldest(st: &mut State) -> Option<Entry> {
+    let level = st.levels.iter().position(|l| !l.is_empty())?;
+    pop_level(st, level)
+}
+
+fn push_ready(st: &mut State, e: Entry) {
+    st.ready_count += 1;
     st.ready_bytes += e.size();
     if e.hints.qos == 0 {
         st.ready_best_effort += 1;
     }
-    match st.ready.front() {
-        None => st.ready.push_back(e),
-        Some(f) if f.seq > e.seq => st.ready.push_front(e),
-        Some(_) => {
-            let at = st.ready.partition_point(|x| x.seq < e.seq);
-            st.ready.insert(at, e);
-        }
-    }
+    let level = usize::from(e.level).min(st.levels.len() - 1);
+    st.levels[level].push_back(e);
 }
 
-/// Picks the next waiting consumer round-robin and clears its waiting flag.
-fn take_waiting_consumer(st: &mut State) -> Option<Arc<Wakeup>> {
-    let n = st.consumers.len();
-    for i in 0..n {
-        let at = (st.next_consumer + i) % n;
-        if st.consumers[at].waiting {
-            st.consumers[at].waiting = false;
-            st.next_consumer = (at + 1) % n;
-            return Some(st.consumers[at].wakeup.clone());
+/// Inserts a returning entry at its place by sequence number (usually the front).
+fn insert_ready(st: &mut State, e: Entry) {
+    st.ready_count += 1;
+    st.ready_bytes += e.size();
+    if e.hints.qos == 0 {
+        st.ready_best_effort += 1;
+    }
+    let level = usize::from(e.level).min(st.levels.len() - 1);
+    let q = &mut st.levels[level];
+    match q.front() {
+        None => q.push_back(e),
+        Some(f) if f.seq > e.seq => q.push_front(e),
+        Some(_) => {
+            let at = q.partition_point(|x| x.seq < e.seq);
+            q.insert(at, e);
         }
     }
-    None
 }
 
 #[cfg(test)]
@@ -757,6 +1083,7 @@ mod tests {
             id: n,
             routing_key: ByteStr::from("t"),
             key_form: KeyForm::Mqtt,
+            exchange: ByteStr::from_static(""),
             payload: Bytes::from(format!("m{n}")),
             qos,
             retain: false,
@@ -783,7 +1110,7 @@ mod tests {
                 limits,
                 ..Default::default()
             },
-            Arc::new(MemoryGauge::new(usize::MAX)),
+            &QueueEnv::new(usize::MAX),
         )
     }
 
@@ -937,7 +1264,7 @@ mod tests {
                 best_effort_needs_consumer: true,
                 ..Default::default()
             },
-            Arc::new(MemoryGauge::new(usize::MAX)),
+            &QueueEnv::new(usize::MAX),
         );
         assert_eq!(
             q.enqueue(&msg(1, 0), hints(0)),
@@ -948,8 +1275,9 @@ mod tests {
 
     #[test]
     fn memory_gauge_tracks_queued_bytes() {
-        let gauge = Arc::new(MemoryGauge::new(usize::MAX));
-        let q = Queue::new(ByteStr::from("q"), QueueOptions::default(), gauge.clone());
+        let env = QueueEnv::new(usize::MAX);
+        let gauge = env.memory.clone();
+        let q = Queue::new(ByteStr::from("q"), QueueOptions::default(), &env);
         q.enqueue(&msg(1, 1), hints(1));
         assert!(gauge.used() > 0);
         let got = pull_all(&q, PullMode::Lease { owner: 1 });

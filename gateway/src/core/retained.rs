@@ -153,6 +153,7 @@ mod tests {
             id: 0,
             routing_key: topic.into(),
             key_form: KeyForm::Mqtt,
+            exchange: crate::core::bytestr::ByteStr::from_static(""),
             payload: Bytes::copy_from_slice(body.as_bytes()),
             qos: 0,
             retain: true,

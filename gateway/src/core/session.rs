@@ -295,7 +295,7 @@ impl SessionRegistry {
         let queue = Queue::new(
             format!("mqtt-session:{client_id}").into(),
             self.queue_options.clone(),
-            self.vhost.memory().clone(),
+            self.vhost.env(),
         );
         Arc::new(Session {
             client_id: client_id.into(),
@@ -452,7 +452,7 @@ impl SessionRegistry {
                         best_effort_needs_consumer: true,
                         ..self.queue_options.clone()
                     },
-                    self.vhost.memory().clone(),
+                    self.vhost.env(),
                 );
                 let ex = self.vhost.amq_topic().clone();
                 self.vhost

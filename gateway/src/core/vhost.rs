@@ -4,10 +4,13 @@
 //! MQTT clients live in the default vhost `/` and publish through `amq.topic`;
 //! AMQP connections choose their vhost; SQS queues and SNS topics live in `/`.
 //! Publishing is [`VHost::publish`], called from the publisher's own task.
+//! Declarations follow AMQP 0-9-1 rules (equivalence, exclusivity, `amq.`
+//! names), so every front end gets the same answers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use amq_protocol::types::FieldTable;
 use parking_lot::RwLock;
 
 use super::bytestr::ByteStr;
@@ -16,7 +19,9 @@ use super::exchange::{
     route,
 };
 use super::message::{KeyForm, SharedMessage};
-use super::queue::{BoundFrom, EnqueueOutcome, MemoryGauge, Queue, QueueOptions};
+use super::queue::{
+    BoundFrom, DeliveryHints, EnqueueOutcome, MemoryGauge, Queue, QueueEnv, QueueOptions,
+};
 
 /// The exchange MQTT topics route through.
 pub const AMQ_TOPIC: &str = "amq.topic";
@@ -32,18 +37,37 @@ pub struct PublishOutcome {
     pub routed: usize,
 }
 
-/// Why a declaration failed.
+/// Why a declaration, binding or deletion was refused. Each maps to one AMQP
+/// reply code (noted on the variant).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeclareError {
-    /// An entity of that name exists with different properties.
-    #[error("{0} exists with different properties")]
+pub enum VHostError {
+    /// 406 PRECONDITION_FAILED: exists with different properties.
+    #[error("PRECONDITION_FAILED - inequivalent arg for {0}")]
     Mismatch(String),
-    /// The name is reserved (`amq.` prefix).
-    #[error("{0} is reserved")]
+    /// 403 ACCESS_REFUSED: the `amq.` prefix is reserved.
+    #[error("ACCESS_REFUSED - {0} name prefix 'amq.' is reserved")]
     Reserved(String),
-    /// A passive declare named nothing.
-    #[error("no {0}")]
+    /// 404 NOT_FOUND.
+    #[error("NOT_FOUND - no {0}")]
     NotFound(String),
+    /// 405 RESOURCE_LOCKED: an exclusive queue of another connection.
+    #[error("RESOURCE_LOCKED - cannot obtain exclusive access to locked {0}")]
+    Locked(String),
+    /// 406 PRECONDITION_FAILED: if-unused / if-empty not satisfied.
+    #[error("PRECONDITION_FAILED - {0}")]
+    InUse(String),
+}
+
+impl VHostError {
+    /// The AMQP reply code for this error.
+    pub fn reply_code(&self) -> u16 {
+        match self {
+            VHostError::Mismatch(_) | VHostError::InUse(_) => 406,
+            VHostError::Reserved(_) => 403,
+            VHostError::NotFound(_) => 404,
+            VHostError::Locked(_) => 405,
+        }
+    }
 }
 
 /// A namespace of exchanges and queues.
@@ -53,12 +77,13 @@ pub struct VHost {
     exchanges: RwLock<HashMap<ByteStr, Arc<Exchange>, ahash::RandomState>>,
     queues: RwLock<HashMap<ByteStr, Arc<Queue>, ahash::RandomState>>,
     amq_topic: Arc<Exchange>,
-    memory: Arc<MemoryGauge>,
+    env: QueueEnv,
 }
 
 impl VHost {
-    /// A vhost with the standard `amq.*` exchanges.
-    pub fn new(name: &str, memory: Arc<MemoryGauge>) -> Arc<Self> {
+    /// A vhost with the standard exchanges (`amq.direct`, `amq.fanout`,
+    /// `amq.topic`, `amq.headers`, `amq.match`).
+    pub fn new(name: &str, env: QueueEnv) -> Arc<Self> {
         let durable = ExchangeOptions {
             durable: true,
             ..Default::default()
@@ -68,6 +93,8 @@ impl VHost {
         for (n, kind) in [
             ("amq.direct", ExchangeKind::Direct),
             ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
         ] {
             exchanges.insert(
                 n.into(),
@@ -80,7 +107,7 @@ impl VHost {
             exchanges: RwLock::new(exchanges),
             queues: RwLock::new(HashMap::default()),
             amq_topic,
-            memory,
+            env,
         })
     }
 
@@ -94,36 +121,114 @@ impl VHost {
         &self.amq_topic
     }
 
-    /// The gateway's memory gauge.
-    pub fn memory(&self) -> &Arc<MemoryGauge> {
-        &self.memory
+    /// What new queues share (memory gauge, scheduler).
+    pub fn env(&self) -> &QueueEnv {
+        &self.env
     }
 
-    /// An exchange by name.
+    /// The gateway's memory gauge.
+    pub fn memory(&self) -> &Arc<MemoryGauge> {
+        &self.env.memory
+    }
+
+    /// An exchange by name (not the default exchange, which has no object).
     pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
         self.exchanges.read().get(name).cloned()
     }
 
-    /// Declares (or finds an identical) exchange.
+    /// Declares an exchange, or checks an existing one is equivalent. The flag
+    /// says whether it was created.
     pub fn declare_exchange(
         &self,
         name: &str,
         kind: ExchangeKind,
         options: ExchangeOptions,
-    ) -> Result<Arc<Exchange>, DeclareError> {
+    ) -> Result<(Arc<Exchange>, bool), VHostError> {
         let mut map = self.exchanges.write();
         if let Some(ex) = map.get(name) {
-            if ex.kind() != kind || ex.durable != options.durable {
-                return Err(DeclareError::Mismatch(format!("exchange '{name}'")));
+            if ex.kind() != kind
+                || ex.durable != options.durable
+                || ex.auto_delete != options.auto_delete
+                || ex.internal != options.internal
+            {
+                return Err(VHostError::Mismatch(format!(
+                    "exchange '{name}' in vhost '{}'",
+                    self.name
+                )));
             }
-            return Ok(ex.clone());
+            return Ok((ex.clone(), false));
         }
         if name.starts_with("amq.") {
-            return Err(DeclareError::Reserved(format!("exchange name '{name}'")));
+            return Err(VHostError::Reserved(format!("exchange '{name}'")));
         }
         let ex = Exchange::new(name.into(), kind, options, false);
         map.insert(name.into(), ex.clone());
-        Ok(ex)
+        Ok((ex, true))
+    }
+
+    /// Deletes an exchange: its bindings and the bindings leading to it go too.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), VHostError> {
+        if name.starts_with("amq.") || name.is_empty() {
+            return Err(VHostError::Reserved(format!("exchange '{name}'")));
+        }
+        let ex = {
+            let mut map = self.exchanges.write();
+            let Some(ex) = map.get(name) else {
+                return Err(VHostError::NotFound(format!(
+                    "exchange '{name}' in vhost '{}'",
+                    self.name
+                )));
+            };
+            if if_unused && ex.binding_count() > 0 {
+                return Err(VHostError::InUse(format!("exchange '{name}' in use")));
+            }
+            let ex = ex.clone();
+            map.remove(name);
+            ex
+        };
+        self.remove_exchange(&ex);
+        Ok(())
+    }
+
+    fn remove_exchange(&self, ex: &Arc<Exchange>) {
+        let dest = Destination::Exchange(ex.clone());
+        let incoming: Vec<BoundFrom> = std::mem::take(&mut *ex.bound_from.lock());
+        for b in incoming {
+            if let Some(source) = b.exchange.upgrade() {
+                source.unbind(&dest, &b.key, b.key_form);
+                self.auto_delete_exchange(&source);
+            }
+        }
+        // Bindings from this exchange: forget them in their destinations' lists.
+        for b in ex.bindings() {
+            match &b.destination {
+                Destination::Queue(q) => q
+                    .bound_from
+                    .lock()
+                    .retain(|x| x.exchange.as_ptr() != Arc::as_ptr(ex)),
+                Destination::Exchange(e) => e
+                    .bound_from
+                    .lock()
+                    .retain(|x| x.exchange.as_ptr() != Arc::as_ptr(ex)),
+            }
+        }
+        ex.mark_deleted();
+    }
+
+    /// Deletes `ex` if it is auto-delete and has no bindings left.
+    fn auto_delete_exchange(&self, ex: &Arc<Exchange>) {
+        if ex.auto_delete && ex.binding_count() == 0 && !ex.is_deleted() {
+            let removed = {
+                let mut map = self.exchanges.write();
+                match map.get(ex.name().as_str()) {
+                    Some(e) if Arc::ptr_eq(e, ex) => map.remove(ex.name().as_str()),
+                    _ => None,
+                }
+            };
+            if let Some(ex) = removed {
+                self.remove_exchange(&ex);
+            }
+        }
     }
 
     /// A queue by name.
@@ -131,16 +236,42 @@ impl VHost {
         self.queues.read().get(name).cloned()
     }
 
-    /// Declares a queue, or returns the existing one of that name. The flag says
+    /// Declares a queue owned by connection `owner` (for exclusive queues), or
+    /// checks an existing one is equivalent and usable by `owner`. The flag says
     /// whether it was created.
-    pub fn declare_queue(&self, name: &str, options: QueueOptions) -> (Arc<Queue>, bool) {
+    pub fn declare_queue(
+        self: &Arc<Self>,
+        name: &str,
+        options: QueueOptions,
+        owner: Option<u64>,
+    ) -> Result<(Arc<Queue>, bool), VHostError> {
         let mut map = self.queues.write();
         if let Some(q) = map.get(name) {
-            return (q.clone(), false);
+            check_owner(q, owner)?;
+            if q.options() != &options {
+                return Err(VHostError::Mismatch(format!(
+                    "queue '{name}' in vhost '{}'",
+                    self.name
+                )));
+            }
+            q.touch();
+            return Ok((q.clone(), false));
         }
-        let q = Queue::new(name.into(), options, self.memory.clone());
+        let owner = options.exclusive.then_some(owner).flatten();
+        let q = Queue::with_owner(name.into(), options, owner, &self.env);
+        let _ = q.vhost.set(Arc::downgrade(self));
         map.insert(name.into(), q.clone());
-        (q, true)
+        Ok((q, true))
+    }
+
+    /// Finds a queue for use by connection `owner`: 404 if missing, 405 if it is
+    /// another connection's exclusive queue.
+    pub fn queue_for(&self, name: &str, owner: Option<u64>) -> Result<Arc<Queue>, VHostError> {
+        let q = self.queue(name).ok_or_else(|| {
+            VHostError::NotFound(format!("queue '{name}' in vhost '{}'", self.name))
+        })?;
+        check_owner(&q, owner)?;
+        Ok(q)
     }
 
     /// Deletes a queue: removes its bindings, drops its messages and wakes its
@@ -152,12 +283,53 @@ impl VHost {
         for b in bound {
             if let Some(ex) = b.exchange.upgrade() {
                 ex.unbind(&dest, &b.key, b.key_form);
+                self.auto_delete_exchange(&ex);
             }
         }
         for w in q.delete() {
             w.wake();
         }
         Some(q)
+    }
+
+    /// Deletes a queue if the conditions hold; returns how many messages it had.
+    pub fn delete_queue_checked(
+        &self,
+        name: &str,
+        owner: Option<u64>,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<usize, VHostError> {
+        let q = self.queue_for(name, owner)?;
+        if if_unused && q.consumer_count() > 0 {
+            return Err(VHostError::InUse(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        let count = q.ready_len();
+        if if_empty && count > 0 {
+            return Err(VHostError::InUse(format!(
+                "queue '{name}' in vhost '{}' is not empty",
+                self.name
+            )));
+        }
+        self.delete_queue(name);
+        Ok(count)
+    }
+
+    /// Deletes every exclusive queue of connection `owner` (it closed).
+    pub fn delete_exclusive(&self, owner: u64) {
+        let names: Vec<ByteStr> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.owner() == Some(owner))
+            .map(|q| q.name().clone())
+            .collect();
+        for n in names {
+            self.delete_queue(&n);
+        }
     }
 
     /// Binds `queue` to `exchange` under `key`. Returns whether the binding is new
@@ -170,11 +342,25 @@ impl VHost {
         key_form: KeyForm,
         options: BindingOptions,
     ) -> bool {
+        self.bind_queue_with_args(exchange, queue, key, key_form, options, None)
+    }
+
+    /// [`VHost::bind_queue`] with binding arguments (headers exchanges).
+    pub fn bind_queue_with_args(
+        &self,
+        exchange: &Arc<Exchange>,
+        queue: &Arc<Queue>,
+        key: &str,
+        key_form: KeyForm,
+        options: BindingOptions,
+        args: Option<FieldTable>,
+    ) -> bool {
         let fresh = exchange.bind(Binding {
             destination: Destination::Queue(queue.clone()),
             key: key.into(),
             key_form,
             options,
+            args: args.map(Arc::new),
         });
         if fresh {
             queue.bound_from.lock().push(BoundFrom {
@@ -199,6 +385,54 @@ impl VHost {
             queue.bound_from.lock().retain(|b| {
                 !(b.key.as_str() == key && b.exchange.as_ptr() == Arc::as_ptr(exchange))
             });
+            self.auto_delete_exchange(exchange);
+        }
+        removed
+    }
+
+    /// Binds exchange `destination` to `source` (exchange-to-exchange).
+    pub fn bind_exchange(
+        &self,
+        source: &Arc<Exchange>,
+        destination: &Arc<Exchange>,
+        key: &str,
+        args: Option<FieldTable>,
+    ) -> bool {
+        let fresh = source.bind(Binding {
+            destination: Destination::Exchange(destination.clone()),
+            key: key.into(),
+            key_form: KeyForm::Amqp,
+            options: BindingOptions::plain(),
+            args: args.map(Arc::new),
+        });
+        if fresh {
+            destination.bound_from.lock().push(BoundFrom {
+                exchange: Arc::downgrade(source),
+                key: key.into(),
+                key_form: KeyForm::Amqp,
+            });
+        }
+        fresh
+    }
+
+    /// Removes an exchange-to-exchange binding. Returns whether it existed.
+    pub fn unbind_exchange(
+        &self,
+        source: &Arc<Exchange>,
+        destination: &Arc<Exchange>,
+        key: &str,
+    ) -> bool {
+        let removed = source.unbind(
+            &Destination::Exchange(destination.clone()),
+            key,
+            KeyForm::Amqp,
+        );
+        if removed {
+            destination
+                .bound_from
+                .lock()
+                .retain(|b| !(b.key.as_str() == key && b.exchange.as_ptr() == Arc::as_ptr(source)));
+            self.auto_delete_exchange(source);
         }
         removed
     }
@@ -225,6 +459,55 @@ impl VHost {
         outcome
     }
 
+    /// Publishes through the default exchange: straight to the queue named by
+    /// the routing key.
+    pub fn publish_default(&self, queue_name: &str, msg: &SharedMessage) -> PublishOutcome {
+        let Some(queue) = self.queue(queue_name) else {
+            return PublishOutcome::default();
+        };
+        let hints = DeliveryHints {
+            qos: msg.qos,
+            ..Default::default()
+        };
+        match queue.enqueue(msg, hints) {
+            EnqueueOutcome::Queued => PublishOutcome {
+                queued: 1,
+                rejected: 0,
+                routed: 1,
+            },
+            EnqueueOutcome::Rejected => PublishOutcome {
+                queued: 0,
+                rejected: 1,
+                routed: 1,
+            },
+            EnqueueOutcome::Dropped(_) => PublishOutcome {
+                queued: 0,
+                rejected: 0,
+                routed: 1,
+            },
+        }
+    }
+
+    /// Publishes a dead-lettered copy to `exchange` (`""`: the default exchange).
+    /// Dead letters that route nowhere are dropped, as in RabbitMQ.
+    pub fn publish_dead_letter(&self, exchange: &str, msg: &SharedMessage, from_queue: &str) {
+        let outcome = if exchange.is_empty() {
+            self.publish_default(&msg.routing_key, msg)
+        } else {
+            match self.exchange(exchange) {
+                Some(ex) => self.publish(&ex, msg, &mut RouteScratch::default()),
+                None => PublishOutcome::default(),
+            }
+        };
+        if outcome.queued == 0 {
+            tracing::debug!(
+                queue = from_queue,
+                exchange,
+                "dead letter routed nowhere; dropped"
+            );
+        }
+    }
+
     /// Number of queues.
     pub fn queue_count(&self) -> usize {
         self.queues.read().len()
@@ -238,5 +521,215 @@ impl VHost {
     /// Every exchange (for listings).
     pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
         self.exchanges.read().values().cloned().collect()
+    }
+}
+
+fn check_owner(q: &Queue, owner: Option<u64>) -> Result<(), VHostError> {
+    match q.owner() {
+        Some(o) if Some(o) != owner => Err(VHostError::Locked(format!("queue '{}'", q.name()))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::dead_letter::DeadLetterTarget;
+    use crate::core::message::Message;
+    use crate::core::queue::{PullLimits, PullMode};
+    use bytes::Bytes;
+
+    fn vhost() -> Arc<VHost> {
+        VHost::new("/", QueueEnv::new(usize::MAX))
+    }
+
+    fn msg(key: &str) -> SharedMessage {
+        Arc::new(Message {
+            id: 1,
+            routing_key: key.into(),
+            key_form: KeyForm::Amqp,
+            exchange: "".into(),
+            payload: Bytes::from_static(b"body"),
+            qos: 1,
+            retain: false,
+            persistent: false,
+            priority: 0,
+            published_at_ms: 0,
+            expires_at: None,
+            origin: 0,
+            props: None,
+        })
+    }
+
+    fn take_one(q: &Queue, mode: PullMode) -> Option<crate::core::queue::Delivery> {
+        let mut out = Vec::new();
+        q.pull(
+            0,
+            PullLimits {
+                max: 1,
+                max_leased: 1,
+            },
+            mode,
+            &mut out,
+        );
+        out.pop()
+    }
+
+    #[test]
+    fn redeclare_with_other_options_is_refused() {
+        let v = vhost();
+        v.declare_queue("q", QueueOptions::default(), Some(1))
+            .unwrap();
+        let other = QueueOptions {
+            durable: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            v.declare_queue("q", other, Some(1))
+                .unwrap_err()
+                .reply_code(),
+            406
+        );
+        assert!(
+            !v.declare_queue("q", QueueOptions::default(), Some(1))
+                .unwrap()
+                .1
+        );
+    }
+
+    #[test]
+    fn exclusive_queue_is_locked_to_its_connection() {
+        let v = vhost();
+        let ex = QueueOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        v.declare_queue("mine", ex.clone(), Some(1)).unwrap();
+        assert_eq!(
+            v.declare_queue("mine", ex, Some(2))
+                .unwrap_err()
+                .reply_code(),
+            405
+        );
+        assert_eq!(v.queue_for("mine", Some(2)).unwrap_err().reply_code(), 405);
+        v.delete_exclusive(1);
+        assert!(v.queue("mine").is_none());
+    }
+
+    #[test]
+    fn rejected_message_goes_to_dead_letter_queue() {
+        let v = vhost();
+        v.declare_exchange("dlx", ExchangeKind::Fanout, ExchangeOptions::default())
+            .unwrap();
+        let (dlq, _) = v
+            .declare_queue("dlq", QueueOptions::default(), None)
+            .unwrap();
+        let dlx = v.exchange("dlx").unwrap();
+        v.bind_queue(&dlx, &dlq, "", KeyForm::Amqp, BindingOptions::plain());
+        let opts = QueueOptions {
+            dead_letter: Some(DeadLetterTarget {
+                exchange: "dlx".into(),
+                routing_key: None,
+            }),
+            ..Default::default()
+        };
+        let (work, _) = v.declare_queue("work", opts, None).unwrap();
+        v.publish_default("work", &msg("work"));
+        let d = take_one(&work, PullMode::Lease { owner: 1 }).unwrap();
+        assert!(work.reject(d.tag.unwrap(), false));
+        let dead = take_one(&dlq, PullMode::NoAck).expect("dead-lettered");
+        assert_eq!(&dead.msg.payload[..], b"body");
+        assert!(
+            dead.msg
+                .props
+                .as_ref()
+                .unwrap()
+                .amqp_headers()
+                .unwrap()
+                .contains_key("x-death")
+        );
+    }
+
+    #[test]
+    fn delivery_limit_dead_letters_instead_of_requeueing() {
+        let v = vhost();
+        let (dlq, _) = v
+            .declare_queue("dlq", QueueOptions::default(), None)
+            .unwrap();
+        let opts = QueueOptions {
+            delivery_limit: Some(1),
+            dead_letter: Some(DeadLetterTarget {
+                exchange: "".into(),
+                routing_key: Some("dlq".into()),
+            }),
+            ..Default::default()
+        };
+        let (work, _) = v.declare_queue("work", opts, None).unwrap();
+        v.publish_default("work", &msg("work"));
+        for _ in 0..2 {
+            let d = take_one(&work, PullMode::Lease { owner: 1 }).expect("delivered");
+            work.reject(d.tag.unwrap(), true);
+        }
+        assert!(take_one(&work, PullMode::NoAck).is_none());
+        assert!(take_one(&dlq, PullMode::NoAck).is_some());
+    }
+
+    #[test]
+    fn priority_queue_delivers_highest_first() {
+        let v = vhost();
+        let opts = QueueOptions {
+            max_priority: Some(5),
+            ..Default::default()
+        };
+        let (q, _) = v.declare_queue("p", opts, None).unwrap();
+        for (i, p) in [(1u64, 1u8), (2, 9), (3, 3)] {
+            let mut m = (*msg("p")).clone();
+            m.id = i;
+            m.priority = p;
+            v.publish_default("p", &Arc::new(m));
+        }
+        let order: Vec<u64> = (0..3)
+            .filter_map(|_| take_one(&q, PullMode::NoAck))
+            .map(|d| d.msg.id)
+            .collect();
+        assert_eq!(order, [2, 3, 1]);
+    }
+
+    #[test]
+    fn auto_delete_exchange_goes_with_its_last_binding() {
+        let v = vhost();
+        let opts = ExchangeOptions {
+            auto_delete: true,
+            ..Default::default()
+        };
+        let (ex, _) = v
+            .declare_exchange("tmp", ExchangeKind::Fanout, opts)
+            .unwrap();
+        let (q, _) = v.declare_queue("q", QueueOptions::default(), None).unwrap();
+        v.bind_queue(&ex, &q, "", KeyForm::Amqp, BindingOptions::plain());
+        v.unbind_queue(&ex, &q, "", KeyForm::Amqp);
+        assert!(v.exchange("tmp").is_none());
+        assert!(ex.is_deleted());
+    }
+
+    #[test]
+    fn deleting_an_exchange_removes_bindings_to_it() {
+        let v = vhost();
+        let (a, _) = v
+            .declare_exchange("a", ExchangeKind::Fanout, ExchangeOptions::default())
+            .unwrap();
+        let (b, _) = v
+            .declare_exchange("b", ExchangeKind::Fanout, ExchangeOptions::default())
+            .unwrap();
+        v.bind_exchange(&a, &b, "", None);
+        assert_eq!(a.binding_count(), 1);
+        v.delete_exchange("b", false).unwrap();
+        assert_eq!(a.binding_count(), 0);
+        assert_eq!(
+            v.delete_exchange("amq.topic", false)
+                .unwrap_err()
+                .reply_code(),
+            403
+        );
     }
 }

@@ -270,6 +270,7 @@ impl Conn {
             id: self.ctx.core.ids.next(),
             routing_key: topic,
             key_form: KeyForm::Mqtt,
+            exchange: ByteStr::from_static("amq.topic"),
             payload: frame.slice_ref(p.payload),
             qos,
             retain,

@@ -51,6 +51,7 @@ impl WillSpec {
             id: core.ids.next(),
             routing_key: self.topic,
             key_form: KeyForm::Mqtt,
+            exchange: ByteStr::from_static("amq.topic"),
             payload: self.payload,
             qos: self.qos,
             retain: self.retain,

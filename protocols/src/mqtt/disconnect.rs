@@ -76,27 +76,18 @@ impl Encode for Disconnect<'_> {
         if !self.reason.is_valid_for(PacketType::Disconnect) {
             return Err(EncodeError::InvalidReasonCode(self.reason.0));
         }
-        let props = self.properties.encoded_len(PropertyContext::Disconnect)?;
-        Ok(match (self.reason, props) {
-            (ReasonCode::NORMAL_DISCONNECTION, 0) => 0,
-            (_, 0) => 1,
-            _ => add(1, self.properties.block_len(PropertyContext::Disconnect)?)?,
-        })
+        // Always the full form (reason code and property length), which the
+        // spec allows and every client reads; some (rumqttc 0.25) cannot read
+        // the short forms.
+        add(1, self.properties.block_len(PropertyContext::Disconnect)?)
     }
 
     fn write_body(&self, version: ProtocolVersion, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         if !version.is_v5() {
             return Ok(());
         }
-        let props = self.properties.encoded_len(PropertyContext::Disconnect)?;
-        if self.reason == ReasonCode::NORMAL_DISCONNECTION && props == 0 {
-            return Ok(());
-        }
         w.u8(self.reason.0)?;
-        if props > 0 {
-            self.properties.write(PropertyContext::Disconnect, w)?;
-        }
-        Ok(())
+        self.properties.write(PropertyContext::Disconnect, w)
     }
 }
 

@@ -117,13 +117,15 @@ impl DecodeError {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }
             WildcardInTopicName => ReasonCode::TOPIC_NAME_INVALID,
+            // §2.2.2.2: a packet carrying "an Identifier which is not valid for its
+            // packet type" is a Malformed Packet.
+            PropertyNotAllowed(_) => ReasonCode::MALFORMED_PACKET,
             InvalidTopicFilter => ReasonCode::TOPIC_FILTER_INVALID,
             // §3.3.2.3.4: zero-length topic without Topic Alias is a Protocol Error.
             EmptyTopic
             // §2.2.2.2 and each property: "It is a Protocol Error to include ... more than once",
             // "... to include a value of 0", "... a value other than 0 or 1".
             | DuplicateProperty(_)
-            | PropertyNotAllowed(_)
             | InvalidPropertyValue(_)
             // §3.1.2.11.10
             | AuthenticationDataWithoutMethod
