@@ -562,12 +562,11 @@ pub fn route(
                 }
             }
         }
-        if !routed_here {
-            if let Some(alt) = ex.alternate.as_deref().and_then(&lookup) {
-                if !scratch.exchanges.iter().any(|x| Arc::ptr_eq(x, &alt)) {
-                    scratch.exchanges.push(alt);
-                }
-            }
+        if !routed_here
+            && let Some(alt) = ex.alternate.as_deref().and_then(&lookup)
+            && !scratch.exchanges.iter().any(|x| Arc::ptr_eq(x, &alt))
+        {
+            scratch.exchanges.push(alt);
         }
     }
     merge_targets(&mut scratch.targets);

@@ -713,10 +713,8 @@ impl Queue {
         }
         let ran_dry =
             inactive || (st.ready_count == 0 && taken < limits.max && leased < limits.max_leased);
-        if ran_dry {
-            if let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
-                slot.waiting = true;
-            }
+        if ran_dry && let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
+            slot.waiting = true;
         }
         drop(st);
         self.env.memory.sub(freed);
@@ -948,11 +946,9 @@ impl Queue {
         let freed: usize = dead.iter().map(|(e, _)| e.size()).sum();
         self.env.memory.sub(freed);
         self.dispatch_dead(dead, false);
-        if idle {
-            if let Some(vhost) = self.vhost.get().and_then(Weak::upgrade) {
-                tracing::debug!(queue = %self.name, "queue unused for x-expires; deleting");
-                vhost.delete_queue(&self.name);
-            }
+        if idle && let Some(vhost) = self.vhost.get().and_then(Weak::upgrade) {
+            tracing::debug!(queue = %self.name, "queue unused for x-expires; deleting");
+            vhost.delete_queue(&self.name);
         }
     }
 

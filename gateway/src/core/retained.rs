@@ -106,10 +106,8 @@ fn collect(
     match *head {
         "#" => {
             // `a/#` also matches `a` itself.
-            if !at_root {
-                if let Some(m) = node.message.as_ref().filter(|m| !m.is_expired(now)) {
-                    out.push(m.clone());
-                }
+            if !at_root && let Some(m) = node.message.as_ref().filter(|m| !m.is_expired(now)) {
+                out.push(m.clone());
             }
             for (name, child) in &node.children {
                 if !skip_dollar(name) {

@@ -39,10 +39,14 @@ impl Ord for Timer {
     }
 }
 
+/// A deadline request: run `queue.on_timer()` at this instant.
+type Request = (Instant, Weak<Queue>);
+
 /// Hands queue deadlines to the timer task, started on first use.
 #[derive(Debug, Default)]
 pub struct Scheduler {
-    tx: OnceLock<Option<mpsc::UnboundedSender<(Instant, Weak<Queue>)>>>,
+    /// `None` inside when there was no runtime to start the task on.
+    tx: OnceLock<Option<mpsc::UnboundedSender<Request>>>,
 }
 
 impl Scheduler {
@@ -62,7 +66,7 @@ impl Scheduler {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<(Instant, Weak<Queue>)>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut heap: BinaryHeap<Timer> = BinaryHeap::new();
     let mut seq = 0u64;
     loop {
@@ -78,11 +82,10 @@ async fn run(mut rx: mpsc::UnboundedReceiver<(Instant, Weak<Queue>)>) {
             _ = sleep_until(next) => {
                 let now = Instant::now();
                 while heap.peek().is_some_and(|t| t.at <= now) {
-                    if let Some(t) = heap.pop() {
-                        if let Some(q) = t.queue.upgrade() {
+                    if let Some(t) = heap.pop()
+                        && let Some(q) = t.queue.upgrade() {
                             q.on_timer(now);
                         }
-                    }
                 }
             }
         }

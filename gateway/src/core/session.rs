@@ -417,10 +417,10 @@ impl SessionRegistry {
     pub fn kick_all(&self, kick: Kick) {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for s in sessions {
-            if let Some(owner) = s.inner.lock().owner.as_mut() {
-                if let Some(k) = owner.kick.take() {
-                    let _ = k.send(kick);
-                }
+            if let Some(owner) = s.inner.lock().owner.as_mut()
+                && let Some(k) = owner.kick.take()
+            {
+                let _ = k.send(kick);
             }
         }
     }

@@ -141,7 +141,7 @@ impl<T> TopicTrie<T> {
 
     /// Calls `f` with every value whose pattern matches `topic` (given as levels).
     /// A value reachable through several patterns is reported once per pattern.
-    pub fn for_each_match<'t>(&self, topic: &[&'t str], rule: DollarRule, mut f: impl FnMut(&T)) {
+    pub fn for_each_match(&self, topic: &[&str], rule: DollarRule, mut f: impl FnMut(&T)) {
         let protect =
             rule == DollarRule::Protect && topic.first().is_some_and(|l| l.starts_with('$'));
         walk(&self.root, topic, protect, &mut f);

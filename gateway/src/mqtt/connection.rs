@@ -313,15 +313,16 @@ async fn handshake(
     } else {
         connect.client_id.to_owned()
     };
-    if let Some(will) = &connect.will {
-        if will.retain && !cfg.retain_available {
-            let code = refuse(
-                ReasonCode::RETAIN_NOT_SUPPORTED,
-                "retained will while retain is disabled",
-            );
-            send_connack_error(wr, version, code, None).await;
-            return None;
-        }
+    if let Some(will) = &connect.will
+        && will.retain
+        && !cfg.retain_available
+    {
+        let code = refuse(
+            ReasonCode::RETAIN_NOT_SUPPORTED,
+            "retained will while retain is disabled",
+        );
+        send_connack_error(wr, version, code, None).await;
+        return None;
     }
 
     match ctx
@@ -579,16 +580,15 @@ impl Conn {
             };
             let frame = rbuf.split_to(total).freeze();
             let kind = frame[0] >> 4;
-            if self.blocked
+            if (self.blocked
                 || !self.held.is_empty()
-                || (kind == PUBLISH && self.ctx.core.memory.is_over())
+                || (kind == PUBLISH && self.ctx.core.memory.is_over()))
+                && !matches!(kind, PUBACK..=PUBCOMP | PINGREQ)
             {
-                if !matches!(kind, PUBACK..=PUBCOMP | PINGREQ) {
-                    self.blocked = true;
-                    self.held_bytes += frame.len();
-                    self.held.push_back(frame);
-                    continue;
-                }
+                self.blocked = true;
+                self.held_bytes += frame.len();
+                self.held.push_back(frame);
+                continue;
             }
             self.handle_frame(&frame, max_packet)?;
         }
@@ -750,7 +750,7 @@ impl Conn {
             End::Kicked(Kick::TakenOver { resumed }) => self
                 .will
                 .take()
-                .filter(|w| !(resumed && !w.delay.is_zero()))
+                .filter(|w| !resumed || w.delay.is_zero())
                 .map(|w| (Duration::ZERO, w)),
             _ => self.will.take().map(|w| (w.delay, w)),
         };

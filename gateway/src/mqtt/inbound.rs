@@ -63,10 +63,10 @@ pub(super) fn publish_message(
 /// Which acknowledgement [`Conn::ack`] sends.
 #[derive(Clone, Copy)]
 enum AckKind {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
+    Ack,
+    Rec,
+    Rel,
+    Comp,
 }
 
 fn protocol_error(why: impl Into<String>) -> End {
@@ -146,10 +146,10 @@ impl Conn {
             properties,
         };
         self.reply(&match kind {
-            AckKind::PubAck => Packet::PubAck(r),
-            AckKind::PubRec => Packet::PubRec(r),
-            AckKind::PubRel => Packet::PubRel(r),
-            AckKind::PubComp => Packet::PubComp(r),
+            AckKind::Ack => Packet::PubAck(r),
+            AckKind::Rec => Packet::PubRec(r),
+            AckKind::Rel => Packet::PubRel(r),
+            AckKind::Comp => Packet::PubComp(r),
         })
     }
 
@@ -207,7 +207,7 @@ impl Conn {
         if qos == 2 {
             if self.state.incoming_qos2.contains(&packet_id) {
                 // A resend of a message we already have: acknowledge again only.
-                return self.ack(AckKind::PubRec, packet_id, ReasonCode::SUCCESS, "");
+                return self.ack(AckKind::Rec, packet_id, ReasonCode::SUCCESS, "");
             }
             if self.state.incoming_qos2.len() >= usize::from(self.ctx.config.receive_maximum) {
                 return Err(End::Protocol(
@@ -226,7 +226,7 @@ impl Conn {
             return match qos {
                 0 => Ok(()),
                 1 => self.ack(
-                    AckKind::PubAck,
+                    AckKind::Ack,
                     packet_id,
                     denied,
                     "not authorized to publish to this topic",
@@ -237,7 +237,7 @@ impl Conn {
                         self.state.incoming_qos2.insert(packet_id);
                     }
                     self.ack(
-                        AckKind::PubRec,
+                        AckKind::Rec,
                         packet_id,
                         denied,
                         "not authorized to publish to this topic",
@@ -254,11 +254,7 @@ impl Conn {
                     "payload is not UTF-8".into(),
                 ));
             }
-            let kind = if qos == 1 {
-                AckKind::PubAck
-            } else {
-                AckKind::PubRec
-            };
+            let kind = if qos == 1 { AckKind::Ack } else { AckKind::Rec };
             return self.ack(
                 kind,
                 packet_id,
@@ -292,10 +288,10 @@ impl Conn {
         };
         match qos {
             0 => Ok(()),
-            1 => self.ack(AckKind::PubAck, packet_id, code, ""),
+            1 => self.ack(AckKind::Ack, packet_id, code, ""),
             _ => {
                 self.state.incoming_qos2.insert(packet_id);
-                self.ack(AckKind::PubRec, packet_id, code, "")
+                self.ack(AckKind::Rec, packet_id, code, "")
             }
         }
     }
@@ -322,7 +318,7 @@ impl Conn {
             .position(|(p, _)| *p == r.packet_id)
         else {
             return self.ack(
-                AckKind::PubRel,
+                AckKind::Rel,
                 r.packet_id,
                 ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
                 "unknown packet identifier",
@@ -338,7 +334,7 @@ impl Conn {
             return Ok(());
         }
         self.state.outgoing[at].1 = Outgoing::Released;
-        self.ack(AckKind::PubRel, r.packet_id, ReasonCode::SUCCESS, "")
+        self.ack(AckKind::Rel, r.packet_id, ReasonCode::SUCCESS, "")
     }
 
     fn on_pubrel(&mut self, r: PubResponse<'_>) -> Result<(), End> {
@@ -348,7 +344,7 @@ impl Conn {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         self.ack(
-            AckKind::PubComp,
+            AckKind::Comp,
             r.packet_id,
             reason,
             "unknown packet identifier",
