@@ -115,6 +115,11 @@ impl Authenticator {
             .map_err(|_| LoginError::BadCredentials)
     }
 
+    /// Whether a user called `name` is configured.
+    pub fn knows_user(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
     /// Whether any user is configured (otherwise credentials are ignored when
     /// anonymous access is on).
     pub fn has_users(&self) -> bool {

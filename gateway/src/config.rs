@@ -108,12 +108,35 @@ pub enum OverflowPolicy {
 pub struct AmqpConfig {
     /// Socket address to listen on; an empty string disables the listener.
     pub listen: String,
+    /// Virtual hosts clients may open (`/` is always there for MQTT and SQS).
+    pub vhosts: Vec<String>,
+    /// Largest frame we accept and offer in Tune (clients may ask for less).
+    pub frame_max: ByteSize,
+    /// Most channels per connection offered in Tune.
+    pub channel_max: u16,
+    /// Heartbeat interval offered in Tune; the client's choice wins, 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Largest message body accepted (larger publishes close the channel with 406).
+    pub max_message_size: ByteSize,
+    /// A connection that has not completed the handshake by then is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Most simultaneous AMQP connections.
+    pub max_connections: usize,
 }
 
 impl Default for AmqpConfig {
     fn default() -> Self {
         AmqpConfig {
             listen: "0.0.0.0:5672".into(),
+            vhosts: vec!["/".into()],
+            frame_max: ByteSize(131_072),
+            channel_max: 2047,
+            heartbeat: Duration::from_secs(60),
+            max_message_size: ByteSize(16 * 1024 * 1024),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
         }
     }
 }
@@ -422,6 +445,25 @@ impl Config {
             ("http.listen", &self.http.listen),
         ] {
             parse_listen(key, addr)?;
+        }
+        let a = &self.amqp;
+        if a.frame_max.0 < 4096 || a.frame_max.0 > u64::from(u32::MAX) {
+            return Err(ConfigError::Value {
+                key: "amqp.frame_max",
+                reason: format!("{} is outside 4096 ..= 4294967295 bytes", a.frame_max),
+            });
+        }
+        if a.channel_max == 0 {
+            return Err(ConfigError::Value {
+                key: "amqp.channel_max",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(bad) = a.vhosts.iter().find(|v| v.is_empty() || v.len() > 255) {
+            return Err(ConfigError::Value {
+                key: "amqp.vhosts",
+                reason: format!("`{bad}` is not a valid virtual host name"),
+            });
         }
         let m = &self.mqtt;
         if m.max_packet_size.0 < 64 || m.max_packet_size.0 > 268_435_460 {

@@ -8,11 +8,13 @@
 //! * [`core`]: the one router and its queues with SQS-style leases; sessions
 //!   and retained messages. Every protocol's messages take the same path here.
 //! * [`mqtt`]: the MQTT 3.1.1/5.0 front end (one task per connection).
+//! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
 //! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
 //! * [`auth`]: users and ACLs shared by every front end.
 //!
 //! Protocol codecs live in the `tether-protocols` crate, sans-IO and `no_std`.
 
+pub mod amqp;
 pub mod auth;
 pub mod config;
 pub mod core;

@@ -67,6 +67,7 @@ impl Gateway {
         // Bind everything before serving anything, so a bad address fails fast
         // with nothing half-started.
         let mqtt = bind("mqtt.listen", config.mqtt_listen()).await?;
+        let amqp = bind("amqp.listen", config.amqp_listen()).await?;
         let http = bind("http.listen", config.http_listen()).await?;
 
         if let Some(listener) = mqtt {
@@ -79,6 +80,17 @@ impl Gateway {
                 tasks.clone(),
             );
             tasks.spawn(crate::mqtt::serve(listener, ctx));
+        }
+        if let Some(listener) = amqp {
+            let addr = local_addr("amqp.listen", &listener)?;
+            listeners.push(("amqp", addr));
+            let ctx = crate::amqp::Context::new(
+                core.clone(),
+                config.amqp.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            );
+            tasks.spawn(crate::amqp::serve(listener, ctx));
         }
         if let Some(listener) = http {
             let addr = local_addr("http.listen", &listener)?;

@@ -38,6 +38,8 @@ use vhost::VHost;
 pub struct Core {
     /// The default vhost `/`, home of MQTT sessions and `amq.topic`.
     pub vhost: Arc<VHost>,
+    /// Every configured vhost by name (including `/`).
+    pub vhosts: std::collections::HashMap<String, Arc<VHost>>,
     /// MQTT sessions.
     pub sessions: Arc<SessionRegistry>,
     /// Retained MQTT messages.
@@ -51,11 +53,23 @@ pub struct Core {
 }
 
 impl Core {
+    /// The vhost called `name`, if configured.
+    pub fn vhost_named(&self, name: &str) -> Option<&Arc<VHost>> {
+        self.vhosts.get(name)
+    }
+
     /// Builds the core from configuration.
     pub fn new(config: &Config) -> Arc<Self> {
         let env = QueueEnv::new(config.limits.memory_high_watermark.as_usize());
         let memory = env.memory.clone();
-        let vhost = VHost::new("/", env);
+        let vhost = VHost::new("/", env.clone());
+        let mut vhosts = std::collections::HashMap::new();
+        vhosts.insert("/".to_owned(), vhost.clone());
+        for name in &config.amqp.vhosts {
+            vhosts
+                .entry(name.clone())
+                .or_insert_with(|| VHost::new(name, env.clone()));
+        }
         let session_queues = QueueOptions {
             durable: false,
             auto_delete: false,
@@ -74,6 +88,7 @@ impl Core {
         Arc::new(Core {
             sessions: Arc::new(SessionRegistry::new(vhost.clone(), session_queues)),
             vhost,
+            vhosts,
             retained: RetainedStore::default(),
             auth: Arc::new(Authenticator::new(&config.auth)),
             memory,

@@ -275,6 +275,8 @@ struct State {
     timer_at: Option<Instant>,
     /// Last time the queue was used (for `x-expires`).
     last_used: Instant,
+    /// The consumer holding exclusive access, if any.
+    exclusive_consumer: Option<ConsumerId>,
 }
 
 /// Gateway-wide count of bytes held in queues, with a high-watermark at which
@@ -416,6 +418,7 @@ impl Queue {
                 stats: QueueStats::default(),
                 timer_at: None,
                 last_used: Instant::now(),
+                exclusive_consumer: None,
             }),
             options,
             env: env.clone(),
@@ -600,11 +603,35 @@ impl Queue {
         id
     }
 
+    /// Attaches a consumer unless exclusivity forbids it: an `exclusive` consumer
+    /// needs a queue without consumers, and nobody may join an exclusive one.
+    /// `None` when refused.
+    pub fn attach_checked(&self, wakeup: Arc<Wakeup>, exclusive: bool) -> Option<ConsumerId> {
+        {
+            let mut st = self.state.lock();
+            if st.exclusive_consumer.is_some() || (exclusive && !st.consumers.is_empty()) {
+                return None;
+            }
+            if exclusive {
+                // Reserve before attaching so a racing attach sees it.
+                st.exclusive_consumer = Some(0);
+            }
+        }
+        let id = self.attach(wakeup);
+        if exclusive {
+            self.state.lock().exclusive_consumer = Some(id);
+        }
+        Some(id)
+    }
+
     /// Detaches a consumer. Returns how many consumers remain.
     pub fn detach(&self, id: ConsumerId) -> usize {
         let mut st = self.state.lock();
         let was_active = st.consumers.first().is_some_and(|c| c.id == id);
         st.consumers.retain(|c| c.id != id);
+        if st.exclusive_consumer == Some(id) {
+            st.exclusive_consumer = None;
+        }
         let remaining = st.consumers.len();
         let now = Instant::now();
         st.last_used = now;
