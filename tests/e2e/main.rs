@@ -1,5 +1,6 @@
 //! End-to-end tests against a running `tether` process, one module per area.
 
+mod amqp_basic;
 mod mqtt_malformed;
 mod mqtt_mosquitto;
 mod mqtt_v4;

@@ -13,7 +13,10 @@ use crate::core::dead_letter::DeadLetterTarget;
 use crate::core::queue::{Overflow, QueueOptions};
 
 fn bad(arg: &str, why: &str) -> AmqpError {
-    AmqpError::channel(code::PRECONDITION_FAILED, format!("PRECONDITION_FAILED - invalid arg '{arg}': {why}"))
+    AmqpError::channel(
+        code::PRECONDITION_FAILED,
+        format!("PRECONDITION_FAILED - invalid arg '{arg}': {why}"),
+    )
 }
 
 /// An integer argument of any AMQP integer type.
@@ -54,12 +57,19 @@ fn non_negative(args: &FieldTable, name: &str) -> Result<Option<u64>, AmqpError>
 fn string(args: &FieldTable, name: &str) -> Result<Option<String>, AmqpError> {
     match args.inner().get(name) {
         None => Ok(None),
-        Some(v) => text(v).map(Some).ok_or_else(|| bad(name, "must be a string")),
+        Some(v) => text(v)
+            .map(Some)
+            .ok_or_else(|| bad(name, "must be a string")),
     }
 }
 
 /// Core options for a queue declared with these flags and arguments.
-pub fn queue_options(durable: bool, exclusive: bool, auto_delete: bool, args: &FieldTable) -> Result<QueueOptions, AmqpError> {
+pub fn queue_options(
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    args: &FieldTable,
+) -> Result<QueueOptions, AmqpError> {
     let mut o = QueueOptions {
         durable,
         exclusive,
@@ -71,8 +81,10 @@ pub fn queue_options(durable: bool, exclusive: bool, auto_delete: bool, args: &F
         Some(0) => return Err(bad("x-expires", "must be positive")),
         other => other.map(Duration::from_millis),
     };
-    o.limits.max_messages = non_negative(args, "x-max-length")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    o.limits.max_bytes = non_negative(args, "x-max-length-bytes")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    o.limits.max_messages =
+        non_negative(args, "x-max-length")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    o.limits.max_bytes =
+        non_negative(args, "x-max-length-bytes")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     o.limits.overflow = match string(args, "x-overflow")?.as_deref() {
         None | Some("drop-head") => Overflow::DropHead,
         Some("reject-publish") => Overflow::RejectPublish,
@@ -82,7 +94,10 @@ pub fn queue_options(durable: bool, exclusive: bool, auto_delete: bool, args: &F
     let dlx = string(args, "x-dead-letter-exchange")?;
     let dlrk = string(args, "x-dead-letter-routing-key")?;
     if dlrk.is_some() && dlx.is_none() {
-        return Err(bad("x-dead-letter-routing-key", "requires x-dead-letter-exchange"));
+        return Err(bad(
+            "x-dead-letter-routing-key",
+            "requires x-dead-letter-exchange",
+        ));
     }
     o.dead_letter = dlx.map(|exchange| DeadLetterTarget {
         exchange: ByteStr::from(exchange),
@@ -97,11 +112,17 @@ pub fn queue_options(durable: bool, exclusive: bool, auto_delete: bool, args: &F
         Some(AMQPValue::Boolean(b)) => *b,
         Some(_) => return Err(bad("x-single-active-consumer", "must be a boolean")),
     };
-    o.delivery_limit = non_negative(args, "x-delivery-limit")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    o.delivery_limit =
+        non_negative(args, "x-delivery-limit")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     match string(args, "x-queue-type")?.as_deref() {
         None | Some("classic") | Some("quorum") => {}
         Some("stream") => return Err(bad("x-queue-type", "stream queues are not supported")),
-        Some(other) => return Err(bad("x-queue-type", &format!("unknown queue type '{other}'"))),
+        Some(other) => {
+            return Err(bad(
+                "x-queue-type",
+                &format!("unknown queue type '{other}'"),
+            ));
+        }
     }
     Ok(o)
 }
@@ -129,11 +150,20 @@ mod tests {
         let args = table(&[
             ("x-message-ttl", AMQPValue::LongInt(5000)),
             ("x-max-length", AMQPValue::LongLongInt(10)),
-            ("x-overflow", AMQPValue::LongString(LongString::from("reject-publish-dlx"))),
-            ("x-dead-letter-exchange", AMQPValue::LongString(LongString::from("dlx"))),
+            (
+                "x-overflow",
+                AMQPValue::LongString(LongString::from("reject-publish-dlx")),
+            ),
+            (
+                "x-dead-letter-exchange",
+                AMQPValue::LongString(LongString::from("dlx")),
+            ),
             ("x-max-priority", AMQPValue::ShortShortUInt(10)),
             ("x-delivery-limit", AMQPValue::LongInt(3)),
-            ("x-queue-type", AMQPValue::LongString(LongString::from("quorum"))),
+            (
+                "x-queue-type",
+                AMQPValue::LongString(LongString::from("quorum")),
+            ),
         ]);
         let o = queue_options(true, false, false, &args).unwrap();
         assert_eq!(o.message_ttl, Some(Duration::from_secs(5)));
@@ -146,7 +176,10 @@ mod tests {
 
     #[test]
     fn wrong_argument_type_is_precondition_failed() {
-        let args = table(&[("x-message-ttl", AMQPValue::LongString(LongString::from("soon")))]);
+        let args = table(&[(
+            "x-message-ttl",
+            AMQPValue::LongString(LongString::from("soon")),
+        )]);
         let e = queue_options(false, false, false, &args).unwrap_err();
         assert_eq!(e.code, code::PRECONDITION_FAILED);
         assert!(e.text.contains("x-message-ttl"));
@@ -154,7 +187,13 @@ mod tests {
 
     #[test]
     fn stream_queues_are_refused() {
-        let args = table(&[("x-queue-type", AMQPValue::LongString(LongString::from("stream")))]);
-        assert_eq!(queue_options(true, false, false, &args).unwrap_err().code, code::PRECONDITION_FAILED);
+        let args = table(&[(
+            "x-queue-type",
+            AMQPValue::LongString(LongString::from("stream")),
+        )]);
+        assert_eq!(
+            queue_options(true, false, false, &args).unwrap_err().code,
+            code::PRECONDITION_FAILED
+        );
     }
 }

@@ -208,15 +208,22 @@ fn random_name(prefix: &str) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
     let mut rng = rand::rng();
-    let tail: String = (0..22).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let tail: String = (0..22)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("{prefix}{tail}")
 }
 
 /// Parses the AMQP `expiration` property (milliseconds as decimal text).
 fn expiration(props: &basic::AMQPProperties) -> Result<Option<Instant>, AmqpError> {
-    let Some(e) = props.expiration() else { return Ok(None) };
+    let Some(e) = props.expiration() else {
+        return Ok(None);
+    };
     let ms: u64 = e.as_str().parse().map_err(|_| {
-        AmqpError::channel(code::PRECONDITION_FAILED, format!("PRECONDITION_FAILED - invalid expiration '{}'", e.as_str()))
+        AmqpError::channel(
+            code::PRECONDITION_FAILED,
+            format!("PRECONDITION_FAILED - invalid expiration '{}'", e.as_str()),
+        )
     })?;
     Ok(Some(Instant::now() + Duration::from_millis(ms)))
 }
@@ -227,31 +234,55 @@ impl Conn {
     }
 
     fn channel_mut(&mut self, id: u16) -> Result<&mut Channel, AmqpError> {
-        self.channels
-            .get_mut(&id)
-            .ok_or_else(|| AmqpError::connection(code::CHANNEL_ERROR, format!("CHANNEL_ERROR - channel {id} is not open")))
+        self.channels.get_mut(&id).ok_or_else(|| {
+            AmqpError::connection(
+                code::CHANNEL_ERROR,
+                format!("CHANNEL_ERROR - channel {id} is not open"),
+            )
+        })
     }
 
     /// Handles a method on channel `id` (not 0).
-    pub(super) fn on_channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
+    pub(super) fn on_channel_method(
+        &mut self,
+        id: u16,
+        method: AMQPClass,
+    ) -> Result<(), AmqpError> {
         let (class_id, method_id) = method_ids(&method);
         if id > self.channel_max {
-            return Err(AmqpError::connection(code::CHANNEL_ERROR, format!("CHANNEL_ERROR - channel {id} above channel_max {}", self.channel_max))
-                .at(class_id, method_id));
+            return Err(AmqpError::connection(
+                code::CHANNEL_ERROR,
+                format!(
+                    "CHANNEL_ERROR - channel {id} above channel_max {}",
+                    self.channel_max
+                ),
+            )
+            .at(class_id, method_id));
         }
         if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = method {
             if self.channels.contains_key(&id) {
-                return Err(AmqpError::connection(code::CHANNEL_ERROR, format!("CHANNEL_ERROR - second channel.open on channel {id}"))
-                    .at(class_id, method_id));
+                return Err(AmqpError::connection(
+                    code::CHANNEL_ERROR,
+                    format!("CHANNEL_ERROR - second channel.open on channel {id}"),
+                )
+                .at(class_id, method_id));
             }
             let owner = self.ctx.core.sessions.next_id();
             self.channels.insert(id, Channel::new(id, owner));
-            self.reply(id, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+            self.reply(
+                id,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            );
             return Ok(());
         }
-        let ch = self.channel_mut(id).map_err(|e| e.at(class_id, method_id))?;
+        let ch = self
+            .channel_mut(id)
+            .map_err(|e| e.at(class_id, method_id))?;
         if ch.closing {
-            if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::Close(_)) = method {
+            if let AMQPClass::Channel(
+                channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::Close(_),
+            ) = method
+            {
                 self.drop_channel(id);
             }
             return Ok(());
@@ -263,7 +294,13 @@ impl Conn {
             )
             .at(class_id, method_id));
         }
-        self.dispatch(id, method).map_err(|e| if e.class_id == 0 { e.at(class_id, method_id) } else { e })
+        self.dispatch(id, method).map_err(|e| {
+            if e.class_id == 0 {
+                e.at(class_id, method_id)
+            } else {
+                e
+            }
+        })
     }
 
     fn dispatch(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
@@ -275,28 +312,46 @@ impl Conn {
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
                 let ch = self.channel_mut(id)?;
                 if ch.tx.is_some() {
-                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "PRECONDITION_FAILED - cannot switch from tx to confirm mode"));
+                    return Err(AmqpError::channel(
+                        code::PRECONDITION_FAILED,
+                        "PRECONDITION_FAILED - cannot switch from tx to confirm mode",
+                    ));
                 }
                 ch.confirm = true;
                 if !s.nowait {
-                    self.reply(id, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                    self.reply(
+                        id,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
                 }
                 Ok(())
             }
             AMQPClass::Tx(m) => self.on_tx(id, m),
             AMQPClass::Access(access::AMQPMethod::Request(_)) => {
-                self.reply(id, AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})));
+                self.reply(
+                    id,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
                 Ok(())
             }
-            AMQPClass::Connection(_) => Err(AmqpError::connection(code::COMMAND_INVALID, "COMMAND_INVALID - connection method on a channel")),
-            _ => Err(AmqpError::connection(code::COMMAND_INVALID, "COMMAND_INVALID - method only a server may send")),
+            AMQPClass::Connection(_) => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "COMMAND_INVALID - connection method on a channel",
+            )),
+            _ => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "COMMAND_INVALID - method only a server may send",
+            )),
         }
     }
 
     fn on_channel_class(&mut self, id: u16, m: channel::AMQPMethod) -> Result<(), AmqpError> {
         match m {
             channel::AMQPMethod::Close(_) => {
-                self.reply(id, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                self.reply(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
                 self.drop_channel(id);
                 Ok(())
             }
@@ -307,11 +362,19 @@ impl Conn {
             channel::AMQPMethod::Flow(f) => {
                 self.channel_mut(id)?.flow = f.active;
                 self.want_pull = true;
-                self.reply(id, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: f.active })));
+                self.reply(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: f.active,
+                    })),
+                );
                 Ok(())
             }
             channel::AMQPMethod::FlowOk(_) => Ok(()),
-            _ => Err(AmqpError::connection(code::COMMAND_INVALID, "COMMAND_INVALID - unexpected channel method")),
+            _ => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "COMMAND_INVALID - unexpected channel method",
+            )),
         }
     }
 
@@ -322,14 +385,29 @@ impl Conn {
                 let name = d.exchange.as_str();
                 if d.passive {
                     if !name.is_empty() && vhost.exchange(name).is_none() {
-                        return Err(AmqpError::channel(code::NOT_FOUND, format!("NOT_FOUND - no exchange '{name}' in vhost '{}'", vhost.name())));
+                        return Err(AmqpError::channel(
+                            code::NOT_FOUND,
+                            format!(
+                                "NOT_FOUND - no exchange '{name}' in vhost '{}'",
+                                vhost.name()
+                            ),
+                        ));
                     }
                 } else {
                     let kind = ExchangeKind::parse(d.kind.as_str()).ok_or_else(|| {
-                        AmqpError::connection(code::COMMAND_INVALID, format!("COMMAND_INVALID - unknown exchange type '{}'", d.kind.as_str()))
+                        AmqpError::connection(
+                            code::COMMAND_INVALID,
+                            format!(
+                                "COMMAND_INVALID - unknown exchange type '{}'",
+                                d.kind.as_str()
+                            ),
+                        )
                     })?;
                     if name.is_empty() {
-                        return Err(AmqpError::channel(code::ACCESS_REFUSED, "ACCESS_REFUSED - operation not permitted on the default exchange"));
+                        return Err(AmqpError::channel(
+                            code::ACCESS_REFUSED,
+                            "ACCESS_REFUSED - operation not permitted on the default exchange",
+                        ));
                     }
                     let options = ExchangeOptions {
                         durable: d.durable,
@@ -338,10 +416,17 @@ impl Conn {
                         alternate: args::alternate_exchange(&d.arguments)?,
                         args: d.arguments.clone(),
                     };
-                    vhost.declare_exchange(name, kind, options).map_err(vhost_error)?;
+                    vhost
+                        .declare_exchange(name, kind, options)
+                        .map_err(vhost_error)?;
                 }
                 if !d.nowait {
-                    self.reply(id, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})));
+                    self.reply(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    );
                 }
                 Ok(())
             }
@@ -351,39 +436,66 @@ impl Conn {
                     Err(e) => return Err(vhost_error(e)),
                 }
                 if !d.nowait {
-                    self.reply(id, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})));
+                    self.reply(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
                 }
                 Ok(())
             }
             exchange::AMQPMethod::Bind(b) => {
-                let (source, dest) = self.exchange_pair(b.source.as_str(), b.destination.as_str())?;
+                let (source, dest) =
+                    self.exchange_pair(b.source.as_str(), b.destination.as_str())?;
                 let args = (!b.arguments.inner().is_empty()).then(|| b.arguments.clone());
                 vhost.bind_exchange(&source, &dest, b.routing_key.as_str(), args);
                 if !b.nowait {
-                    self.reply(id, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})));
+                    self.reply(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    );
                 }
                 Ok(())
             }
             exchange::AMQPMethod::Unbind(u) => {
-                let (source, dest) = self.exchange_pair(u.source.as_str(), u.destination.as_str())?;
+                let (source, dest) =
+                    self.exchange_pair(u.source.as_str(), u.destination.as_str())?;
                 vhost.unbind_exchange(&source, &dest, u.routing_key.as_str());
                 if !u.nowait {
-                    self.reply(id, AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})));
+                    self.reply(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    );
                 }
                 Ok(())
             }
-            _ => Err(AmqpError::connection(code::COMMAND_INVALID, "COMMAND_INVALID - method only a server may send")),
+            _ => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "COMMAND_INVALID - method only a server may send",
+            )),
         }
     }
 
-    fn exchange_pair(&self, source: &str, dest: &str) -> Result<(Arc<Exchange>, Arc<Exchange>), AmqpError> {
+    fn exchange_pair(
+        &self,
+        source: &str,
+        dest: &str,
+    ) -> Result<(Arc<Exchange>, Arc<Exchange>), AmqpError> {
         if source.is_empty() || dest.is_empty() {
-            return Err(AmqpError::channel(code::ACCESS_REFUSED, "ACCESS_REFUSED - operation not permitted on the default exchange"));
+            return Err(AmqpError::channel(
+                code::ACCESS_REFUSED,
+                "ACCESS_REFUSED - operation not permitted on the default exchange",
+            ));
         }
         let find = |n: &str| {
-            self.vhost
-                .exchange(n)
-                .ok_or_else(|| AmqpError::channel(code::NOT_FOUND, format!("NOT_FOUND - no exchange '{n}' in vhost '{}'", self.vhost.name())))
+            self.vhost.exchange(n).ok_or_else(|| {
+                AmqpError::channel(
+                    code::NOT_FOUND,
+                    format!(
+                        "NOT_FOUND - no exchange '{n}' in vhost '{}'",
+                        self.vhost.name()
+                    ),
+                )
+            })
         };
         Ok((find(source)?, find(dest)?))
     }
@@ -393,10 +505,9 @@ impl Conn {
         if !name.is_empty() {
             return Ok(name.to_owned());
         }
-        self.channel_mut(id)?
-            .last_queue
-            .clone()
-            .ok_or_else(|| AmqpError::channel(code::NOT_FOUND, "NOT_FOUND - no previously declared queue"))
+        self.channel_mut(id)?.last_queue.clone().ok_or_else(|| {
+            AmqpError::channel(code::NOT_FOUND, "NOT_FOUND - no previously declared queue")
+        })
     }
 
     fn on_queue(&mut self, id: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
@@ -415,13 +526,18 @@ impl Conn {
                         if n.starts_with("amq.") && vhost.queue(&n).is_none() {
                             return Err(AmqpError::channel(
                                 code::ACCESS_REFUSED,
-                                format!("ACCESS_REFUSED - queue name '{n}' contains reserved prefix 'amq.*'"),
+                                format!(
+                                    "ACCESS_REFUSED - queue name '{n}' contains reserved prefix 'amq.*'"
+                                ),
                             ));
                         }
                         n
                     };
-                    let options = args::queue_options(d.durable, d.exclusive, d.auto_delete, &d.arguments)?;
-                    vhost.declare_queue(&name, options, owner).map_err(vhost_error)?
+                    let options =
+                        args::queue_options(d.durable, d.exclusive, d.auto_delete, &d.arguments)?;
+                    vhost
+                        .declare_queue(&name, options, owner)
+                        .map_err(vhost_error)?
                 };
                 if created {
                     tracing::debug!(queue = %queue.name(), "queue declared");
@@ -445,9 +561,19 @@ impl Conn {
                 let q = vhost.queue_for(&name, owner).map_err(vhost_error)?;
                 let ex = self.exchange_for_binding(b.exchange.as_str())?;
                 let args = (!b.arguments.inner().is_empty()).then(|| b.arguments.clone());
-                vhost.bind_queue_with_args(&ex, &q, b.routing_key.as_str(), KeyForm::Amqp, BindingOptions::plain(), args);
+                vhost.bind_queue_with_args(
+                    &ex,
+                    &q,
+                    b.routing_key.as_str(),
+                    KeyForm::Amqp,
+                    BindingOptions::plain(),
+                    args,
+                );
                 if !b.nowait {
-                    self.reply(id, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
+                    self.reply(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
                 }
                 Ok(())
             }
@@ -456,7 +582,10 @@ impl Conn {
                 let q = vhost.queue_for(&name, owner).map_err(vhost_error)?;
                 let ex = self.exchange_for_binding(u.exchange.as_str())?;
                 vhost.unbind_queue(&ex, &q, u.routing_key.as_str(), KeyForm::Amqp);
-                self.reply(id, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
+                self.reply(
+                    id,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
                 Ok(())
             }
             queue::AMQPMethod::Purge(p) => {
@@ -464,7 +593,12 @@ impl Conn {
                 let q = vhost.queue_for(&name, owner).map_err(vhost_error)?;
                 let n = q.purge();
                 if !p.nowait {
-                    self.reply(id, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count: n as u32 })));
+                    self.reply(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: n as u32,
+                        })),
+                    );
                 }
                 Ok(())
             }
@@ -477,21 +611,38 @@ impl Conn {
                     Err(e) => return Err(vhost_error(e)),
                 };
                 if !d.nowait {
-                    self.reply(id, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: n as u32 })));
+                    self.reply(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n as u32,
+                        })),
+                    );
                 }
                 Ok(())
             }
-            _ => Err(AmqpError::connection(code::COMMAND_INVALID, "COMMAND_INVALID - method only a server may send")),
+            _ => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "COMMAND_INVALID - method only a server may send",
+            )),
         }
     }
 
     fn exchange_for_binding(&self, name: &str) -> Result<Arc<Exchange>, AmqpError> {
         if name.is_empty() {
-            return Err(AmqpError::channel(code::ACCESS_REFUSED, "ACCESS_REFUSED - operation not permitted on the default exchange"));
+            return Err(AmqpError::channel(
+                code::ACCESS_REFUSED,
+                "ACCESS_REFUSED - operation not permitted on the default exchange",
+            ));
         }
-        self.vhost
-            .exchange(name)
-            .ok_or_else(|| AmqpError::channel(code::NOT_FOUND, format!("NOT_FOUND - no exchange '{name}' in vhost '{}'", self.vhost.name())))
+        self.vhost.exchange(name).ok_or_else(|| {
+            AmqpError::channel(
+                code::NOT_FOUND,
+                format!(
+                    "NOT_FOUND - no exchange '{name}' in vhost '{}'",
+                    self.vhost.name()
+                ),
+            )
+        })
     }
 
     fn on_basic(&mut self, id: u16, m: basic::AMQPMethod) -> Result<(), AmqpError> {
@@ -502,10 +653,21 @@ impl Conn {
                     None
                 } else {
                     let ex = self.vhost.exchange(name).ok_or_else(|| {
-                        AmqpError::channel(code::NOT_FOUND, format!("NOT_FOUND - no exchange '{name}' in vhost '{}'", self.vhost.name()))
+                        AmqpError::channel(
+                            code::NOT_FOUND,
+                            format!(
+                                "NOT_FOUND - no exchange '{name}' in vhost '{}'",
+                                self.vhost.name()
+                            ),
+                        )
                     })?;
                     if ex.internal {
-                        return Err(AmqpError::channel(code::ACCESS_REFUSED, format!("ACCESS_REFUSED - cannot publish to internal exchange '{name}'")));
+                        return Err(AmqpError::channel(
+                            code::ACCESS_REFUSED,
+                            format!(
+                                "ACCESS_REFUSED - cannot publish to internal exchange '{name}'"
+                            ),
+                        ));
                     }
                     Some(ex)
                 };
@@ -527,7 +689,10 @@ impl Conn {
                     ch.prefetch = q.prefetch_count;
                 }
                 self.want_pull = true;
-                self.reply(id, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+                self.reply(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
                 Ok(())
             }
             basic::AMQPMethod::Consume(c) => self.on_consume(id, c),
@@ -535,27 +700,53 @@ impl Conn {
                 let tag = c.consumer_tag.as_str().to_owned();
                 self.cancel_consumer(id, &tag);
                 if !c.nowait {
-                    self.reply(id, AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk { consumer_tag: c.consumer_tag })));
+                    self.reply(
+                        id,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
                 }
                 Ok(())
             }
             basic::AMQPMethod::Get(g) => self.on_get(id, g),
-            basic::AMQPMethod::Ack(a) => self.settle_or_defer(id, a.delivery_tag, a.multiple, Settle::Ack),
-            basic::AMQPMethod::Reject(r) => self.settle_or_defer(id, r.delivery_tag, false, Settle::Reject { requeue: r.requeue }),
-            basic::AMQPMethod::Nack(n) => self.settle_or_defer(id, n.delivery_tag, n.multiple, Settle::Reject { requeue: n.requeue }),
+            basic::AMQPMethod::Ack(a) => {
+                self.settle_or_defer(id, a.delivery_tag, a.multiple, Settle::Ack)
+            }
+            basic::AMQPMethod::Reject(r) => self.settle_or_defer(
+                id,
+                r.delivery_tag,
+                false,
+                Settle::Reject { requeue: r.requeue },
+            ),
+            basic::AMQPMethod::Nack(n) => self.settle_or_defer(
+                id,
+                n.delivery_tag,
+                n.multiple,
+                Settle::Reject { requeue: n.requeue },
+            ),
             basic::AMQPMethod::Recover(_) => {
                 self.recover(id)?;
-                self.reply(id, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
+                self.reply(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
                 Ok(())
             }
             basic::AMQPMethod::RecoverAsync(_) => self.recover(id),
-            _ => Err(AmqpError::connection(code::COMMAND_INVALID, "COMMAND_INVALID - method only a server may send")),
+            _ => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "COMMAND_INVALID - method only a server may send",
+            )),
         }
     }
 
     fn on_consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
         let name = self.queue_name(id, c.queue.as_str())?;
-        let q = self.vhost.queue_for(&name, Some(self.id)).map_err(vhost_error)?;
+        let q = self
+            .vhost
+            .queue_for(&name, Some(self.id))
+            .map_err(vhost_error)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             random_name("amq.ctag-")
         } else {
@@ -563,13 +754,19 @@ impl Conn {
         };
         let ch = self.channel_mut(id)?;
         if ch.consumers.iter().any(|x| x.tag == tag) {
-            return Err(AmqpError::connection(code::NOT_ALLOWED, format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'")));
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"),
+            ));
         }
         let wakeup = Wakeup::new(self.notify.clone());
         let Some(consumer_id) = q.attach_checked(wakeup.clone(), c.exclusive) else {
             return Err(AmqpError::channel(
                 code::ACCESS_REFUSED,
-                format!("ACCESS_REFUSED - queue '{name}' in vhost '{}' in exclusive use", self.vhost.name()),
+                format!(
+                    "ACCESS_REFUSED - queue '{name}' in vhost '{}' in exclusive use",
+                    self.vhost.name()
+                ),
             ));
         };
         let ch = self.channel_mut(id)?;
@@ -587,7 +784,12 @@ impl Conn {
             unacked: 0,
         });
         if !c.nowait {
-            self.reply(id, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: ShortString::from(tag) })));
+            self.reply(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: ShortString::from(tag),
+                })),
+            );
         }
         self.want_pull = true;
         Ok(())
@@ -595,8 +797,12 @@ impl Conn {
 
     /// Removes a consumer; an auto-delete queue goes with its last consumer.
     pub(super) fn cancel_consumer(&mut self, id: u16, tag: &str) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
-        let Some(at) = ch.consumers.iter().position(|c| c.tag == tag) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = ch.consumers.iter().position(|c| c.tag == tag) else {
+            return;
+        };
         let c = ch.consumers.remove(at);
         let remaining = c.queue.detach(c.id);
         if remaining == 0 && c.queue.options().auto_delete {
@@ -606,13 +812,31 @@ impl Conn {
 
     fn on_get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
         let name = self.queue_name(id, g.queue.as_str())?;
-        let q = self.vhost.queue_for(&name, Some(self.id)).map_err(vhost_error)?;
+        let q = self
+            .vhost
+            .queue_for(&name, Some(self.id))
+            .map_err(vhost_error)?;
         let ch = self.channel_mut(id)?;
-        let mode = if g.no_ack { PullMode::NoAck } else { PullMode::Lease { owner: ch.owner } };
+        let mode = if g.no_ack {
+            PullMode::NoAck
+        } else {
+            PullMode::Lease { owner: ch.owner }
+        };
         let mut out = Vec::with_capacity(1);
-        q.pull(0, PullLimits { max: 1, max_leased: 1 }, mode, &mut out);
+        q.pull(
+            0,
+            PullLimits {
+                max: 1,
+                max_leased: 1,
+            },
+            mode,
+            &mut out,
+        );
         let Some(d) = out.pop() else {
-            self.reply(id, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})));
+            self.reply(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
             return Ok(());
         };
         let dtag = ch.next_dtag;
@@ -628,7 +852,15 @@ impl Conn {
         let remaining = q.ready_len() as u32;
         let msg = d.msg.clone();
         let key = self.routing_key_of(&msg);
-        frame::put_get_ok(&mut self.wbuf, id, dtag, d.redelivered, &msg.exchange, key.as_bytes(), remaining);
+        frame::put_get_ok(
+            &mut self.wbuf,
+            id,
+            dtag,
+            d.redelivered,
+            &msg.exchange,
+            key.as_bytes(),
+            remaining,
+        );
         self.put_message_content(id, &msg);
         Ok(())
     }
@@ -638,7 +870,10 @@ impl Conn {
         match msg.key_form {
             KeyForm::Amqp => msg.routing_key.to_string(),
             KeyForm::Mqtt => {
-                crate::core::exchange::swap_separators_into(&msg.routing_key, &mut self.key_scratch);
+                crate::core::exchange::swap_separators_into(
+                    &msg.routing_key,
+                    &mut self.key_scratch,
+                );
                 self.key_scratch.clone()
             }
         }
@@ -653,10 +888,22 @@ impl Conn {
             Some(p) => p.amqp_raw(msg.persistent, expiration_ms),
             None => plain_properties(msg.persistent, expiration_ms),
         };
-        frame::put_content(&mut self.wbuf, channel, &props, &msg.payload, self.frame_max);
+        frame::put_content(
+            &mut self.wbuf,
+            channel,
+            &props,
+            &msg.payload,
+            self.frame_max,
+        );
     }
 
-    fn settle_or_defer(&mut self, id: u16, delivery_tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
+    fn settle_or_defer(
+        &mut self,
+        id: u16,
+        delivery_tag: u64,
+        multiple: bool,
+        how: Settle,
+    ) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
         if let Some(ops) = &mut ch.tx {
             ops.push(TxOp::Settle {
@@ -671,10 +918,20 @@ impl Conn {
 
     /// Acks or rejects deliveries (`multiple`: every one up to the tag; tag 0
     /// with `multiple`: all outstanding).
-    fn settle(&mut self, id: u16, delivery_tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
+    fn settle(
+        &mut self,
+        id: u16,
+        delivery_tag: u64,
+        multiple: bool,
+        how: Settle,
+    ) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
         let taken: Vec<Unacked> = if multiple {
-            let upto = if delivery_tag == 0 { u64::MAX } else { delivery_tag };
+            let upto = if delivery_tag == 0 {
+                u64::MAX
+            } else {
+                delivery_tag
+            };
             if delivery_tag != 0 && !ch.unacked.iter().any(|u| u.dtag == delivery_tag) {
                 return Err(unknown_tag(delivery_tag));
             }
@@ -725,7 +982,10 @@ impl Conn {
             tx::AMQPMethod::Select(_) => {
                 let ch = self.channel_mut(id)?;
                 if ch.confirm {
-                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "PRECONDITION_FAILED - cannot switch from confirm to tx mode"));
+                    return Err(AmqpError::channel(
+                        code::PRECONDITION_FAILED,
+                        "PRECONDITION_FAILED - cannot switch from confirm to tx mode",
+                    ));
                 }
                 if ch.tx.is_none() {
                     ch.tx = Some(Vec::new());
@@ -736,11 +996,18 @@ impl Conn {
             tx::AMQPMethod::Commit(_) => {
                 let ch = self.channel_mut(id)?;
                 let Some(ops) = ch.tx.replace(Vec::new()) else {
-                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional"));
+                    return Err(AmqpError::channel(
+                        code::PRECONDITION_FAILED,
+                        "PRECONDITION_FAILED - channel is not transactional",
+                    ));
                 };
                 for op in ops {
                     match op {
-                        TxOp::Publish { exchange, msg, mandatory } => {
+                        TxOp::Publish {
+                            exchange,
+                            msg,
+                            mandatory,
+                        } => {
                             let outcome = self.route(exchange.as_ref(), &msg);
                             if mandatory && outcome.routed == 0 {
                                 self.put_return(id, &msg);
@@ -759,12 +1026,21 @@ impl Conn {
             tx::AMQPMethod::Rollback(_) => {
                 let ch = self.channel_mut(id)?;
                 if ch.tx.replace(Vec::new()).is_none() {
-                    return Err(AmqpError::channel(code::PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional"));
+                    return Err(AmqpError::channel(
+                        code::PRECONDITION_FAILED,
+                        "PRECONDITION_FAILED - channel is not transactional",
+                    ));
                 }
-                self.reply(id, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+                self.reply(
+                    id,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
                 Ok(())
             }
-            _ => Err(AmqpError::connection(code::COMMAND_INVALID, "COMMAND_INVALID - method only a server may send")),
+            _ => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "COMMAND_INVALID - method only a server may send",
+            )),
         }
     }
 
@@ -778,22 +1054,38 @@ impl Conn {
         let Some(pending) = ch.pending.as_mut() else {
             return Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
-                format!("UNEXPECTED_FRAME - content {} without basic.publish", if f.kind == FRAME_HEADER { "header" } else { "body" }),
+                format!(
+                    "UNEXPECTED_FRAME - content {} without basic.publish",
+                    if f.kind == FRAME_HEADER {
+                        "header"
+                    } else {
+                        "body"
+                    }
+                ),
             ));
         };
         if f.kind == FRAME_HEADER {
             if pending.header.is_some() {
-                return Err(AmqpError::connection(code::UNEXPECTED_FRAME, "UNEXPECTED_FRAME - second content header"));
+                return Err(AmqpError::connection(
+                    code::UNEXPECTED_FRAME,
+                    "UNEXPECTED_FRAME - second content header",
+                ));
             }
             let header = frame::parse_header(&f.payload)?;
             if header.class_id != 60 {
-                return Err(AmqpError::connection(code::UNEXPECTED_FRAME, "UNEXPECTED_FRAME - content header of a class other than basic"));
+                return Err(AmqpError::connection(
+                    code::UNEXPECTED_FRAME,
+                    "UNEXPECTED_FRAME - content header of a class other than basic",
+                ));
             }
             if header.body_size > max {
                 ch.pending = None;
                 return Err(AmqpError::channel(
                     code::PRECONDITION_FAILED,
-                    format!("PRECONDITION_FAILED - message size {} is larger than configured max size {max}", header.body_size),
+                    format!(
+                        "PRECONDITION_FAILED - message size {} is larger than configured max size {max}",
+                        header.body_size
+                    ),
                 ));
             }
             let done = header.body_size == 0;
@@ -804,7 +1096,10 @@ impl Conn {
             return Ok(());
         }
         let Some(header) = &pending.header else {
-            return Err(AmqpError::connection(code::UNEXPECTED_FRAME, "UNEXPECTED_FRAME - content body without a content header"));
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "UNEXPECTED_FRAME - content body without a content header",
+            ));
         };
         let expected = header.body_size;
         pending.body.push(f.payload);
@@ -812,7 +1107,9 @@ impl Conn {
         if got > expected {
             return Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
-                format!("UNEXPECTED_FRAME - content body of {got} bytes exceeds the announced {expected}"),
+                format!(
+                    "UNEXPECTED_FRAME - content body of {got} bytes exceeds the announced {expected}"
+                ),
             ));
         }
         if got == expected {
@@ -823,15 +1120,22 @@ impl Conn {
 
     fn complete_publish(&mut self, id: u16) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
-        let Some(p) = ch.pending.take() else { return Ok(()) };
-        let Some(header) = p.header else { return Ok(()) };
+        let Some(p) = ch.pending.take() else {
+            return Ok(());
+        };
+        let Some(header) = p.header else {
+            return Ok(());
+        };
         let expires_at = expiration(&header.properties)?;
         let persistent = *header.properties.delivery_mode() == Some(2);
         let priority = header.properties.priority().unwrap_or(0);
         let props = if header.raw_properties[..] == [0, 0] {
             None
         } else {
-            Some(Box::new(MessageProperties::from_amqp(header.raw_properties, header.properties)))
+            Some(Box::new(MessageProperties::from_amqp(
+                header.raw_properties,
+                header.properties,
+            )))
         };
         let msg = Arc::new(Message {
             id: self.ctx.core.ids.next(),
@@ -887,7 +1191,14 @@ impl Conn {
 
     fn put_return(&mut self, id: u16, msg: &Message) {
         let key = self.routing_key_of(msg);
-        frame::put_return(&mut self.wbuf, id, code::NO_ROUTE, "NO_ROUTE", &msg.exchange, key.as_bytes());
+        frame::put_return(
+            &mut self.wbuf,
+            id,
+            code::NO_ROUTE,
+            "NO_ROUTE",
+            &msg.exchange,
+            key.as_bytes(),
+        );
         self.put_message_content(id, msg);
     }
 
@@ -903,7 +1214,9 @@ impl Conn {
     /// Raises a channel exception: channel.close, and everything the channel
     /// held is released.
     pub(super) fn close_channel_with(&mut self, id: u16, e: AmqpError) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         if ch.closing {
             return;
         }
@@ -923,7 +1236,9 @@ impl Conn {
 
     /// Releases a channel's consumers and unacknowledged deliveries.
     fn release_channel(&mut self, id: u16) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         let owner = ch.owner;
         let unacked: Vec<Unacked> = ch.unacked.drain(..).collect();
         let tags: Vec<String> = ch.consumers.iter().map(|c| c.tag.clone()).collect();
@@ -954,7 +1269,10 @@ fn release(unacked: &[Unacked], owner: u64) {
 }
 
 fn unknown_tag(tag: u64) -> AmqpError {
-    AmqpError::channel(code::PRECONDITION_FAILED, format!("PRECONDITION_FAILED - unknown delivery tag {tag}"))
+    AmqpError::channel(
+        code::PRECONDITION_FAILED,
+        format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+    )
 }
 
 /// Properties for a message without any: nothing, or just the delivery mode.

@@ -20,7 +20,8 @@ use tokio::sync::Notify;
 
 use super::channel::Channel;
 use super::frame::{
-    self, AmqpError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER, RawFrame, Scope, code,
+    self, AmqpError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER,
+    RawFrame, Scope, code,
 };
 use super::{ConnectionSlot, Context};
 use crate::auth::LoginError;
@@ -79,13 +80,23 @@ pub(super) struct Conn {
 }
 
 /// Runs one AMQP connection from accept to close.
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, slot: ConnectionSlot, over_limit: bool) {
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    slot: ConnectionSlot,
+    over_limit: bool,
+) {
     let _slot = slot;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let mut rbuf = BytesMut::with_capacity(READ_MIN);
     let timeout = ctx.config.handshake_timeout;
-    let hs = tokio::time::timeout(timeout, handshake(&ctx, peer, &mut rd, &mut wr, &mut rbuf, over_limit)).await;
+    let hs = tokio::time::timeout(
+        timeout,
+        handshake(&ctx, peer, &mut rd, &mut wr, &mut rbuf, over_limit),
+    )
+    .await;
     let mut conn = match hs {
         Ok(Some(c)) => c,
         Ok(None) => return,
@@ -99,7 +110,11 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, 
 }
 
 /// Reads until one whole frame is available.
-async fn read_frame(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut, frame_max: usize) -> Result<Option<RawFrame>, AmqpError> {
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    frame_max: usize,
+) -> Result<Option<RawFrame>, AmqpError> {
     loop {
         if let Some(f) = frame::next_frame(rbuf, frame_max)? {
             return Ok(Some(f));
@@ -115,14 +130,23 @@ async fn read_frame(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut, frame_max: usiz
 }
 
 /// Reads the next method frame during the handshake (heartbeats are skipped).
-async fn read_method(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut, frame_max: usize) -> Result<Option<AMQPClass>, AmqpError> {
+async fn read_method(
+    rd: &mut OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    frame_max: usize,
+) -> Result<Option<AMQPClass>, AmqpError> {
     loop {
-        let Some(f) = read_frame(rd, rbuf, frame_max).await? else { return Ok(None) };
+        let Some(f) = read_frame(rd, rbuf, frame_max).await? else {
+            return Ok(None);
+        };
         match f.kind {
             FRAME_HEARTBEAT => continue,
             FRAME_METHOD if f.channel == 0 => return frame::parse_method(&f.payload).map(Some),
             _ => {
-                return Err(AmqpError::connection(code::UNEXPECTED_FRAME, "expected a connection method on channel 0"));
+                return Err(AmqpError::connection(
+                    code::UNEXPECTED_FRAME,
+                    "expected a connection method on channel 0",
+                ));
             }
         }
     }
@@ -169,13 +193,21 @@ fn server_properties() -> FieldTable {
     let mut props = FieldTable::default();
     props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
     props.insert("product".into(), AMQPValue::LongString("Tether".into()));
-    props.insert("version".into(), AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()));
+    props.insert(
+        "version".into(),
+        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
+    );
     props.insert("platform".into(), AMQPValue::LongString("Rust".into()));
     props.insert(
         "information".into(),
-        AMQPValue::LongString("Tether IoT gateway: MQTT, AMQP 0-9-1 and SQS/SNS on one core".into()),
+        AMQPValue::LongString(
+            "Tether IoT gateway: MQTT, AMQP 0-9-1 and SQS/SNS on one core".into(),
+        ),
     );
-    props.insert("cluster_name".into(), AMQPValue::LongString("tether".into()));
+    props.insert(
+        "cluster_name".into(),
+        AMQPValue::LongString("tether".into()),
+    );
     props
 }
 
@@ -192,12 +224,15 @@ fn client_caps(props: &FieldTable) -> ClientCaps {
 
 /// Username and password from a PLAIN or AMQPLAIN response.
 fn credentials(mechanism: &str, response: &[u8]) -> Result<(String, Vec<u8>), AmqpError> {
-    let refused = |why: &str| AmqpError::connection(code::ACCESS_REFUSED, format!("ACCESS_REFUSED - {why}"));
+    let refused =
+        |why: &str| AmqpError::connection(code::ACCESS_REFUSED, format!("ACCESS_REFUSED - {why}"));
     match mechanism {
         "PLAIN" => {
             // authzid NUL authcid NUL password
             let mut parts = response.split(|b| *b == 0);
-            let (Some(_authz), Some(user), Some(pass), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            let (Some(_authz), Some(user), Some(pass), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
                 return Err(refused("malformed PLAIN response"));
             };
             let user = std::str::from_utf8(user).map_err(|_| refused("username is not UTF-8"))?;
@@ -272,7 +307,14 @@ async fn handshake(
     let start_ok = match read_method(rd, rbuf, our_frame_max).await {
         Ok(Some(AMQPClass::Connection(connection::AMQPMethod::StartOk(s)))) => s,
         Ok(Some(_)) => {
-            send_close(wr, &fail(AmqpError::connection(code::COMMAND_INVALID, "expected connection.start-ok"))).await;
+            send_close(
+                wr,
+                &fail(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    "expected connection.start-ok",
+                )),
+            )
+            .await;
             return None;
         }
         Ok(None) => return None,
@@ -282,7 +324,8 @@ async fn handshake(
         }
     };
     let caps = client_caps(&start_ok.client_properties);
-    let (user, pass) = match credentials(start_ok.mechanism.as_str(), start_ok.response.as_bytes()) {
+    let (user, pass) = match credentials(start_ok.mechanism.as_str(), start_ok.response.as_bytes())
+    {
         Ok(c) => c,
         Err(e) => {
             let e = fail(e);
@@ -303,7 +346,10 @@ async fn handshake(
     };
     if let Err(e) = login {
         let why = match e {
-            LoginError::BadCredentials => format!("ACCESS_REFUSED - Login was refused using authentication mechanism {}", start_ok.mechanism.as_str()),
+            LoginError::BadCredentials => format!(
+                "ACCESS_REFUSED - Login was refused using authentication mechanism {}",
+                start_ok.mechanism.as_str()
+            ),
             LoginError::NotAuthorized => "ACCESS_REFUSED - anonymous access is disabled".to_owned(),
         };
         let e = fail(AmqpError::connection(code::ACCESS_REFUSED, why));
@@ -313,7 +359,10 @@ async fn handshake(
         return None;
     }
     if over_limit {
-        let e = fail(AmqpError::connection(code::RESOURCE_ERROR, "RESOURCE_ERROR - amqp.max_connections reached"));
+        let e = fail(AmqpError::connection(
+            code::RESOURCE_ERROR,
+            "RESOURCE_ERROR - amqp.max_connections reached",
+        ));
         send_close(wr, &e).await;
         return None;
     }
@@ -336,7 +385,14 @@ async fn handshake(
     let tune_ok = match read_method(rd, rbuf, our_frame_max).await {
         Ok(Some(AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)))) => t,
         Ok(Some(_)) => {
-            send_close(wr, &fail(AmqpError::connection(code::COMMAND_INVALID, "expected connection.tune-ok"))).await;
+            send_close(
+                wr,
+                &fail(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    "expected connection.tune-ok",
+                )),
+            )
+            .await;
             return None;
         }
         Ok(None) => return None,
@@ -348,7 +404,10 @@ async fn handshake(
     let frame_max = match tune_ok.frame_max as usize {
         0 => our_frame_max,
         n if n < 4096 || n > our_frame_max => {
-            let e = fail(AmqpError::connection(code::NOT_ALLOWED, format!("frame_max {n} outside 4096..={our_frame_max}")));
+            let e = fail(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!("frame_max {n} outside 4096..={our_frame_max}"),
+            ));
             send_close(wr, &e).await;
             return None;
         }
@@ -361,7 +420,14 @@ async fn handshake(
     let open = match read_method(rd, rbuf, frame_max).await {
         Ok(Some(AMQPClass::Connection(connection::AMQPMethod::Open(o)))) => o,
         Ok(Some(_)) => {
-            send_close(wr, &fail(AmqpError::connection(code::COMMAND_INVALID, "expected connection.open"))).await;
+            send_close(
+                wr,
+                &fail(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    "expected connection.open",
+                )),
+            )
+            .await;
             return None;
         }
         Ok(None) => return None,
@@ -373,7 +439,10 @@ async fn handshake(
     let Some(vhost) = ctx.core.vhost_named(open.virtual_host.as_str()).cloned() else {
         let e = fail(AmqpError::connection(
             code::NOT_ALLOWED,
-            format!("NOT_ALLOWED - vhost {} not found", open.virtual_host.as_str()),
+            format!(
+                "NOT_ALLOWED - vhost {} not found",
+                open.virtual_host.as_str()
+            ),
         ));
         send_close(wr, &e).await;
         return None;
@@ -415,10 +484,17 @@ async fn handshake(
 }
 
 impl Conn {
-    async fn run_loop(&mut self, rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf, mut rbuf: BytesMut) -> End {
+    async fn run_loop(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        wr: &mut OwnedWriteHalf,
+        mut rbuf: BytesMut,
+    ) -> End {
         let shutdown = self.ctx.shutdown.clone();
         let memory = self.ctx.core.memory.clone();
-        let tick = self.heartbeat.map_or(Duration::from_secs(3600), |h| (h / 2).max(Duration::from_millis(500)));
+        let tick = self.heartbeat.map_or(Duration::from_secs(3600), |h| {
+            (h / 2).max(Duration::from_millis(500))
+        });
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
@@ -510,7 +586,12 @@ impl Conn {
             } else {
                 connection::AMQPMethod::Unblocked(connection::Unblocked {})
             };
-            frame::put_method(&mut self.wbuf, &mut self.scratch, 0, AMQPClass::Connection(method));
+            frame::put_method(
+                &mut self.wbuf,
+                &mut self.scratch,
+                0,
+                AMQPClass::Connection(method),
+            );
         }
     }
 
@@ -525,7 +606,10 @@ impl Conn {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Error(e)),
             };
-            if self.blocked || !self.held.is_empty() || (is_publish(&f) && self.ctx.core.memory.is_over()) {
+            if self.blocked
+                || !self.held.is_empty()
+                || (is_publish(&f) && self.ctx.core.memory.is_over())
+            {
                 if !passes_hold(&f) {
                     self.blocked = true;
                     self.held_bytes += f.payload.len() + 8;
@@ -555,7 +639,10 @@ impl Conn {
         let result = match f.kind {
             FRAME_HEARTBEAT => {
                 if f.channel != 0 {
-                    Err(AmqpError::connection(code::FRAME_ERROR, "heartbeat on a non-zero channel"))
+                    Err(AmqpError::connection(
+                        code::FRAME_ERROR,
+                        "heartbeat on a non-zero channel",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -565,7 +652,10 @@ impl Conn {
                 Err(e) => Err(e),
             },
             FRAME_HEADER | FRAME_BODY => self.on_content(f),
-            _ => Err(AmqpError::connection(code::FRAME_ERROR, "unknown frame type")),
+            _ => Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                "unknown frame type",
+            )),
         };
         match result {
             Ok(()) => Ok(()),
@@ -586,19 +676,23 @@ impl Conn {
                         &mut self.wbuf,
                         &mut self.scratch,
                         0,
-                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                            connection::CloseOk {},
+                        )),
                     );
                     Err(AmqpError::connection(code::REPLY_SUCCESS, "client closed"))
                 }
-                AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
-                    Err(AmqpError::connection(code::REPLY_SUCCESS, "close acknowledged"))
-                }
+                AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Err(
+                    AmqpError::connection(code::REPLY_SUCCESS, "close acknowledged"),
+                ),
                 AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
                     frame::put_method(
                         &mut self.wbuf,
                         &mut self.scratch,
                         0,
-                        AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})),
+                        AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                            connection::UpdateSecretOk {},
+                        )),
                     );
                     Ok(())
                 }
@@ -606,7 +700,10 @@ impl Conn {
                     code::COMMAND_INVALID,
                     "connection method not valid after the handshake",
                 )),
-                _ => Err(AmqpError::connection(code::COMMAND_INVALID, "only connection methods may use channel 0")),
+                _ => Err(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    "only connection methods may use channel 0",
+                )),
             };
         }
         self.on_channel_method(channel, method)
@@ -623,7 +720,10 @@ impl Conn {
                 tracing::info!(%peer, code = e.code, reason = %e.text, "closing amqp connection");
                 Some(e)
             }
-            End::Shutdown => Some(AmqpError::connection(code::CONNECTION_FORCED, "CONNECTION_FORCED - broker shutting down")),
+            End::Shutdown => Some(AmqpError::connection(
+                code::CONNECTION_FORCED,
+                "CONNECTION_FORCED - broker shutting down",
+            )),
         };
         if let Some(e) = &close {
             frame::put_method(&mut self.wbuf, &mut self.scratch, 0, close_method(e));

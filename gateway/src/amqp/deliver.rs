@@ -22,7 +22,9 @@ impl Conn {
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         let mut cancelled: Vec<(u16, String)> = Vec::new();
         for id in ids {
-            let Some(ch) = self.channels.get(&id) else { continue };
+            let Some(ch) = self.channels.get(&id) else {
+                continue;
+            };
             if ch.closing || !ch.flow {
                 continue;
             }
@@ -31,7 +33,9 @@ impl Conn {
                     if self.wbuf.len() >= WRITE_HIGH_WATER {
                         return;
                     }
-                    let Some(ch) = self.channels.get_mut(&id) else { break };
+                    let Some(ch) = self.channels.get_mut(&id) else {
+                        break;
+                    };
                     let c = &ch.consumers[ci];
                     c.wakeup.take();
                     if c.queue.is_deleted() {
@@ -42,7 +46,11 @@ impl Conn {
                     if credit == 0 {
                         break;
                     }
-                    let mode = if c.no_ack { PullMode::NoAck } else { PullMode::Lease { owner: ch.owner } };
+                    let mode = if c.no_ack {
+                        PullMode::NoAck
+                    } else {
+                        PullMode::Lease { owner: ch.owner }
+                    };
                     let limits = PullLimits {
                         max: credit.min(BATCH),
                         max_leased: credit,
@@ -51,7 +59,9 @@ impl Conn {
                     let consumer_id = c.id;
                     let n = queue.pull(consumer_id, limits, mode, &mut deliveries);
                     for d in deliveries.drain(..) {
-                        let Some(ch) = self.channels.get_mut(&id) else { break };
+                        let Some(ch) = self.channels.get_mut(&id) else {
+                            break;
+                        };
                         let dtag = ch.next_dtag;
                         ch.next_dtag += 1;
                         let c = &mut ch.consumers[ci];
@@ -67,7 +77,15 @@ impl Conn {
                         }
                         let tag = ch.consumers[ci].tag.clone();
                         let key = self.routing_key_of(&d.msg);
-                        frame::put_deliver(&mut self.wbuf, id, &tag, dtag, d.redelivered, &d.msg.exchange, key.as_bytes());
+                        frame::put_deliver(
+                            &mut self.wbuf,
+                            id,
+                            &tag,
+                            dtag,
+                            d.redelivered,
+                            &d.msg.exchange,
+                            key.as_bytes(),
+                        );
                         self.put_message_content(id, &d.msg);
                     }
                     if n < limits.max {

@@ -135,8 +135,14 @@ pub fn next_frame(buf: &mut BytesMut, frame_max: usize) -> Result<Option<RawFram
     let kind = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
-        return Err(AmqpError::connection(code::FRAME_ERROR, format!("unknown frame type {kind}")));
+    if !matches!(
+        kind,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) {
+        return Err(AmqpError::connection(
+            code::FRAME_ERROR,
+            format!("unknown frame type {kind}"),
+        ));
     }
     if size + 8 > frame_max {
         return Err(AmqpError::connection(
@@ -165,14 +171,33 @@ pub fn next_frame(buf: &mut BytesMut, frame_max: usize) -> Result<Option<RawFram
 /// Classes and methods of AMQP 0-9-1 (with RabbitMQ's extensions) that we know.
 fn known_method(class: u16, method: u16) -> bool {
     match class {
-        10 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71),
+        10 => matches!(
+            method,
+            10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71
+        ),
         20 => matches!(method, 10 | 11 | 20 | 21 | 40 | 41),
         30 => matches!(method, 10 | 11),
         40 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51),
         50 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51),
         60 => matches!(
             method,
-            10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120
+            10 | 11
+                | 20
+                | 21
+                | 30
+                | 31
+                | 40
+                | 50
+                | 60
+                | 70
+                | 71
+                | 72
+                | 80
+                | 90
+                | 100
+                | 110
+                | 111
+                | 120
         ),
         85 => matches!(method, 10 | 11),
         90 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31),
@@ -183,7 +208,10 @@ fn known_method(class: u16, method: u16) -> bool {
 /// Parses a method frame's payload.
 pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     if payload.len() < 4 {
-        return Err(AmqpError::connection(code::FRAME_ERROR, "method frame shorter than 4 bytes"));
+        return Err(AmqpError::connection(
+            code::FRAME_ERROR,
+            "method frame shorter than 4 bytes",
+        ));
     }
     let class = u16::from_be_bytes([payload[0], payload[1]]);
     let method = u16::from_be_bytes([payload[2], payload[3]]);
@@ -196,8 +224,15 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     }
     match amq_protocol::protocol::parse_class(payload) {
         Ok((rest, parsed)) if rest.is_empty() => Ok(parsed),
-        Ok(_) => Err(AmqpError::connection(code::SYNTAX_ERROR, "trailing bytes after method fields").at(class, method)),
-        Err(_) => Err(AmqpError::connection(code::SYNTAX_ERROR, "method fields do not parse").at(class, method)),
+        Ok(_) => Err(AmqpError::connection(
+            code::SYNTAX_ERROR,
+            "trailing bytes after method fields",
+        )
+        .at(class, method)),
+        Err(_) => Err(
+            AmqpError::connection(code::SYNTAX_ERROR, "method fields do not parse")
+                .at(class, method),
+        ),
     }
 }
 
@@ -217,14 +252,22 @@ pub struct ContentHeader {
 /// Parses a content-header frame's payload.
 pub fn parse_header(payload: &Bytes) -> Result<ContentHeader, AmqpError> {
     if payload.len() < 14 {
-        return Err(AmqpError::connection(code::FRAME_ERROR, "content header shorter than 14 bytes"));
+        return Err(AmqpError::connection(
+            code::FRAME_ERROR,
+            "content header shorter than 14 bytes",
+        ));
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let body_size = u64::from_be_bytes(payload[4..12].try_into().unwrap_or([0; 8]));
     let raw = payload.slice(12..);
     let properties = match amq_protocol::protocol::basic::parse_properties(&raw[..]) {
         Ok((rest, p)) if rest.is_empty() => p,
-        _ => return Err(AmqpError::connection(code::FRAME_ERROR, "content header properties do not parse")),
+        _ => {
+            return Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                "content header properties do not parse",
+            ));
+        }
     };
     Ok(ContentHeader {
         class_id,
@@ -313,7 +356,14 @@ pub fn put_get_ok(
 }
 
 /// Appends basic.return.
-pub fn put_return(buf: &mut BytesMut, channel: u16, reply_code: u16, text: &str, exchange: &str, routing_key: &[u8]) {
+pub fn put_return(
+    buf: &mut BytesMut,
+    channel: u16,
+    reply_code: u16,
+    text: &str,
+    exchange: &str,
+    routing_key: &[u8],
+) {
     let at = begin_frame(buf, FRAME_METHOD, channel);
     buf.put_u16(60);
     buf.put_u16(50);
@@ -335,7 +385,13 @@ pub fn put_confirm(buf: &mut BytesMut, channel: u16, ack: bool, delivery_tag: u6
 }
 
 /// Appends a content header and the body split into frames of at most `frame_max`.
-pub fn put_content(buf: &mut BytesMut, channel: u16, properties: &[u8], body: &[u8], frame_max: usize) {
+pub fn put_content(
+    buf: &mut BytesMut,
+    channel: u16,
+    properties: &[u8],
+    body: &[u8],
+    frame_max: usize,
+) {
     let at = begin_frame(buf, FRAME_HEADER, channel);
     crate::core::props::put_content_header(buf, body.len() as u64, properties);
     end_frame(buf, at);
@@ -362,7 +418,10 @@ mod tests {
         put_heartbeat(&mut buf);
         put_confirm(&mut buf, 3, true, 7, true);
         let hb = next_frame(&mut buf, 4096).unwrap().unwrap();
-        assert_eq!((hb.kind, hb.channel, hb.payload.len()), (FRAME_HEARTBEAT, 0, 0));
+        assert_eq!(
+            (hb.kind, hb.channel, hb.payload.len()),
+            (FRAME_HEARTBEAT, 0, 0)
+        );
         let m = next_frame(&mut buf, 4096).unwrap().unwrap();
         assert_eq!(m.channel, 3);
         match parse_method(&m.payload).unwrap() {
@@ -378,19 +437,28 @@ mod tests {
     #[test]
     fn bad_frame_end_is_a_frame_error() {
         let mut buf = BytesMut::from(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, 0xAB][..]);
-        assert_eq!(next_frame(&mut buf, 4096).unwrap_err().code, code::FRAME_ERROR);
+        assert_eq!(
+            next_frame(&mut buf, 4096).unwrap_err().code,
+            code::FRAME_ERROR
+        );
     }
 
     #[test]
     fn oversized_frame_is_refused_from_its_header() {
         let mut buf = BytesMut::from(&[FRAME_BODY, 0, 1, 0, 1, 0, 0][..]);
-        assert_eq!(next_frame(&mut buf, 4096).unwrap_err().code, code::FRAME_ERROR);
+        assert_eq!(
+            next_frame(&mut buf, 4096).unwrap_err().code,
+            code::FRAME_ERROR
+        );
     }
 
     #[test]
     fn unknown_class_is_not_implemented() {
         let e = parse_method(&[0, 99, 0, 10]).unwrap_err();
-        assert_eq!((e.code, e.scope), (code::NOT_IMPLEMENTED, Scope::Connection));
+        assert_eq!(
+            (e.code, e.scope),
+            (code::NOT_IMPLEMENTED, Scope::Connection)
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub struct Context {
 
 impl Context {
     /// Shared state for the AMQP listener.
-    pub fn new(core: Arc<Core>, config: AmqpConfig, shutdown: CancellationToken, tasks: TaskTracker) -> Arc<Self> {
+    pub fn new(
+        core: Arc<Core>,
+        config: AmqpConfig,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
         Arc::new(Context {
             core,
             config,
@@ -77,9 +82,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let over_limit = ctx.connections.fetch_add(1, Ordering::Relaxed) >= ctx.config.max_connections;
+                let over_limit =
+                    ctx.connections.fetch_add(1, Ordering::Relaxed) >= ctx.config.max_connections;
                 let slot = ConnectionSlot(ctx.clone());
-                ctx.tasks.spawn(connection::run(stream, peer, ctx.clone(), slot, over_limit));
+                ctx.tasks
+                    .spawn(connection::run(stream, peer, ctx.clone(), slot, over_limit));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "amqp accept failed");
