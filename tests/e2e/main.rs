@@ -1,6 +1,13 @@
 //! End-to-end tests against a running `tether` process, one module per area.
 
 mod amqp_basic;
+mod amqp_basic_ops;
+mod amqp_connection;
+mod amqp_confirms_tx;
+mod amqp_malformed;
+mod amqp_pika;
+mod amqp_topology;
+mod cross_protocol;
 mod mqtt_malformed;
 mod mqtt_mosquitto;
 mod mqtt_v4;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod amqp;
 pub mod mqtt;
 pub mod raw;
+pub mod raw_amqp;
 
 /// How long to wait for the gateway to start or stop.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1143,7 +1143,9 @@ impl Conn {
             key_form: KeyForm::Amqp,
             exchange: ByteStr::from(p.exchange_name),
             payload: p.body.into_bytes(),
-            qos: 1,
+            // Persistent messages are at-least-once (QoS 1 to MQTT subscribers),
+            // transient ones best-effort (QoS 0), as RabbitMQ maps them.
+            qos: u8::from(persistent),
             retain: false,
             persistent,
             priority,

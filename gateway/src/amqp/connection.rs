@@ -328,7 +328,7 @@ async fn handshake(
     {
         Ok(c) => c,
         Err(e) => {
-            let e = fail(e);
+            let e = fail(e.at(10, 11));
             if caps.authentication_failure_close {
                 send_close(wr, &e).await;
             }
@@ -352,17 +352,20 @@ async fn handshake(
             ),
             LoginError::NotAuthorized => "ACCESS_REFUSED - anonymous access is disabled".to_owned(),
         };
-        let e = fail(AmqpError::connection(code::ACCESS_REFUSED, why));
+        let e = fail(AmqpError::connection(code::ACCESS_REFUSED, why).at(10, 11));
         if caps.authentication_failure_close {
             send_close(wr, &e).await;
         }
         return None;
     }
     if over_limit {
-        let e = fail(AmqpError::connection(
-            code::RESOURCE_ERROR,
-            "RESOURCE_ERROR - amqp.max_connections reached",
-        ));
+        let e = fail(
+            AmqpError::connection(
+                code::RESOURCE_ERROR,
+                "RESOURCE_ERROR - amqp.max_connections reached",
+            )
+            .at(10, 11),
+        );
         send_close(wr, &e).await;
         return None;
     }
@@ -404,10 +407,13 @@ async fn handshake(
     let frame_max = match tune_ok.frame_max as usize {
         0 => our_frame_max,
         n if n < 4096 || n > our_frame_max => {
-            let e = fail(AmqpError::connection(
-                code::NOT_ALLOWED,
-                format!("frame_max {n} outside 4096..={our_frame_max}"),
-            ));
+            let e = fail(
+                AmqpError::connection(
+                    code::NOT_ALLOWED,
+                    format!("frame_max {n} outside 4096..={our_frame_max}"),
+                )
+                .at(10, 31),
+            );
             send_close(wr, &e).await;
             return None;
         }
@@ -437,13 +443,16 @@ async fn handshake(
         }
     };
     let Some(vhost) = ctx.core.vhost_named(open.virtual_host.as_str()).cloned() else {
-        let e = fail(AmqpError::connection(
-            code::NOT_ALLOWED,
-            format!(
-                "NOT_ALLOWED - vhost {} not found",
-                open.virtual_host.as_str()
-            ),
-        ));
+        let e = fail(
+            AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!(
+                    "NOT_ALLOWED - vhost {} not found",
+                    open.virtual_host.as_str()
+                ),
+            )
+            .at(10, 40),
+        );
         send_close(wr, &e).await;
         return None;
     };

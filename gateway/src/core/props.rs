@@ -117,7 +117,20 @@ impl MessageProperties {
         }
     }
 
-    /// Where replies go: MQTT Response Topic or AMQP reply-to.
+    /// Where replies go, as an MQTT topic: the Response Topic, or an AMQP
+    /// reply-to routing key converted to topic form.
+    pub fn response_topic_mqtt(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.amqp {
+            Some(a) => a.parsed.reply_to().as_ref().map(|r| {
+                let mut topic = String::new();
+                super::exchange::swap_separators_into(r.as_str(), &mut topic);
+                std::borrow::Cow::Owned(topic)
+            }),
+            None => self.response_topic.as_deref().map(std::borrow::Cow::Borrowed),
+        }
+    }
+
+    /// Where replies go: MQTT Response Topic or AMQP reply-to, as sent.
     pub fn reply_to(&self) -> Option<&str> {
         match &self.amqp {
             Some(a) => a.parsed.reply_to().as_ref().map(ShortString::as_str),
@@ -178,7 +191,10 @@ impl MessageProperties {
             p = p.with_correlation_id(ShortString::from(String::from_utf8_lossy(c).into_owned()));
         }
         if let Some(r) = &self.response_topic {
-            p = p.with_reply_to(ShortString::from(r.as_str()));
+            // An MQTT response topic is a reply-to routing key on amq.topic.
+            let mut key = String::new();
+            super::exchange::swap_separators_into(r, &mut key);
+            p = p.with_reply_to(ShortString::from(key));
         }
         if let Some(ms) = expiration_ms {
             p = p.with_expiration(ShortString::from(ms.to_string()));
@@ -332,7 +348,8 @@ mod tests {
             "application/json"
         );
         assert_eq!(parsed.correlation_id().as_ref().unwrap().as_str(), "req-1");
-        assert_eq!(parsed.reply_to().as_ref().unwrap().as_str(), "replies/1");
+        // An MQTT response topic is a reply-to routing key in AMQP form.
+        assert_eq!(parsed.reply_to().as_ref().unwrap().as_str(), "replies.1");
         assert_eq!(parsed.delivery_mode(), &Some(2));
         let h = parsed.headers().as_ref().unwrap();
         assert_eq!(h.inner().get("k"), Some(&AMQPValue::LongString("v".into())));

@@ -153,12 +153,14 @@ impl Conn {
                 &self.topic_scratch
             }
         };
+        // An AMQP reply-to becomes a response topic in MQTT form.
+        let response_topic = msg.props.as_ref().and_then(|p| p.response_topic_mqtt());
         let mut properties = Properties::new();
         if v5 {
             if let Some(p) = &msg.props {
                 properties.payload_format_indicator = p.payload_is_utf8.then_some(1);
                 properties.content_type = p.content_type();
-                properties.response_topic = p.reply_to();
+                properties.response_topic = response_topic.as_deref();
                 properties.correlation_data = p.correlation();
                 properties.user_properties = UserProperties::Encoded(p.mqtt_user_properties());
             }
