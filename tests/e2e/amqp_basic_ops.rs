@@ -16,6 +16,18 @@ async fn fill(ch: &Channel, queue: &str, n: u32) {
     assert_eq!(await_message_count(ch, queue, n, WAIT).await, n);
 }
 
+/// The next delivery of either consumer within `wait`.
+async fn next_of_either(
+    a: &mut Consumer,
+    b: &mut Consumer,
+    wait: Duration,
+) -> Option<lapin::message::Delivery> {
+    tokio::select! {
+        d = next(a, wait) => d,
+        d = next(b, wait) => d,
+    }
+}
+
 fn strings(v: Vec<Vec<u8>>) -> Vec<String> {
     v.into_iter()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -313,7 +325,10 @@ async fn cancelled_consumer_receives_nothing_more() {
     declare_queue(&ch, "cancelled", FieldTable::default()).await;
     let mut consumer = consume(&ch, "cancelled", "c", true).await;
     publish(&ch, "", "cancelled", b"before").await;
-    assert_eq!(next(&mut consumer, WAIT).await.expect("delivery").data, b"before");
+    assert_eq!(
+        next(&mut consumer, WAIT).await.expect("delivery").data,
+        b"before"
+    );
     ch.basic_cancel("c".into(), BasicCancelOptions::default())
         .await
         .expect("cancel-ok");
@@ -361,7 +376,9 @@ async fn prefetch_limits_unacked_deliveries_per_consumer() {
     let _second = next(&mut consumer, WAIT).await.expect("2nd");
     assert_quiet(&mut consumer, "a third delivery with prefetch 2").await;
     first.ack(BasicAckOptions::default()).await.unwrap();
-    let third = next(&mut consumer, WAIT).await.expect("one more after an ack");
+    let third = next(&mut consumer, WAIT)
+        .await
+        .expect("one more after an ack");
     assert_eq!(third.data, b"2");
     assert_quiet(&mut consumer, "more than one after one ack").await;
 }
@@ -399,23 +416,20 @@ async fn global_prefetch_is_shared_by_the_channel() {
     let mut a = consume(&ch, "ga", "", false).await;
     let mut b = consume(&ch, "gb", "", false).await;
     let mut got = Vec::new();
-    for _ in 0..2 {
-        while let Some(d) = next(&mut a, QUIET).await {
-            got.push(d);
-        }
-        while let Some(d) = next(&mut b, QUIET).await {
-            got.push(d);
-        }
+    for _ in 0..3 {
+        got.push(
+            next_of_either(&mut a, &mut b, WAIT)
+                .await
+                .expect("delivery"),
+        );
     }
-    assert_eq!(got.len(), 3, "channel-wide prefetch of 3");
+    assert!(
+        next_of_either(&mut a, &mut b, QUIET).await.is_none(),
+        "a fourth delivery with a channel-wide prefetch of 3"
+    );
     got[0].ack(BasicAckOptions::default()).await.unwrap();
-    let mut more = 0;
-    while next(&mut a, QUIET).await.is_some() {
-        more += 1;
-    }
-    while next(&mut b, QUIET).await.is_some() {
-        more += 1;
-    }
+    assert!(next_of_either(&mut a, &mut b, WAIT).await.is_some());
+    let more = 1 + usize::from(next_of_either(&mut a, &mut b, QUIET).await.is_some());
     assert_eq!(more, 1, "one ack frees one slot");
 }
 
@@ -658,4 +672,58 @@ async fn closing_a_channel_requeues_its_unacked_deliveries() {
     assert_eq!(await_message_count(&ch, "released", 3, WAIT).await, 3);
     let mut again = consume(&ch, "released", "", true).await;
     assert_eq!(strings(take(&mut again, 3, false).await), ["0", "1", "2"]);
+}
+
+#[tokio::test]
+async fn publishing_to_a_missing_exchange_closes_the_channel_with_not_found() {
+    let gw = Gateway::start();
+    let conn = connect(gw.amqp.unwrap()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let r = match ch
+        .basic_publish(
+            "no-such-exchange".into(),
+            "k".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+    {
+        Ok(confirm) => confirm.await,
+        Err(e) => Err(e),
+    };
+    assert_eq!(expect_code(r, "publish to a missing exchange"), 404);
+    assert!(conn.status().connected(), "only the channel closes");
+}
+
+/// RabbitMQ validates the user-id property: it must name the user the
+/// connection logged in as, or the channel is closed with 406.
+#[tokio::test]
+async fn user_id_other_than_the_logged_in_user_is_precondition_failed() {
+    let gw = Gateway::start();
+    let conn = connect(gw.amqp.unwrap()).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare_queue(&ch, "validated", FieldTable::default()).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let r = match ch
+        .basic_publish(
+            "".into(),
+            "validated".into(),
+            BasicPublishOptions::default(),
+            b"forged",
+            BasicProperties::default().with_user_id("mallory".into()),
+        )
+        .await
+    {
+        Ok(confirm) => confirm.await,
+        Err(e) => Err(e),
+    };
+    assert_eq!(expect_code(r, "publish with a forged user-id"), 406);
+    let other = conn.create_channel().await.unwrap();
+    assert_eq!(message_count(&other, "validated").await, 0);
 }

@@ -76,7 +76,10 @@ async fn full_reject_publish_queue_nacks_exactly_the_refused_messages() {
     ch.queue_purge("two-only".into(), QueuePurgeOptions::default())
         .await
         .unwrap();
-    let c = publish_confirmed(&ch, "two-only", b"fits").await.await.unwrap();
+    let c = publish_confirmed(&ch, "two-only", b"fits")
+        .await
+        .await
+        .unwrap();
     assert!(c.is_ack());
 }
 

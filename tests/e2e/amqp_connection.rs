@@ -1,7 +1,8 @@
 //! AMQP connections and channels through lapin: login (PLAIN, AMQPLAIN,
 //! anonymous), server properties, Tune (frame_max, channel_max, heartbeat),
-//! virtual hosts, closing in both directions, channel lifecycle, channel.flow
-//! and channel errors that must not spill over to other channels.
+//! virtual hosts, closing in both directions, channel lifecycle, channel.flow,
+//! channel errors that must not spill over to other channels, and
+//! connection.blocked / unblocked at the memory high-watermark.
 
 use std::time::Duration;
 
@@ -60,7 +61,10 @@ async fn amqplain_login_with_configured_user_succeeds() {
         "/",
         "auth_mechanism=amqplain",
     );
-    assert_eq!(expect_code(try_connect(&bad).await, "AMQPLAIN wrong password"), 403);
+    assert_eq!(
+        expect_code(try_connect(&bad).await, "AMQPLAIN wrong password"),
+        403
+    );
 }
 
 #[tokio::test]
@@ -151,7 +155,11 @@ async fn smaller_client_frame_max_splits_large_messages_byte_identical() {
     let gw = Gateway::start();
     let uri = uri_with(gw.amqp.unwrap(), None, "/", "frame_max=8192");
     let conn = try_connect(&uri).await.expect("connect");
-    assert_eq!(conn.configuration().frame_max(), 8192, "client's frame_max wins");
+    assert_eq!(
+        conn.configuration().frame_max(),
+        8192,
+        "client's frame_max wins"
+    );
     let ch = conn.create_channel().await.unwrap();
     declare_queue(&ch, "big", FieldTable::default()).await;
     let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -168,7 +176,11 @@ async fn channel_max_from_config_limits_open_channels() {
         .env("TETHER_AMQP__CHANNEL_MAX", "3")
         .start();
     let conn = connect(gw.amqp.unwrap()).await;
-    assert_eq!(conn.configuration().channel_max(), 3, "Tune offers channel_max");
+    assert_eq!(
+        conn.configuration().channel_max(),
+        3,
+        "Tune offers channel_max"
+    );
     let mut open = Vec::new();
     for i in 0..3 {
         open.push(
@@ -199,7 +211,10 @@ async fn client_channel_max_below_server_is_honoured() {
     assert_eq!(conn.configuration().channel_max(), 2);
     let a = conn.create_channel().await.expect("channel 1");
     let b = conn.create_channel().await.expect("channel 2");
-    assert!(conn.create_channel().await.is_err(), "third channel refused");
+    assert!(
+        conn.create_channel().await.is_err(),
+        "third channel refused"
+    );
     declare_queue(&a, "cm-a", FieldTable::default()).await;
     declare_queue(&b, "cm-b", FieldTable::default()).await;
 }
@@ -220,10 +235,7 @@ async fn second_vhost_is_a_separate_namespace() {
     let och = other.create_channel().await.unwrap();
     declare_queue(&och, "shared-name", FieldTable::default()).await;
     publish(&och, "", "shared-name", b"in other").await;
-    assert_eq!(
-        await_message_count(&och, "shared-name", 1, WAIT).await,
-        1
-    );
+    assert_eq!(await_message_count(&och, "shared-name", 1, WAIT).await, 1);
 
     let root = connect(gw.amqp.unwrap()).await;
     assert!(
@@ -234,9 +246,13 @@ async fn second_vhost_is_a_separate_namespace() {
     let q = declare_queue(&rch, "shared-name", FieldTable::default()).await;
     assert_eq!(q.message_count(), 0, "/ has its own, empty queue");
     publish(&rch, "", "shared-name", b"in root").await;
-    let got = get_within(&rch, "shared-name", WAIT).await.expect("root message");
+    let got = get_within(&rch, "shared-name", WAIT)
+        .await
+        .expect("root message");
     assert_eq!(got.delivery.data, b"in root");
-    let got = get_within(&och, "shared-name", WAIT).await.expect("other message");
+    let got = get_within(&och, "shared-name", WAIT)
+        .await
+        .expect("other message");
     assert_eq!(got.delivery.data, b"in other");
 }
 
@@ -256,7 +272,11 @@ async fn idle_connection_survives_several_heartbeat_periods() {
         .env("TETHER_AMQP__HEARTBEAT", "1s")
         .start();
     let (conn, ch) = channel(gw.amqp.unwrap()).await;
-    assert_eq!(conn.configuration().heartbeat(), 1, "server's heartbeat taken");
+    assert_eq!(
+        conn.configuration().heartbeat(),
+        1,
+        "server's heartbeat taken"
+    );
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(conn.status().connected(), "connection dropped while idle");
     declare_queue(&ch, "after-idle", FieldTable::default()).await;
@@ -338,7 +358,10 @@ async fn channels_open_and_close_independently() {
         "a closed channel refuses methods"
     );
     declare_queue(&b, "b-works", FieldTable::default()).await;
-    let c = conn.create_channel().await.expect("a new channel after a close");
+    let c = conn
+        .create_channel()
+        .await
+        .expect("a new channel after a close");
     declare_queue(&c, "c-works", FieldTable::default()).await;
 }
 
@@ -361,7 +384,9 @@ async fn channel_flow_pauses_and_resumes_deliveries() {
         .await
         .expect("flow-ok");
     assert!(active);
-    let d = next(&mut consumer, WAIT).await.expect("delivery after flow on");
+    let d = next(&mut consumer, WAIT)
+        .await
+        .expect("delivery after flow on");
     assert_eq!(d.data, b"held back");
 }
 
@@ -386,7 +411,7 @@ async fn channel_error_closes_only_that_channel() {
         .await;
     assert_eq!(expect_code(r, "passive declare of a missing queue"), 404);
     assert!(
-        await_bool(WAIT, false, || async { bad.status().connected() }).await == false,
+        !await_bool(WAIT, false, || async { bad.status().connected() }).await,
         "the failed channel is closed"
     );
 
@@ -407,24 +432,31 @@ async fn channel_error_closes_only_that_channel() {
 }
 
 // ----- connection.blocked --------------------------------------------------
+//
+// lapin stops writing anything on a connection once it has received
+// connection.blocked (publishes, acks, channel opens, heartbeats) until
+// connection.unblocked arrives. RabbitMQ blocks only connections that publish
+// while a resource alarm is in effect, pauses their heartbeat monitor, and
+// unblocks every blocked connection as soon as the alarm clears.
 
-/// A gateway that blocks publishers above 16 KiB of queued messages.
+/// Bytes of queued messages above which the test gateways block publishers.
+const WATERMARK: &str = "16384";
+
+/// A gateway that blocks publishers above [`WATERMARK`] bytes of queued messages.
 fn low_watermark_gateway(heartbeat: &str) -> Gateway {
     Gateway::builder()
-        .env("TETHER_LIMITS__MEMORY_HIGH_WATERMARK", "16384")
+        .env("TETHER_LIMITS__MEMORY_HIGH_WATERMARK", WATERMARK)
         .env("TETHER_AMQP__HEARTBEAT", heartbeat)
         .start()
 }
 
-/// Publishes 1 KiB messages to `queue` until `conn` is blocked; returns how
-/// many publishes were handed to lapin. Once blocked lapin stops writing, so
-/// a publish may never complete: each is given a short time only.
+/// Publishes 1 KiB messages to `queue` one at a time, pausing after each
+/// until connection.blocked had time to arrive, and stops as soon as `conn`
+/// is blocked: nothing more is sent, so the gateway holds no publish.
+/// Returns how many were published.
 async fn publish_until_blocked(conn: &Connection, ch: &Channel, queue: &str) -> usize {
     let body = [7u8; 1024];
-    for i in 0..200 {
-        if conn.status().blocked() {
-            return i;
-        }
+    for i in 1..=200 {
         let send = ch.basic_publish(
             "".into(),
             queue.into(),
@@ -432,11 +464,16 @@ async fn publish_until_blocked(conn: &Connection, ch: &Channel, queue: &str) -> 
             &body,
             BasicProperties::default(),
         );
-        if tokio::time::timeout(Duration::from_millis(200), send)
+        tokio::time::timeout(WAIT, send)
             .await
-            .is_err()
+            .unwrap_or_else(|_| panic!("publish {i} never left the client"))
+            .expect("publish");
+        if await_bool(Duration::from_millis(50), true, || async {
+            conn.status().blocked()
+        })
+        .await
         {
-            return i + 1;
+            return i;
         }
     }
     panic!("200 KiB published without connection.blocked");
@@ -460,79 +497,131 @@ async fn await_event(
     .unwrap_or(false)
 }
 
+fn is_blocked(e: &lapin::Event) -> bool {
+    matches!(e, lapin::Event::ConnectionBlocked(_))
+}
+
+fn is_unblocked(e: &lapin::Event) -> bool {
+    matches!(e, lapin::Event::ConnectionUnblocked)
+}
+
+/// A publisher connection with an events stream and a channel on which
+/// queue `pressure` is declared.
+async fn publisher(
+    gw: &Gateway,
+) -> (
+    Connection,
+    std::pin::Pin<Box<dyn futures_lite::Stream<Item = lapin::Event> + Send>>,
+    Channel,
+) {
+    let conn = connect(gw.amqp.unwrap()).await;
+    let events = Box::pin(conn.events_listener());
+    let ch = conn.create_channel().await.unwrap();
+    declare_queue(&ch, "pressure", FieldTable::default()).await;
+    (conn, events, ch)
+}
+
+#[tokio::test]
+async fn publisher_receives_connection_blocked_above_the_high_watermark() {
+    let gw = low_watermark_gateway("60s");
+    let (conn, mut events, ch) = publisher(&gw).await;
+    let n = publish_until_blocked(&conn, &ch, "pressure").await;
+    assert!(
+        (14..=20).contains(&n),
+        "blocked after {n} KiB with a 16 KiB watermark"
+    );
+    assert!(
+        await_event(&mut events, WAIT, is_blocked).await,
+        "no connection.blocked event"
+    );
+    assert!(conn.status().connected());
+}
+
 #[tokio::test]
 async fn connection_blocked_stalls_publisher_until_queue_drains() {
     let gw = low_watermark_gateway("60s");
-    let publisher = connect(gw.amqp.unwrap()).await;
-    let mut events = Box::pin(publisher.events_listener());
-    let pch = publisher.create_channel().await.unwrap();
-    declare_queue(&pch, "pressure", FieldTable::default()).await;
-    publish_until_blocked(&publisher, &pch, "pressure").await;
-    assert!(
-        await_event(&mut events, WAIT, |e| matches!(
-            e,
-            lapin::Event::ConnectionBlocked(_)
-        ))
-        .await,
-        "no connection.blocked event"
-    );
-    assert!(publisher.status().blocked());
+    // The observer connects and subscribes to a probe queue before the alarm.
+    let (_o, och) = channel(gw.amqp.unwrap()).await;
+    declare_queue(&och, "probe", FieldTable::default()).await;
+    let mut probe = consume(&och, "probe", "", true).await;
+    let (conn, mut events, pch) = publisher(&gw).await;
+    publish_until_blocked(&conn, &pch, "pressure").await;
+    assert!(await_event(&mut events, WAIT, is_blocked).await);
 
     // Publishing stalls while blocked; the connection stays open.
-    let (_o, och) = channel(gw.amqp.unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let queued = message_count(&och, "pressure").await;
-    assert!(queued >= 16, "only {queued} messages queued before blocking");
     let stalled = tokio::spawn({
         let pch = pch.clone();
-        async move {
-            pch.basic_publish(
-                "".into(),
-                "pressure".into(),
-                BasicPublishOptions::default(),
-                b"after unblock",
-                BasicProperties::default(),
-            )
-            .await
-        }
+        async move { publish(&pch, "", "probe", b"stalled").await }
     });
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(
-        message_count(&och, "pressure").await,
-        queued,
-        "a publish got through while blocked"
-    );
-    assert!(publisher.status().connected(), "blocked connection closed");
+    assert_quiet(&mut probe, "a publish while blocked").await;
+    assert!(conn.status().connected(), "blocked connection closed");
+    assert!(conn.status().blocked());
 
-    // A consumer drains the queue: the publisher is unblocked and its
-    // stalled message arrives.
-    let mut consumer = consume(&och, "pressure", "", true).await;
+    // A consumer drains the queue: the publisher is unblocked at once (it
+    // has nothing in flight: lapin holds the stalled publish itself) and the
+    // stalled message goes through.
+    let mut drain = consume(&och, "pressure", "", true).await;
+    let drained = take(&mut drain, 10, false).await;
+    assert_eq!(drained.len(), 10);
     assert!(
-        await_event(&mut events, WAIT, |e| matches!(
-            e,
-            lapin::Event::ConnectionUnblocked
-        ))
-        .await,
+        await_event(&mut events, WAIT, is_unblocked).await,
         "no connection.unblocked after the queue drained"
     );
-    assert!(!publisher.status().blocked());
     tokio::time::timeout(WAIT, stalled)
         .await
         .expect("stalled publish completes after unblock")
-        .unwrap()
-        .expect("publish");
-    let found = tokio::time::timeout(WAIT, async {
-        while let Some(d) = next(&mut consumer, WAIT).await {
-            if d.data == b"after unblock" {
-                return true;
-            }
-        }
-        false
-    })
+        .unwrap();
+    assert_eq!(
+        next(&mut probe, WAIT).await.expect("stalled message").data,
+        b"stalled"
+    );
+    assert!(conn.status().connected());
+}
+
+/// RabbitMQ blocks only connections that publish during an alarm: a client
+/// that connects to consume must be able to open a channel, consume and ack,
+/// which is how the queue drains and the alarm clears.
+#[tokio::test]
+async fn consuming_connections_are_not_blocked() {
+    let gw = low_watermark_gateway("60s");
+    let (conn, mut events, pch) = publisher(&gw).await;
+    publish_until_blocked(&conn, &pch, "pressure").await;
+    assert!(await_event(&mut events, WAIT, is_blocked).await);
+
+    let consumer_conn = connect(gw.amqp.unwrap()).await;
+    let ch = tokio::time::timeout(WAIT, consumer_conn.create_channel())
+        .await
+        .expect("channel.open-ok while publishers are blocked")
+        .expect("channel");
+    let mut consumer = tokio::time::timeout(
+        WAIT,
+        ch.basic_consume(
+            "pressure".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
     .await
-    .unwrap_or(false);
-    assert!(found, "the stalled message never arrived");
-    assert!(publisher.status().connected());
+    .expect("consume-ok while publishers are blocked")
+    .expect("consume");
+    for i in 0..10 {
+        let d = next(&mut consumer, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("delivery {i}"));
+        tokio::time::timeout(WAIT, d.ack(BasicAckOptions::default()))
+            .await
+            .unwrap_or_else(|_| panic!("ack {i} was not sent: consumer connection blocked"))
+            .expect("ack");
+    }
+    assert!(
+        !consumer_conn.status().blocked(),
+        "a connection that never published was blocked"
+    );
+    assert!(
+        await_event(&mut events, WAIT, is_unblocked).await,
+        "publisher not unblocked after acks drained the queue"
+    );
 }
 
 /// A blocked lapin connection sends nothing, not even heartbeats; RabbitMQ
@@ -540,25 +629,22 @@ async fn connection_blocked_stalls_publisher_until_queue_drains() {
 #[tokio::test]
 async fn blocked_connection_is_not_closed_for_missed_heartbeats() {
     let gw = low_watermark_gateway("1s");
-    let publisher = connect(gw.amqp.unwrap()).await;
-    assert_eq!(publisher.configuration().heartbeat(), 1);
-    let pch = publisher.create_channel().await.unwrap();
-    declare_queue(&pch, "pressure", FieldTable::default()).await;
-    publish_until_blocked(&publisher, &pch, "pressure").await;
-    assert!(await_bool(WAIT, true, || async { publisher.status().blocked() }).await);
+    let (_o, och) = channel(gw.amqp.unwrap()).await;
+    let (conn, mut events, pch) = publisher(&gw).await;
+    assert_eq!(conn.configuration().heartbeat(), 1);
+    publish_until_blocked(&conn, &pch, "pressure").await;
+    assert!(await_event(&mut events, WAIT, is_blocked).await);
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(
-        publisher.status().connected(),
-        "blocked connection was closed; gateway log:\n{}",
-        gw.log().text()
+        conn.status().connected(),
+        "blocked connection was closed after {}",
+        if gw.log().text().contains("missed heartbeats") {
+            "\"missed heartbeats\""
+        } else {
+            "an unknown reason"
+        }
     );
-    let (_o, och) = channel(gw.amqp.unwrap()).await;
-    och.queue_purge("pressure".into(), QueuePurgeOptions::default())
-        .await
-        .unwrap();
-    assert!(
-        !await_bool(WAIT, false, || async { publisher.status().blocked() }).await,
-        "still blocked after the queue was purged"
-    );
-    declare_queue(&pch, "after-unblock", FieldTable::default()).await;
+    let mut drain = consume(&och, "pressure", "", true).await;
+    take(&mut drain, 10, false).await;
+    assert!(await_event(&mut events, WAIT, is_unblocked).await);
 }

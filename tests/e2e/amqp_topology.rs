@@ -394,7 +394,13 @@ async fn topic_exchange_routes_on_patterns() {
     bind(&ch, "t-star", "t", "stock.*.nyse", FieldTable::default()).await;
     bind(&ch, "t-hash", "t", "stock.#", FieldTable::default()).await;
     bind(&ch, "t-all", "t", "#", FieldTable::default()).await;
-    for key in ["stock.ibm.nyse", "stock.ibm", "stock", "stock.a.b.nyse", "bond.x"] {
+    for key in [
+        "stock.ibm.nyse",
+        "stock.ibm",
+        "stock",
+        "stock.a.b.nyse",
+        "bond.x",
+    ] {
         publish(&ch, "t", key, key.as_bytes()).await;
     }
     assert_eq!(await_message_count(&ch, "t-all", 5, WAIT).await, 5);
@@ -595,12 +601,12 @@ async fn declare_ok_reports_message_and_consumer_counts() {
     let _a = consume(&ch2, "counted", "a", false).await;
     ch2.basic_qos(1, BasicQosOptions::default()).await.unwrap();
     let _b = consume(&ch2, "counted", "b", false).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first consumer has no prefetch limit and takes everything.
+    assert_eq!(await_message_count(&ch, "counted", 0, WAIT).await, 0);
     let q = try_declare_queue(&ch, "counted", passive(), FieldTable::default())
         .await
         .expect("passive");
     assert_eq!(q.consumer_count(), 2);
-    // The first consumer has no prefetch limit and took everything.
     assert_eq!(q.message_count(), 0, "ready messages only");
     let q = declare_queue(&ch, "counted", FieldTable::default()).await;
     assert_eq!(q.consumer_count(), 2, "non-passive redeclare reports too");
@@ -645,7 +651,10 @@ async fn durable_queue_redeclared_transient_is_precondition_failed() {
         FieldTable::default(),
     )
     .await;
-    assert_eq!(expect_code(r, "transient redeclare of a durable queue"), 406);
+    assert_eq!(
+        expect_code(r, "transient redeclare of a durable queue"),
+        406
+    );
 }
 
 #[tokio::test]
@@ -666,7 +675,10 @@ async fn exclusive_queue_is_locked_to_its_connection() {
     let other = connect(gw.amqp.unwrap()).await;
     let ch = other.create_channel().await.unwrap();
     let r = try_declare_queue(&ch, "mine", passive(), FieldTable::default()).await;
-    assert_eq!(expect_code(r, "passive declare from another connection"), 405);
+    assert_eq!(
+        expect_code(r, "passive declare from another connection"),
+        405
+    );
     let ch = other.create_channel().await.unwrap();
     let r = ch
         .basic_consume(
@@ -924,8 +936,22 @@ async fn message_ttl_expires_messages() {
         table(&[("x-message-ttl", AMQPValue::LongInt(100))]),
     )
     .await;
-    publish(&ch, "", "ttl", b"short-lived").await;
-    assert_eq!(await_message_count(&ch, "ttl", 1, WAIT).await, 1);
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            "ttl".into(),
+            BasicPublishOptions::default(),
+            b"short-lived",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "the queue accepted the message");
     assert_eq!(
         await_message_count(&ch, "ttl", 0, WAIT).await,
         0,
@@ -984,7 +1010,6 @@ async fn per_message_expiration_expires_only_that_message() {
     )
     .await;
     publish(&ch, "", "exp", b"stays").await;
-    assert_eq!(await_message_count(&ch, "exp", 2, WAIT).await, 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(drain(&ch, "exp").await, [b"stays"]);
 }
@@ -1208,7 +1233,12 @@ async fn reject_publish_dlx_nacks_and_dead_letters() {
             .unwrap()
             .await
             .unwrap();
-        assert_eq!(c.is_ack(), ack, "confirm for {:?}", String::from_utf8_lossy(body));
+        assert_eq!(
+            c.is_ack(),
+            ack,
+            "confirm for {:?}",
+            String::from_utf8_lossy(body)
+        );
     }
     let got = get_within(&ch, "dlq", WAIT).await.expect("dead letter");
     assert_eq!(got.delivery.data, b"refused");
@@ -1246,13 +1276,18 @@ async fn rejected_message_is_dead_lettered_with_x_death_like_rabbitmq() {
         .await
         .unwrap();
 
-    let got = get_within(&ch, "graveyard", WAIT).await.expect("dead letter");
+    let got = get_within(&ch, "graveyard", WAIT)
+        .await
+        .expect("dead letter");
     let dl = &got.delivery;
     assert_eq!(dl.data, b"payload");
     assert_eq!(dl.exchange.as_str(), "dead-x");
     assert_eq!(dl.routing_key.as_str(), "dead");
     let p = &dl.properties;
-    assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("text/plain"));
+    assert_eq!(
+        p.content_type().as_ref().map(|s| s.as_str()),
+        Some("text/plain")
+    );
     assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
     assert_eq!(text(header(p, "tenant")), "acme");
 
@@ -1337,8 +1372,14 @@ async fn repeated_dead_lettering_counts_per_queue_and_reason() {
     assert_eq!(text(older.get("queue")), "retry-work");
     assert_eq!(text(older.get("reason")), "rejected");
     assert_eq!(older.get("count"), Some(&AMQPValue::LongLongInt(2)));
-    assert_eq!(text(header(&d.properties, "x-first-death-queue")), "retry-work");
-    assert_eq!(text(header(&d.properties, "x-first-death-reason")), "rejected");
+    assert_eq!(
+        text(header(&d.properties, "x-first-death-queue")),
+        "retry-work"
+    );
+    assert_eq!(
+        text(header(&d.properties, "x-first-death-reason")),
+        "rejected"
+    );
 }
 
 #[tokio::test]
@@ -1351,7 +1392,13 @@ async fn max_priority_delivers_higher_priority_first() {
         table(&[("x-max-priority", AMQPValue::ShortShortUInt(10))]),
     )
     .await;
-    for (body, p) in [("low", 1u8), ("high", 9), ("mid", 5), ("none", 0), ("high2", 9)] {
+    for (body, p) in [
+        ("low", 1u8),
+        ("high", 9),
+        ("mid", 5),
+        ("none", 0),
+        ("high2", 9),
+    ] {
         publish_with(
             &ch,
             "",
@@ -1384,10 +1431,7 @@ async fn single_active_consumer_gets_everything_until_it_cancels() {
     for i in 0..4u8 {
         publish(&ch, "", "sac", &[b'a' + i]).await;
     }
-    assert_eq!(
-        take(&mut first, 4, false).await,
-        [b"a", b"b", b"c", b"d"]
-    );
+    assert_eq!(take(&mut first, 4, false).await, [b"a", b"b", b"c", b"d"]);
     assert_quiet(&mut second, "the waiting consumer").await;
     ch.basic_cancel(first.tag(), BasicCancelOptions::default())
         .await
@@ -1469,4 +1513,115 @@ async fn delivery_limit_dead_letters_with_reason_delivery_limit() {
     let deaths = x_death(&got.delivery.properties);
     assert_eq!(text(deaths[0].inner().get("reason")), "delivery_limit");
     assert_eq!(text(deaths[0].inner().get("queue")), "limited");
+}
+
+/// RabbitMQ changes only the headers (and drops `expiration`) of a message it
+/// dead-letters; every other property stays as published, absent ones included.
+#[tokio::test]
+async fn dead_lettered_message_keeps_its_other_properties_unchanged() {
+    let gw = Gateway::start();
+    let (_c, ch) = channel(gw.amqp.unwrap()).await;
+    dead_letter_sink(&ch).await;
+    declare_queue(
+        &ch,
+        "keeps-props",
+        table(&[("x-dead-letter-exchange", long_str("dlx"))]),
+    )
+    .await;
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_correlation_id("c-9".into())
+        .with_reply_to("answers".into())
+        .with_app_id("billing".into())
+        .with_headers(table(&[("tenant", long_str("acme"))]));
+    publish_with(&ch, "", "keeps-props", b"{}", props.clone()).await;
+    let mut consumer = consume(&ch, "keeps-props", "", false).await;
+    let d = next(&mut consumer, WAIT).await.expect("delivery");
+    d.reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    let got = get_within(&ch, "dlq", WAIT).await.expect("dead letter");
+    let p = got.delivery.properties;
+    assert_eq!(text(header(&p, "tenant")), "acme");
+    assert_eq!(p.content_type(), props.content_type());
+    assert_eq!(p.correlation_id(), props.correlation_id());
+    assert_eq!(p.reply_to(), props.reply_to());
+    assert_eq!(p.app_id(), props.app_id());
+    assert_eq!(
+        p.delivery_mode(),
+        &None,
+        "delivery-mode was not set by the publisher"
+    );
+    let without_headers = p.clone().with_headers(props.headers().clone().unwrap());
+    assert_eq!(
+        without_headers, props,
+        "properties other than headers changed"
+    );
+}
+
+#[tokio::test]
+async fn mandatory_message_taken_by_alternate_exchange_is_not_returned() {
+    let gw = Gateway::start();
+    let (_c, ch) = channel(gw.amqp.unwrap()).await;
+    declare_exchange(&ch, "ae2", ExchangeKind::Fanout).await;
+    declare_queue(&ch, "caught", FieldTable::default()).await;
+    bind(&ch, "caught", "ae2", "", FieldTable::default()).await;
+    ch.exchange_declare(
+        "with-ae".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        table(&[("alternate-exchange", long_str("ae2"))]),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let c = ch
+        .basic_publish(
+            "with-ae".into(),
+            "nobody".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"caught",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(c, lapin::Confirmation::Ack(None));
+    assert_eq!(await_message_count(&ch, "caught", 1, WAIT).await, 1);
+}
+
+/// RabbitMQ compares `alternate-exchange` when an exchange is redeclared.
+#[tokio::test]
+async fn redeclaring_exchange_with_other_alternate_exchange_is_precondition_failed() {
+    let gw = Gateway::start();
+    let (_c, ch) = channel(gw.amqp.unwrap()).await;
+    declare_exchange(&ch, "ae-a", ExchangeKind::Fanout).await;
+    declare_exchange(&ch, "ae-b", ExchangeKind::Fanout).await;
+    let declare = |ae: &'static str| {
+        let ch = ch.clone();
+        async move {
+            ch.exchange_declare(
+                "with-alt".into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                table(&[("alternate-exchange", long_str(ae))]),
+            )
+            .await
+        }
+    };
+    declare("ae-a").await.expect("first declare");
+    declare("ae-a").await.expect("equivalent redeclare");
+    assert_eq!(
+        expect_code(
+            declare("ae-b").await,
+            "redeclare with another alternate-exchange"
+        ),
+        406
+    );
 }

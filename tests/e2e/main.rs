@@ -2,8 +2,8 @@
 
 mod amqp_basic;
 mod amqp_basic_ops;
-mod amqp_connection;
 mod amqp_confirms_tx;
+mod amqp_connection;
 mod amqp_malformed;
 mod amqp_pika;
 mod amqp_topology;

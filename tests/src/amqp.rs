@@ -76,9 +76,12 @@ pub fn uri_with(
 
 /// Connects to `uri`, returning lapin's answer (panics only on a timeout).
 pub async fn try_connect(uri: &str) -> lapin::Result<Connection> {
-    tokio::time::timeout(WAIT, Connection::connect(uri, ConnectionProperties::default()))
-        .await
-        .unwrap_or_else(|_| panic!("connecting to {uri} timed out"))
+    tokio::time::timeout(
+        WAIT,
+        Connection::connect(uri, ConnectionProperties::default()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("connecting to {uri} timed out"))
 }
 
 /// The AMQP reply code carried by a lapin error (channel or connection close).
