@@ -488,11 +488,18 @@ impl VHost {
         }
     }
 
-    /// Publishes a dead-lettered copy to `exchange` (`""`: the default exchange).
-    /// Dead letters that route nowhere are dropped, as in RabbitMQ.
-    pub fn publish_dead_letter(&self, exchange: &str, msg: &SharedMessage, from_queue: &str) {
+    /// Publishes a dead-lettered copy to `exchange` (`""`: the default exchange,
+    /// to `queue` if given, else to the queue named by the routing key). Dead
+    /// letters that route nowhere are dropped, as in RabbitMQ.
+    pub fn publish_dead_letter(
+        &self,
+        exchange: &str,
+        msg: &SharedMessage,
+        from_queue: &str,
+        queue: Option<&str>,
+    ) {
         let outcome = if exchange.is_empty() {
-            self.publish_default(&msg.routing_key, msg)
+            self.publish_default(queue.unwrap_or(&msg.routing_key), msg)
         } else {
             match self.exchange(exchange) {
                 Some(ex) => self.publish(&ex, msg, &mut RouteScratch::default()),
@@ -731,5 +738,46 @@ mod tests {
                 .reply_code(),
             403
         );
+    }
+    #[test]
+    fn redrive_moves_a_message_received_too_often() {
+        let v = vhost();
+        let (dlq, _) = v
+            .declare_queue("orders-dlq", QueueOptions::default(), None)
+            .unwrap();
+        let opts = QueueOptions {
+            settings: crate::core::queue::LiveSettings {
+                redrive: Some(crate::core::queue::Redrive {
+                    max_receive_count: 2,
+                    target: "orders-dlq".into(),
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (q, _) = v.declare_queue("orders", opts, None).unwrap();
+        let original = msg("orders");
+        q.send(&original, &Default::default());
+        for _ in 0..2 {
+            let d = take_one(
+                &q,
+                PullMode::Receive {
+                    visibility: std::time::Duration::ZERO,
+                },
+            )
+            .expect("received");
+            q.change_visibility(d.tag.unwrap(), std::time::Duration::ZERO);
+        }
+        assert!(
+            take_one(
+                &q,
+                PullMode::Receive {
+                    visibility: std::time::Duration::ZERO
+                }
+            )
+            .is_none()
+        );
+        let moved = take_one(&dlq, PullMode::NoAck).expect("in the dead-letter queue");
+        assert!(Arc::ptr_eq(&moved.msg, &original), "moved unchanged");
     }
 }
