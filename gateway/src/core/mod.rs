@@ -17,6 +17,7 @@ pub mod message;
 pub mod props;
 pub mod queue;
 pub mod retained;
+pub mod rules;
 pub mod scheduler;
 pub mod session;
 pub mod topic_trie;
