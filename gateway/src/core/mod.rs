@@ -51,6 +51,8 @@ pub struct Core {
     pub memory: Arc<MemoryGauge>,
     /// Message id allocator.
     pub ids: MessageIds,
+    /// Topic rules applied to MQTT publishes.
+    pub rules: rules::RuleEngine,
 }
 
 impl Core {
@@ -94,6 +96,7 @@ impl Core {
             auth: Arc::new(Authenticator::new(&config.auth)),
             memory,
             ids: MessageIds::default(),
+            rules: rules::RuleEngine::new(&config.rules),
         })
     }
 }

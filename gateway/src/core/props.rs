@@ -99,6 +99,12 @@ pub struct MessageProperties {
     pub group_id: Option<ByteStr>,
     /// SQS FIFO deduplication id.
     pub dedup_id: Option<ByteStr>,
+    /// The queue this message was moved from by an SQS redrive policy.
+    pub dead_letter_source: Option<ByteStr>,
+    /// SNS Subject.
+    pub subject: Option<ByteStr>,
+    /// SNS MessageStructure `json`: the body holds one message per protocol.
+    pub per_protocol: bool,
     mqtt_user_properties: OnceLock<Bytes>,
     amqp_raw: OnceLock<Bytes>,
 }
@@ -115,6 +121,9 @@ impl Clone for MessageProperties {
             attributes: self.attributes.clone(),
             group_id: self.group_id.clone(),
             dedup_id: self.dedup_id.clone(),
+            dead_letter_source: self.dead_letter_source.clone(),
+            subject: self.subject.clone(),
+            per_protocol: self.per_protocol,
             mqtt_user_properties: OnceLock::new(),
             amqp_raw: OnceLock::new(),
         }

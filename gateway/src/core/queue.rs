@@ -477,6 +477,9 @@ type Dead = SmallVec<[(Entry, DeathReason); 2]>;
 #[derive(Debug)]
 pub struct Queue {
     name: ByteStr,
+    /// Random identity of this incarnation (receipt handles of a deleted and
+    /// recreated queue of the same name are invalid).
+    uid: u64,
     options: QueueOptions,
     /// The connection owning an exclusive queue.
     owner: Option<u64>,
@@ -505,6 +508,7 @@ impl Queue {
         let levels = options.max_priority.map_or(1, |m| usize::from(m) + 1);
         let q = Arc::new_cyclic(|me| Queue {
             name,
+            uid: rand::random(),
             owner,
             me: me.clone(),
             state: Mutex::new(State {
@@ -547,6 +551,11 @@ impl Queue {
     /// The queue's name.
     pub fn name(&self) -> &ByteStr {
         &self.name
+    }
+
+    /// This incarnation's random identity.
+    pub fn uid(&self) -> u64 {
+        self.uid
     }
 
     /// The options it was declared with.
@@ -1389,7 +1398,8 @@ impl Queue {
                 // SQS redrive: the same message (id, attributes, timestamps)
                 // moves to the dead-letter queue.
                 if let Some(r) = &redrive {
-                    vhost.publish_dead_letter("", &entry.msg, &self.name, Some(&r.target));
+                    let moved_msg = with_dead_letter_source(&entry.msg, &self.name);
+                    vhost.publish_dead_letter("", &moved_msg, &self.name, Some(&r.target));
                     moved += 1;
                 }
                 continue;
@@ -1440,6 +1450,16 @@ fn entry_copy(e: &Entry) -> Entry {
         drop_at: e.drop_at,
         level: e.level,
     }
+}
+
+/// The message as moved by a redrive policy: the same id, body and attributes,
+/// remembering which queue it came from (SQS DeadLetterQueueSourceArn).
+fn with_dead_letter_source(msg: &SharedMessage, queue: &ByteStr) -> SharedMessage {
+    let mut moved = (**msg).clone();
+    let mut props = moved.props.take().map(|p| *p).unwrap_or_default();
+    props.dead_letter_source = Some(queue.clone());
+    moved.props = Some(Box::new(props));
+    Arc::new(moved)
 }
 
 /// Removes a lease, with its deadline and FIFO group lock.

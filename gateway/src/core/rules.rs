@@ -787,3 +787,111 @@ mod tests {
         assert_eq!(substitute("alerts/${topic(2)}/${clientid()}", &ctx("sensors/42/t")), "alerts/42/dev-1");
     }
 }
+
+/// Origin id of messages republished by rules.
+pub const RULE_ORIGIN: u64 = u64::MAX - 1;
+
+/// The configured rules, applied to MQTT publishes.
+#[derive(Debug, Default)]
+pub struct RuleEngine {
+    rules: Vec<Rule>,
+}
+
+impl RuleEngine {
+    /// Compiles the configured rules (already validated with the configuration).
+    pub fn new(configs: &[RuleConfig]) -> Self {
+        let rules = configs
+            .iter()
+            .filter_map(|c| match Rule::compile(c) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(rule = %c.name, error = %e, "rule skipped");
+                    None
+                }
+            })
+            .collect();
+        RuleEngine { rules }
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Evaluates every rule whose filter matches `msg`'s topic and publishes
+    /// the results to the rule's actions. Payloads that are not JSON objects
+    /// are skipped; rules never see messages republished by rules.
+    pub fn apply(&self, core: &super::Core, msg: &super::message::Message, client_id: &str) {
+        use super::message::{KeyForm, Message, MessageProperties, now_ms};
+        use std::sync::Arc;
+        if self.rules.is_empty() || msg.key_form != KeyForm::Mqtt || msg.origin == RULE_ORIGIN {
+            return;
+        }
+        let mut doc: Option<Option<Value>> = None;
+        for rule in self.rules.iter().filter(|r| r.matches_topic(&msg.routing_key)) {
+            let parsed = doc.get_or_insert_with(|| serde_json::from_slice::<Value>(&msg.payload).ok());
+            let Some(payload) = parsed.as_ref() else { continue };
+            let ctx = Context {
+                topic: &msg.routing_key,
+                client_id,
+                timestamp_ms: msg.published_at_ms,
+            };
+            let Some(result) = rule.evaluate(payload, &ctx) else { continue };
+            let body = bytes::Bytes::from(result.to_string());
+            for action in &rule.actions {
+                let vhost = &core.vhost;
+                let base = |key: &str, form: KeyForm, exchange: &'static str| Message {
+                    id: core.ids.next(),
+                    routing_key: key.into(),
+                    key_form: form,
+                    exchange: super::bytestr::ByteStr::from_static(exchange),
+                    payload: body.clone(),
+                    qos: msg.qos.max(1),
+                    retain: false,
+                    persistent: true,
+                    priority: 0,
+                    published_at_ms: now_ms(),
+                    expires_at: None,
+                    origin: RULE_ORIGIN,
+                    props: Some(Box::new(MessageProperties::from_mqtt(
+                        Some("application/json".into()),
+                        true,
+                        None,
+                        None,
+                        bytes::Bytes::new(),
+                    ))),
+                };
+                match action {
+                    RuleActionConfig::Sqs { queue } => match vhost.queue(queue) {
+                        Some(q) => {
+                            q.send(&Arc::new(base(queue, KeyForm::Amqp, "")), &Default::default());
+                        }
+                        None => tracing::warn!(rule = %rule.name, queue, "rule target queue does not exist"),
+                    },
+                    RuleActionConfig::Sns { topic } => match vhost.exchange(topic) {
+                        Some(ex) => {
+                            let mut m = base(topic, KeyForm::Amqp, "");
+                            m.exchange = ex.name().clone();
+                            vhost.publish(&ex, &Arc::new(m), &mut Default::default());
+                        }
+                        None => tracing::warn!(rule = %rule.name, topic, "rule target topic does not exist"),
+                    },
+                    RuleActionConfig::Republish { topic } => {
+                        let target = substitute(topic, &ctx);
+                        if tether_protocols::topic::validate_topic_name(&target).is_err() {
+                            tracing::warn!(rule = %rule.name, topic = target, "rule republish topic is invalid");
+                            continue;
+                        }
+                        let m = Arc::new(base(&target, KeyForm::Mqtt, "amq.topic"));
+                        vhost.publish(vhost.amq_topic(), &m, &mut Default::default());
+                    }
+                }
+            }
+        }
+    }
+}

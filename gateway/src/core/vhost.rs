@@ -361,12 +361,40 @@ impl VHost {
             key_form,
             options,
             args: args.map(Arc::new),
+            hook: None,
         });
         if fresh {
             queue.bound_from.lock().push(BoundFrom {
                 exchange: Arc::downgrade(exchange),
                 key: key.into(),
                 key_form,
+            });
+        }
+        fresh
+    }
+
+    /// Binds `queue` to `exchange` with a hook that filters and transforms what
+    /// passes (SNS subscriptions).
+    pub fn bind_queue_hooked(
+        &self,
+        exchange: &Arc<Exchange>,
+        queue: &Arc<Queue>,
+        key: &str,
+        hook: Arc<dyn super::exchange::BindingHook>,
+    ) -> bool {
+        let fresh = exchange.bind(Binding {
+            destination: Destination::Queue(queue.clone()),
+            key: key.into(),
+            key_form: KeyForm::Amqp,
+            options: BindingOptions::plain(),
+            args: None,
+            hook: Some(hook),
+        });
+        if fresh {
+            queue.bound_from.lock().push(BoundFrom {
+                exchange: Arc::downgrade(exchange),
+                key: key.into(),
+                key_form: KeyForm::Amqp,
             });
         }
         fresh
@@ -404,6 +432,7 @@ impl VHost {
             key_form: KeyForm::Amqp,
             options: BindingOptions::plain(),
             args: args.map(Arc::new),
+            hook: None,
         });
         if fresh {
             destination.bound_from.lock().push(BoundFrom {
@@ -449,8 +478,12 @@ impl VHost {
             routed: scratch.targets.len(),
             ..Default::default()
         };
-        for (queue, hints) in scratch.targets.drain(..) {
-            match queue.enqueue(msg, hints) {
+        for t in scratch.targets.drain(..) {
+            let routed = match &t.hook {
+                Some(h) => h.transform(msg),
+                None => msg.clone(),
+            };
+            match t.queue.enqueue(&routed, t.hints) {
                 EnqueueOutcome::Queued => outcome.queued += 1,
                 EnqueueOutcome::Rejected => outcome.rejected += 1,
                 EnqueueOutcome::Dropped(_) => {}
@@ -778,6 +811,9 @@ mod tests {
             .is_none()
         );
         let moved = take_one(&dlq, PullMode::NoAck).expect("in the dead-letter queue");
-        assert!(Arc::ptr_eq(&moved.msg, &original), "moved unchanged");
+        assert_eq!(moved.msg.id, original.id, "the same message moved");
+        assert_eq!(moved.msg.payload, original.payload);
+        let source = moved.msg.props.as_ref().and_then(|p| p.dead_letter_source.clone());
+        assert_eq!(source.as_deref(), Some("orders"));
     }
 }
