@@ -344,12 +344,7 @@ impl Exchange {
     }
 
     /// Appends every matching binding's destination for `msg` to `out`.
-    fn matches(
-        &self,
-        msg: &Message,
-        topic_scratch: &mut String,
-        out: &mut Vec<Matched>,
-    ) {
+    fn matches(&self, msg: &Message, topic_scratch: &mut String, out: &mut Vec<Matched>) {
         let table = self.table.read();
         let push = |b: &Binding| {
             if b.options.no_local_origin == Some(msg.origin) {

@@ -91,7 +91,11 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SQL error at position {}: {}", self.position, self.message)
+        write!(
+            f,
+            "SQL error at position {}: {}",
+            self.position, self.message
+        )
     }
 }
 
@@ -289,7 +293,10 @@ fn binary(x: &Value, op: Op, y: &Value) -> Value {
 }
 
 fn call(name: &str, args: &[Expr], payload: &Value, ctx: &Context<'_>) -> Value {
-    let arg = |i: usize| args.get(i).map_or_else(undefined, |a| eval(a, payload, ctx));
+    let arg = |i: usize| {
+        args.get(i)
+            .map_or_else(undefined, |a| eval(a, payload, ctx))
+    };
     match name {
         "topic" => match args.first() {
             None => Value::String(ctx.topic.to_owned()),
@@ -352,7 +359,10 @@ impl<'a> Lexer<'a> {
 
     fn skip_ws(&mut self) {
         while self.src[self.pos..].starts_with(|c: char| c.is_whitespace()) {
-            self.pos += self.src[self.pos..].chars().next().map_or(1, char::len_utf8);
+            self.pos += self.src[self.pos..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
         }
     }
 
@@ -364,7 +374,9 @@ impl<'a> Lexer<'a> {
         let Some(c) = rest.chars().next() else {
             return Ok((start, Tok::End));
         };
-        for sym in ["<>", "!=", "<=", ">=", "=", "<", ">", "(", ")", ",", "*", "+", "-", "/", "%", "."] {
+        for sym in [
+            "<>", "!=", "<=", ">=", "=", "<", ">", "(", ")", ",", "*", "+", "-", "/", "%", ".",
+        ] {
             if rest.starts_with(sym) {
                 // A number like .5 is not supported; `.` is only a path separator.
                 self.pos += sym.len();
@@ -397,7 +409,9 @@ impl<'a> Lexer<'a> {
                 .find(|ch: char| !(ch.is_ascii_digit() || ch == '.' || ch == 'e' || ch == 'E'))
                 .unwrap_or(rest.len());
             let text = &rest[..len];
-            let n: f64 = text.parse().map_err(|_| self.err(start, format!("bad number `{text}`")))?;
+            let n: f64 = text
+                .parse()
+                .map_err(|_| self.err(start, format!("bad number `{text}`")))?;
             self.pos += len;
             return Ok((start, Tok::Num(n)));
         }
@@ -459,14 +473,15 @@ impl<'a> Parser<'a> {
     }
 
     fn sym(&self, s: &str) -> bool {
-        self.tok == Tok::Sym(match s {
-            "(" => "(",
-            ")" => ")",
-            "," => ",",
-            "*" => "*",
-            "." => ".",
-            _ => return false,
-        })
+        self.tok
+            == Tok::Sym(match s {
+                "(" => "(",
+                ")" => ")",
+                "," => ",",
+                "*" => "*",
+                "." => ".",
+                _ => return false,
+            })
     }
 
     fn select_list(&mut self) -> Result<Vec<SelectItem>, ParseError> {
@@ -604,7 +619,8 @@ impl<'a> Parser<'a> {
                     _ => {}
                 }
                 if self.sym("(") {
-                    let Some(&(_, min, max)) = FUNCTIONS.iter().find(|(f, _, _)| *f == lower) else {
+                    let Some(&(_, min, max)) = FUNCTIONS.iter().find(|(f, _, _)| *f == lower)
+                    else {
                         return Err(ParseError {
                             position: at,
                             message: format!("unknown function `{id}`"),
@@ -724,11 +740,19 @@ mod tests {
 
     #[test]
     fn hot_reading_is_selected_with_device_from_topic() {
-        let r = rule("SELECT temperature, topic(2) AS device FROM 'sensors/+/telemetry' WHERE temperature > 50");
+        let r = rule(
+            "SELECT temperature, topic(2) AS device FROM 'sensors/+/telemetry' WHERE temperature > 50",
+        );
         assert!(r.matches_topic("sensors/42/telemetry"));
-        let out = r.evaluate(&json!({"temperature": 71.5, "humidity": 3}), &ctx("sensors/42/telemetry"));
+        let out = r.evaluate(
+            &json!({"temperature": 71.5, "humidity": 3}),
+            &ctx("sensors/42/telemetry"),
+        );
         assert_eq!(out, Some(json!({"temperature": 71.5, "device": "42"})));
-        assert_eq!(r.evaluate(&json!({"temperature": 20}), &ctx("sensors/42/telemetry")), None);
+        assert_eq!(
+            r.evaluate(&json!({"temperature": 20}), &ctx("sensors/42/telemetry")),
+            None
+        );
     }
 
     #[test]
@@ -739,8 +763,12 @@ mod tests {
 
     #[test]
     fn boolean_logic_and_functions() {
-        let r = rule("SELECT *, clientid() AS who, timestamp() AS at FROM 'a/#' WHERE NOT (a = 1 OR b.c <> 'x') AND lower(s) = 'hi'");
-        let out = r.evaluate(&json!({"a": 2, "b": {"c": "x"}, "s": "HI"}), &ctx("a/b")).unwrap();
+        let r = rule(
+            "SELECT *, clientid() AS who, timestamp() AS at FROM 'a/#' WHERE NOT (a = 1 OR b.c <> 'x') AND lower(s) = 'hi'",
+        );
+        let out = r
+            .evaluate(&json!({"a": 2, "b": {"c": "x"}, "s": "HI"}), &ctx("a/b"))
+            .unwrap();
         assert_eq!(out["who"], "dev-1");
         assert_eq!(out["at"], 1000);
         assert_eq!(out["a"], 2);
@@ -749,7 +777,10 @@ mod tests {
     #[test]
     fn arithmetic_in_select() {
         let r = rule("SELECT (t - 32) * 5 / 9 AS celsius FROM 'x'");
-        assert_eq!(r.evaluate(&json!({"t": 212}), &ctx("x")), Some(json!({"celsius": 100})));
+        assert_eq!(
+            r.evaluate(&json!({"t": 212}), &ctx("x")),
+            Some(json!({"celsius": 100}))
+        );
     }
 
     #[test]
@@ -784,7 +815,10 @@ mod tests {
 
     #[test]
     fn republish_topic_substitution() {
-        assert_eq!(substitute("alerts/${topic(2)}/${clientid()}", &ctx("sensors/42/t")), "alerts/42/dev-1");
+        assert_eq!(
+            substitute("alerts/${topic(2)}/${clientid()}", &ctx("sensors/42/t")),
+            "alerts/42/dev-1"
+        );
     }
 }
 
@@ -833,15 +867,24 @@ impl RuleEngine {
             return;
         }
         let mut doc: Option<Option<Value>> = None;
-        for rule in self.rules.iter().filter(|r| r.matches_topic(&msg.routing_key)) {
-            let parsed = doc.get_or_insert_with(|| serde_json::from_slice::<Value>(&msg.payload).ok());
-            let Some(payload) = parsed.as_ref() else { continue };
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.matches_topic(&msg.routing_key))
+        {
+            let parsed =
+                doc.get_or_insert_with(|| serde_json::from_slice::<Value>(&msg.payload).ok());
+            let Some(payload) = parsed.as_ref() else {
+                continue;
+            };
             let ctx = Context {
                 topic: &msg.routing_key,
                 client_id,
                 timestamp_ms: msg.published_at_ms,
             };
-            let Some(result) = rule.evaluate(payload, &ctx) else { continue };
+            let Some(result) = rule.evaluate(payload, &ctx) else {
+                continue;
+            };
             let body = bytes::Bytes::from(result.to_string());
             for action in &rule.actions {
                 let vhost = &core.vhost;
@@ -869,9 +912,14 @@ impl RuleEngine {
                 match action {
                     RuleActionConfig::Sqs { queue } => match vhost.queue(queue) {
                         Some(q) => {
-                            q.send(&Arc::new(base(queue, KeyForm::Amqp, "")), &Default::default());
+                            q.send(
+                                &Arc::new(base(queue, KeyForm::Amqp, "")),
+                                &Default::default(),
+                            );
                         }
-                        None => tracing::warn!(rule = %rule.name, queue, "rule target queue does not exist"),
+                        None => {
+                            tracing::warn!(rule = %rule.name, queue, "rule target queue does not exist")
+                        }
                     },
                     RuleActionConfig::Sns { topic } => match vhost.exchange(topic) {
                         Some(ex) => {
@@ -879,7 +927,9 @@ impl RuleEngine {
                             m.exchange = ex.name().clone();
                             vhost.publish(&ex, &Arc::new(m), &mut Default::default());
                         }
-                        None => tracing::warn!(rule = %rule.name, topic, "rule target topic does not exist"),
+                        None => {
+                            tracing::warn!(rule = %rule.name, topic, "rule target topic does not exist")
+                        }
                     },
                     RuleActionConfig::Republish { topic } => {
                         let target = substitute(topic, &ctx);

@@ -813,7 +813,11 @@ mod tests {
         let moved = take_one(&dlq, PullMode::NoAck).expect("in the dead-letter queue");
         assert_eq!(moved.msg.id, original.id, "the same message moved");
         assert_eq!(moved.msg.payload, original.payload);
-        let source = moved.msg.props.as_ref().and_then(|p| p.dead_letter_source.clone());
+        let source = moved
+            .msg
+            .props
+            .as_ref()
+            .and_then(|p| p.dead_letter_source.clone());
         assert_eq!(source.as_deref(), Some("orders"));
     }
 }

@@ -52,7 +52,11 @@ impl ApiError {
     }
 
     /// A client error whose query code differs from its JSON code.
-    pub fn sender_as(code: &'static str, query_code: &'static str, message: impl Into<String>) -> Self {
+    pub fn sender_as(
+        code: &'static str,
+        query_code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status: 400,
             code,
@@ -81,7 +85,10 @@ impl ApiError {
 
     /// A missing required parameter.
     pub fn missing(name: &str) -> Self {
-        ApiError::sender("MissingParameter", format!("The request must contain the parameter {name}."))
+        ApiError::sender(
+            "MissingParameter",
+            format!("The request must contain the parameter {name}."),
+        )
     }
 
     /// An invalid parameter value (SQS spelling).
@@ -109,16 +116,17 @@ impl Params {
     pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid(format!("Value {n} for parameter {name} is invalid."))),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::invalid(format!("Value {s} for parameter {name} is invalid. Reason: must be an integer."))),
-            Some(other) => Err(ApiError::invalid(format!("Value {other} for parameter {name} is invalid."))),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+                ApiError::invalid(format!("Value {n} for parameter {name} is invalid."))
+            }),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                ApiError::invalid(format!(
+                    "Value {s} for parameter {name} is invalid. Reason: must be an integer."
+                ))
+            }),
+            Some(other) => Err(ApiError::invalid(format!(
+                "Value {other} for parameter {name} is invalid."
+            ))),
         }
     }
 
@@ -127,7 +135,12 @@ impl Params {
         match self.0.get(name) {
             Some(Value::Object(m)) => m
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -136,7 +149,10 @@ impl Params {
     /// A list of strings (`AttributeNames`, `TagKeys`).
     pub fn string_list(&self, name: &str) -> Vec<String> {
         match self.0.get(name) {
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             Some(Value::String(s)) => vec![s.clone()],
             _ => Vec::new(),
         }
@@ -178,7 +194,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -200,7 +218,10 @@ fn percent_decode(s: &str) -> String {
 pub fn unflatten(pairs: &[(String, String)]) -> Map<String, Value> {
     let mut root = Value::Object(Map::new());
     for (key, value) in pairs {
-        let parts: Vec<&str> = key.split('.').filter(|p| *p != "member" && *p != "entry").collect();
+        let parts: Vec<&str> = key
+            .split('.')
+            .filter(|p| *p != "member" && *p != "entry")
+            .collect();
         insert_path(&mut root, &parts, value);
     }
     match root {
@@ -236,7 +257,9 @@ fn insert_path(node: &mut Value, parts: &[&str], value: &str) {
 
 /// Converts a list of `{k_name: .., v_name: ..}` objects into a map.
 pub fn pairs_to_map(list: Option<Value>, k_name: &str, v_name: &str) -> Option<Value> {
-    let Value::Array(items) = list? else { return None };
+    let Value::Array(items) = list? else {
+        return None;
+    };
     let mut map = Map::new();
     for item in items {
         let key = item.get(k_name).and_then(Value::as_str).map(str::to_owned);
@@ -290,7 +313,10 @@ impl Xml {
 
     /// Closes the root and returns the document.
     pub fn finish(mut self, root: &str, request_id: &str) -> String {
-        let _ = write!(self.0, "<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{root}>");
+        let _ = write!(
+            self.0,
+            "<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{root}>"
+        );
         self.0
     }
 }

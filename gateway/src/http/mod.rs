@@ -12,10 +12,10 @@
 //! `sns_filter`, `sns_http`, `sigv4`.
 
 pub mod aws;
+mod sigv4;
 pub mod sns;
 mod sns_filter;
 mod sns_http;
-mod sigv4;
 pub mod sqs;
 mod sqs_xml;
 
@@ -31,9 +31,9 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use aws::{ApiError, Params, Protocol, form_pairs, pairs_to_map, request_id, unflatten};
 use crate::config::Config;
 use crate::core::Core;
+use aws::{ApiError, Params, Protocol, form_pairs, pairs_to_map, request_id, unflatten};
 
 /// Everything the HTTP handlers share.
 #[derive(Debug)]
@@ -52,8 +52,19 @@ impl Api {
     pub fn new(core: Arc<Core>, config: &Config, shutdown: CancellationToken) -> Arc<Self> {
         let id_prefix = rand::random();
         Arc::new(Api {
-            sqs: sqs::Sqs::new(core.clone(), config.aws.clone(), config.sqs.clone(), id_prefix),
-            sns: sns::Sns::new(core.clone(), config.aws.clone(), config.sns.clone(), id_prefix, shutdown),
+            sqs: sqs::Sqs::new(
+                core.clone(),
+                config.aws.clone(),
+                config.sqs.clone(),
+                id_prefix,
+            ),
+            sns: sns::Sns::new(
+                core.clone(),
+                config.aws.clone(),
+                config.sns.clone(),
+                id_prefix,
+                shutdown,
+            ),
             access_keys: config.aws.access_keys.clone(),
             core,
         })
@@ -71,7 +82,10 @@ impl Api {
                     let mut p = Map::new();
                     p.insert("QueueName".into(), Value::String(queue.clone()));
                     if queue.ends_with(".fifo") {
-                        p.insert("Attributes".into(), json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"}));
+                        p.insert(
+                            "Attributes".into(),
+                            json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"}),
+                        );
                     }
                     futures_now(self.sqs.call("CreateQueue", &Params(p), "localhost"))
                 }
@@ -123,7 +137,13 @@ enum Service {
     Sns,
 }
 
-async fn handle(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let rid = request_id();
     let host = headers
         .get(header::HOST)
@@ -131,7 +151,12 @@ async fn handle(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: 
         .unwrap_or("localhost:9324")
         .to_owned();
     if !api.access_keys.is_empty() {
-        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let lookup = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let req = sigv4::SignedRequest {
             method: method.as_str(),
             path: uri.path(),
@@ -141,7 +166,16 @@ async fn handle(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: 
         };
         if let Err(e) = sigv4::verify(&req, &api.access_keys) {
             let json = headers.contains_key("x-amz-target");
-            return error_response(if json { Protocol::Json } else { Protocol::Query }, Service::Sqs, &e, &rid);
+            return error_response(
+                if json {
+                    Protocol::Json
+                } else {
+                    Protocol::Query
+                },
+                Service::Sqs,
+                &e,
+                &rid,
+            );
         }
     }
     if let Some(target) = headers.get("x-amz-target").and_then(|t| t.to_str().ok()) {
@@ -150,7 +184,10 @@ async fn handle(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: 
             "AmazonSQS" => Service::Sqs,
             "AmazonSNS" => Service::Sns,
             _ => {
-                let e = ApiError::sender("UnknownOperationException", format!("Unknown target {target}"));
+                let e = ApiError::sender(
+                    "UnknownOperationException",
+                    format!("Unknown target {target}"),
+                );
                 return error_response(Protocol::Json, Service::Sqs, &e, &rid);
             }
         };
@@ -160,20 +197,39 @@ async fn handle(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: 
             match serde_json::from_slice::<Value>(&body) {
                 Ok(Value::Object(m)) => m,
                 _ => {
-                    let e = ApiError::sender("SerializationException", "The request body is not a JSON object.");
+                    let e = ApiError::sender(
+                        "SerializationException",
+                        "The request body is not a JSON object.",
+                    );
                     return error_response(Protocol::Json, svc, &e, &rid);
                 }
             }
         };
-        return dispatch(&api, svc, action, &Params(params), &host, Protocol::Json, &rid).await;
+        return dispatch(
+            &api,
+            svc,
+            action,
+            &Params(params),
+            &host,
+            Protocol::Json,
+            &rid,
+        )
+        .await;
     }
     // Query protocol: parameters from the query string and a form body.
     let mut pairs = form_pairs(uri.query().unwrap_or(""));
     if !body.is_empty() {
         pairs.extend(form_pairs(&String::from_utf8_lossy(&body)));
     }
-    let Some(action) = pairs.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()) else {
-        let e = ApiError::sender("MissingAction", "The request must contain the parameter Action.");
+    let Some(action) = pairs
+        .iter()
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v.clone())
+    else {
+        let e = ApiError::sender(
+            "MissingAction",
+            "The request must contain the parameter Action.",
+        );
         return error_response(Protocol::Query, Service::Sqs, &e, &rid);
     };
     let svc = if sqs::Sqs::knows(&action) {
@@ -181,7 +237,10 @@ async fn handle(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: 
     } else if sns::Sns::knows(&action) {
         Service::Sns
     } else {
-        let e = ApiError::sender("InvalidAction", format!("The action {action} is not valid for this endpoint."));
+        let e = ApiError::sender(
+            "InvalidAction",
+            format!("The action {action} is not valid for this endpoint."),
+        );
         return error_response(Protocol::Query, Service::Sqs, &e, &rid);
     };
     let mut params = match svc {
@@ -191,7 +250,10 @@ async fn handle(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: 
     // Older SDKs post to the queue URL itself.
     let path = uri.path().trim_matches('/');
     if svc == Service::Sqs && !params.0.contains_key("QueueUrl") && path.contains('/') {
-        params.0.insert("QueueUrl".into(), Value::String(format!("http://{host}/{path}")));
+        params.0.insert(
+            "QueueUrl".into(),
+            Value::String(format!("http://{host}/{path}")),
+        );
     }
     dispatch(&api, svc, &action, &params, &host, Protocol::Query, &rid).await
 }
@@ -229,10 +291,18 @@ async fn dispatch(
     }
 }
 
-fn json_response(status: StatusCode, v: &Value, rid: &str, query_error: Option<String>) -> Response {
+fn json_response(
+    status: StatusCode,
+    v: &Value,
+    rid: &str,
+    query_error: Option<String>,
+) -> Response {
     let mut resp = (status, v.to_string()).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.0"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
     if let Ok(v) = HeaderValue::from_str(rid) {
         h.insert("x-amzn-requestid", v);
     }
@@ -262,7 +332,12 @@ fn error_response(protocol: Protocol, svc: Service, e: &ApiError, rid: &str) -> 
                 Service::Sns => "com.amazonaws.sns",
             };
             let body = json!({ "__type": format!("{namespace}#{}", e.code), "message": e.message });
-            json_response(status, &body, rid, Some(format!("{};{fault}", e.query_code)))
+            json_response(
+                status,
+                &body,
+                rid,
+                Some(format!("{};{fault}", e.query_code)),
+            )
         }
         Protocol::Query => {
             let xmlns = match svc {
@@ -290,7 +365,10 @@ fn normalize_sqs(m: &mut Map<String, Value>) {
     if let Some(v) = pairs_to_map(m.remove("Attribute"), "Name", "Value") {
         m.insert("Attributes".into(), v);
     }
-    for (from, to) in [("MessageAttribute", "MessageAttributes"), ("MessageSystemAttribute", "MessageSystemAttributes")] {
+    for (from, to) in [
+        ("MessageAttribute", "MessageAttributes"),
+        ("MessageSystemAttribute", "MessageSystemAttributes"),
+    ] {
         if let Some(v) = pairs_to_map(m.remove(from), "Name", "Value") {
             m.insert(to.into(), v);
         }
@@ -376,7 +454,13 @@ mod tests {
              &MessageAttributes.entry.1.Value.StringValue=pro",
         );
         let p = sns_query_params(&pairs);
-        assert_eq!(p.string_map("Attributes"), vec![("DisplayName".to_owned(), "d".to_owned())]);
-        assert_eq!(p.object("MessageAttributes").unwrap()["plan"]["StringValue"], "pro");
+        assert_eq!(
+            p.string_map("Attributes"),
+            vec![("DisplayName".to_owned(), "d".to_owned())]
+        );
+        assert_eq!(
+            p.object("MessageAttributes").unwrap()["plan"]["StringValue"],
+            "pro"
+        );
     }
 }

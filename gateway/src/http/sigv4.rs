@@ -28,7 +28,8 @@ pub struct SignedRequest<'a> {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
 }
@@ -41,7 +42,10 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         let c = b as char;
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~') || (keep_slash && c == '/') {
+        if c.is_ascii_alphanumeric()
+            || matches!(c, '-' | '_' | '.' | '~')
+            || (keep_slash && c == '/')
+        {
             out.push(c);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -56,8 +60,12 @@ fn denied(code: &'static str, message: &str) -> ApiError {
 
 /// Verifies a request against the configured keys.
 pub fn verify(req: &SignedRequest<'_>, keys: &[AccessKeyConfig]) -> Result<(), ApiError> {
-    let auth = (req.headers)("authorization")
-        .ok_or_else(|| denied("MissingAuthenticationToken", "Request is missing Authentication Token"))?;
+    let auth = (req.headers)("authorization").ok_or_else(|| {
+        denied(
+            "MissingAuthenticationToken",
+            "Request is missing Authentication Token",
+        )
+    })?;
     let rest = auth
         .strip_prefix("AWS4-HMAC-SHA256 ")
         .ok_or_else(|| denied("IncompleteSignature", "Unsupported authorization scheme"))?;
@@ -74,17 +82,29 @@ pub fn verify(req: &SignedRequest<'_>, keys: &[AccessKeyConfig]) -> Result<(), A
             signature = Some(v);
         }
     }
-    let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
-        return Err(denied("IncompleteSignature", "Authorization header is incomplete"));
+    let (Some(credential), Some(signed_headers), Some(signature)) =
+        (credential, signed_headers, signature)
+    else {
+        return Err(denied(
+            "IncompleteSignature",
+            "Authorization header is incomplete",
+        ));
     };
     let mut cred = credential.splitn(5, '/');
-    let (Some(key_id), Some(date), Some(region), Some(service), Some(_term)) =
-        (cred.next(), cred.next(), cred.next(), cred.next(), cred.next())
-    else {
+    let (Some(key_id), Some(date), Some(region), Some(service), Some(_term)) = (
+        cred.next(),
+        cred.next(),
+        cred.next(),
+        cred.next(),
+        cred.next(),
+    ) else {
         return Err(denied("IncompleteSignature", "Credential is malformed"));
     };
     let Some(key) = keys.iter().find(|k| k.id == key_id) else {
-        return Err(denied("InvalidClientTokenId", "The security token included in the request is invalid."));
+        return Err(denied(
+            "InvalidClientTokenId",
+            "The security token included in the request is invalid.",
+        ));
     };
     let amz_date = (req.headers)("x-amz-date").unwrap_or_default();
 
@@ -100,7 +120,8 @@ pub fn verify(req: &SignedRequest<'_>, keys: &[AccessKeyConfig]) -> Result<(), A
         let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
         canonical_headers.push_str(&format!("{name}:{value}\n"));
     }
-    let payload_hash = (req.headers)("x-amz-content-sha256").unwrap_or_else(|| hex(&Sha256::digest(req.body)));
+    let payload_hash =
+        (req.headers)("x-amz-content-sha256").unwrap_or_else(|| hex(&Sha256::digest(req.body)));
     let path = if req.path.is_empty() { "/" } else { req.path };
     let canonical = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
@@ -112,14 +133,21 @@ pub fn verify(req: &SignedRequest<'_>, keys: &[AccessKeyConfig]) -> Result<(), A
         payload_hash
     );
     let scope = format!("{date}/{region}/{service}/aws4_request");
-    let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex(&Sha256::digest(canonical.as_bytes())));
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
     let k_date = hmac(format!("AWS4{}", key.secret).as_bytes(), date.as_bytes());
     let k_region = hmac(&k_date, region.as_bytes());
     let k_service = hmac(&k_region, service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
     let expected = hex(&hmac(&k_signing, to_sign.as_bytes()));
     let same = expected.len() == signature.len()
-        && expected.bytes().zip(signature.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        && expected
+            .bytes()
+            .zip(signature.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
     if !same {
         return Err(denied(
             "SignatureDoesNotMatch",
@@ -160,6 +188,9 @@ mod tests {
             id: "AKIDEXAMPLE".into(),
             secret: "not-the-secret".into(),
         }];
-        assert_eq!(verify(&req, &wrong).unwrap_err().code, "SignatureDoesNotMatch");
+        assert_eq!(
+            verify(&req, &wrong).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
     }
 }

@@ -25,7 +25,9 @@ use crate::config::{AwsConfig, SnsConfig};
 use crate::core::Core;
 use crate::core::bytestr::ByteStr;
 use crate::core::exchange::{BindingHook, Exchange, ExchangeKind, ExchangeOptions};
-use crate::core::message::{AttributeValue, KeyForm, Message, MessageAttribute, MessageProperties, SharedMessage, now_ms};
+use crate::core::message::{
+    AttributeValue, KeyForm, Message, MessageAttribute, MessageProperties, SharedMessage, now_ms,
+};
 use crate::core::queue::{Queue, QueueOptions};
 use crate::core::vhost::VHost;
 
@@ -94,7 +96,13 @@ pub struct Sns {
 
 impl Sns {
     /// The SNS API over the default vhost.
-    pub fn new(core: Arc<Core>, aws: AwsConfig, cfg: SnsConfig, id_prefix: u64, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        core: Arc<Core>,
+        aws: AwsConfig,
+        cfg: SnsConfig,
+        id_prefix: u64,
+        shutdown: CancellationToken,
+    ) -> Self {
         Sns {
             vhost: core.vhost.clone(),
             core,
@@ -133,7 +141,10 @@ impl Sns {
 
     /// The ARN of topic `name`.
     pub fn arn(&self, name: &str) -> String {
-        format!("arn:aws:sns:{}:{}:{name}", self.aws.region, self.aws.account_id)
+        format!(
+            "arn:aws:sns:{}:{}:{name}",
+            self.aws.region, self.aws.account_id
+        )
     }
 
     /// Runs one operation.
@@ -159,7 +170,10 @@ impl Sns {
             "TagResource" => self.tag_resource(p),
             "UntagResource" => self.untag_resource(p),
             "ListTagsForResource" => self.list_tags(p),
-            other => Err(ApiError::sender("InvalidAction", format!("The action {other} is not valid for this endpoint."))),
+            other => Err(ApiError::sender(
+                "InvalidAction",
+                format!("The action {other} is not valid for this endpoint."),
+            )),
         }
     }
 
@@ -177,22 +191,33 @@ impl Sns {
         let name = p.need_str("Name")?;
         let fifo_name = name.ends_with(".fifo");
         let base = name.strip_suffix(".fifo").unwrap_or(name);
-        if base.is_empty() || name.len() > 256 || !base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if base.is_empty()
+            || name.len() > 256
+            || !base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(invalid_parameter("Topic Name"));
         }
         let attrs: BTreeMap<String, String> = p.string_map("Attributes").into_iter().collect();
         let fifo = attrs.get("FifoTopic").is_some_and(|v| v == "true");
         if fifo != fifo_name {
-            return Err(invalid_parameter("Fifo Topic names must end with .fifo and must be made up of only uppercase and lowercase ASCII letters, numbers, underscores, and hyphens, and must be between 1 and 256 characters long."));
+            return Err(invalid_parameter(
+                "Fifo Topic names must end with .fifo and must be made up of only uppercase and lowercase ASCII letters, numbers, underscores, and hyphens, and must be between 1 and 256 characters long.",
+            ));
         }
         for k in attrs.keys() {
             check_topic_attribute(k, fifo)?;
         }
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get(name) {
-            let conflicting = attrs.iter().any(|(k, v)| t.attributes.get(k).is_some_and(|old| old != v));
+            let conflicting = attrs
+                .iter()
+                .any(|(k, v)| t.attributes.get(k).is_some_and(|old| old != v));
             if conflicting {
-                return Err(invalid_parameter("Attributes: Topic already exists with different attributes"));
+                return Err(invalid_parameter(
+                    "Attributes: Topic already exists with different attributes",
+                ));
             }
             return Ok(json!({ "TopicArn": t.arn }));
         }
@@ -254,7 +279,11 @@ impl Sns {
             .take(101)
             .collect();
         let more = page.len() > 100;
-        let list: Vec<Value> = page.iter().take(100).map(|t| json!({ "TopicArn": t.arn })).collect();
+        let list: Vec<Value> = page
+            .iter()
+            .take(100)
+            .map(|t| json!({ "TopicArn": t.arn }))
+            .collect();
         let mut out = json!({ "Topics": list });
         if more {
             out["NextToken"] = Value::String(page[99].name.clone());
@@ -264,27 +293,58 @@ impl Sns {
 
     fn get_topic_attributes(&self, p: &Params) -> Result<Value, ApiError> {
         let topic = self.topic(p.need_str("TopicArn")?)?;
-        let subs = self.subscriptions.lock().values().filter(|s| s.topic_arn == topic.arn).count();
+        let subs = self
+            .subscriptions
+            .lock()
+            .values()
+            .filter(|s| s.topic_arn == topic.arn)
+            .count();
         let mut attrs = Map::new();
         attrs.insert("TopicArn".into(), Value::String(topic.arn.clone()));
         attrs.insert("Owner".into(), Value::String(self.aws.account_id.clone()));
-        attrs.insert("SubscriptionsConfirmed".into(), Value::String(subs.to_string()));
+        attrs.insert(
+            "SubscriptionsConfirmed".into(),
+            Value::String(subs.to_string()),
+        );
         attrs.insert("SubscriptionsPending".into(), Value::String("0".into()));
         attrs.insert("SubscriptionsDeleted".into(), Value::String("0".into()));
-        attrs.insert("DisplayName".into(), Value::String(topic.attributes.get("DisplayName").cloned().unwrap_or_default()));
+        attrs.insert(
+            "DisplayName".into(),
+            Value::String(
+                topic
+                    .attributes
+                    .get("DisplayName")
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        );
         attrs.insert(
             "Policy".into(),
-            Value::String(topic.attributes.get("Policy").cloned().unwrap_or_else(|| default_policy(&topic.arn, &self.aws.account_id))),
+            Value::String(
+                topic
+                    .attributes
+                    .get("Policy")
+                    .cloned()
+                    .unwrap_or_else(|| default_policy(&topic.arn, &self.aws.account_id)),
+            ),
         );
         if topic.fifo {
             attrs.insert("FifoTopic".into(), Value::String("true".into()));
             attrs.insert(
                 "ContentBasedDeduplication".into(),
-                Value::String(topic.attributes.get("ContentBasedDeduplication").cloned().unwrap_or_else(|| "false".into())),
+                Value::String(
+                    topic
+                        .attributes
+                        .get("ContentBasedDeduplication")
+                        .cloned()
+                        .unwrap_or_else(|| "false".into()),
+                ),
             );
         }
         for (k, v) in &topic.attributes {
-            attrs.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+            attrs
+                .entry(k.clone())
+                .or_insert_with(|| Value::String(v.clone()));
         }
         Ok(json!({ "Attributes": attrs }))
     }
@@ -294,7 +354,9 @@ impl Sns {
         let name = p.need_str("AttributeName")?;
         check_topic_attribute(name, topic.fifo)?;
         if name == "FifoTopic" {
-            return Err(invalid_parameter("AttributeName: FifoTopic cannot be changed"));
+            return Err(invalid_parameter(
+                "AttributeName: FifoTopic cannot be changed",
+            ));
         }
         let value = p.str("AttributeValue").unwrap_or_default().to_owned();
         let mut topics = self.topics.lock();
@@ -319,11 +381,10 @@ impl Sns {
         let protocol = p.need_str("Protocol")?.to_ascii_lowercase();
         let endpoint = p.str("Endpoint").unwrap_or_default().to_owned();
         let attrs = p.string_map("Attributes");
-        if let Some(existing) = self
-            .subscriptions
-            .lock()
-            .values()
-            .find(|s| s.topic_arn == topic.arn && s.protocol == protocol && s.endpoint == endpoint)
+        if let Some(existing) =
+            self.subscriptions.lock().values().find(|s| {
+                s.topic_arn == topic.arn && s.protocol == protocol && s.endpoint == endpoint
+            })
         {
             return Ok(json!({ "SubscriptionArn": existing.arn }));
         }
@@ -351,17 +412,24 @@ impl Sns {
                     .filter(|_| endpoint.starts_with("arn:aws:sqs:"))
                     .ok_or_else(|| invalid_parameter("Invalid parameter: SQS endpoint ARN"))?;
                 if topic.fifo && !queue.options().fifo {
-                    return Err(invalid_parameter("Invalid parameter: Invalid parameter: Endpoint Reason: FIFO topics can only be subscribed to by FIFO queues"));
+                    return Err(invalid_parameter(
+                        "Invalid parameter: Invalid parameter: Endpoint Reason: FIFO topics can only be subscribed to by FIFO queues",
+                    ));
                 }
                 if !topic.fifo && queue.options().fifo {
-                    return Err(invalid_parameter("Invalid parameter: Invalid parameter: Endpoint Reason: Please use FIFO SNS topic"));
+                    return Err(invalid_parameter(
+                        "Invalid parameter: Invalid parameter: Endpoint Reason: Please use FIFO SNS topic",
+                    ));
                 }
                 (queue, None)
             }
             "http" | "https" => {
-                let valid = endpoint.starts_with(&format!("{protocol}://")) && endpoint.parse::<hyper::Uri>().is_ok();
+                let valid = endpoint.starts_with(&format!("{protocol}://"))
+                    && endpoint.parse::<hyper::Uri>().is_ok();
                 if !valid {
-                    return Err(invalid_parameter("Invalid parameter: Endpoint must match the specified protocol"));
+                    return Err(invalid_parameter(
+                        "Invalid parameter: Endpoint must match the specified protocol",
+                    ));
                 }
                 let queue = Queue::new(
                     ByteStr::from(format!("sns-http:{arn}")),
@@ -385,7 +453,8 @@ impl Sns {
                 )));
             }
         };
-        self.vhost.bind_queue_hooked(&topic.exchange, &queue, &arn, hook.clone());
+        self.vhost
+            .bind_queue_hooked(&topic.exchange, &queue, &arn, hook.clone());
         self.subscriptions.lock().insert(
             arn.clone(),
             Subscription {
@@ -413,9 +482,12 @@ impl Sns {
     }
 
     fn remove_subscription(&self, arn: &str) -> bool {
-        let Some(s) = self.subscriptions.lock().remove(arn) else { return false };
+        let Some(s) = self.subscriptions.lock().remove(arn) else {
+            return false;
+        };
         if let Ok(topic) = self.topic(&s.topic_arn) {
-            self.vhost.unbind_queue(&topic.exchange, &s.queue, &s.arn, KeyForm::Amqp);
+            self.vhost
+                .unbind_queue(&topic.exchange, &s.queue, &s.arn, KeyForm::Amqp);
         }
         if let Some(c) = s.delivery {
             c.cancel();
@@ -453,7 +525,9 @@ impl Sns {
     fn get_subscription_attributes(&self, p: &Params) -> Result<Value, ApiError> {
         let arn = p.need_str("SubscriptionArn")?;
         let subs = self.subscriptions.lock();
-        let s = subs.get(arn).ok_or_else(|| ApiError::sender("NotFound", "Subscription does not exist").status(404))?;
+        let s = subs.get(arn).ok_or_else(|| {
+            ApiError::sender("NotFound", "Subscription does not exist").status(404)
+        })?;
         let st = s.hook.settings.read().clone();
         let mut attrs = Map::new();
         for (k, v) in [
@@ -486,7 +560,9 @@ impl Sns {
         let name = p.need_str("AttributeName")?;
         let value = p.str("AttributeValue").unwrap_or_default();
         let subs = self.subscriptions.lock();
-        let s = subs.get(arn).ok_or_else(|| ApiError::sender("NotFound", "Subscription does not exist").status(404))?;
+        let s = subs.get(arn).ok_or_else(|| {
+            ApiError::sender("NotFound", "Subscription does not exist").status(404)
+        })?;
         apply_subscription_attribute(&s.hook, name, value)?;
         Ok(json!({}))
     }
@@ -501,9 +577,13 @@ impl Sns {
         }
         let per_protocol = e.str("MessageStructure") == Some("json");
         if per_protocol {
-            let v: Value = serde_json::from_str(text).map_err(|_| invalid_parameter("Message Structure - JSON message body failed to parse"))?;
+            let v: Value = serde_json::from_str(text).map_err(|_| {
+                invalid_parameter("Message Structure - JSON message body failed to parse")
+            })?;
             if v.get("default").and_then(Value::as_str).is_none() {
-                return Err(invalid_parameter("Message Structure - No default entry in JSON message body"));
+                return Err(invalid_parameter(
+                    "Message Structure - No default entry in JSON message body",
+                ));
             }
         }
         let attributes = parse_attributes(e.object("MessageAttributes"))?;
@@ -511,13 +591,21 @@ impl Sns {
         let mut dedup = e.str("MessageDeduplicationId").map(ByteStr::from);
         if topic.fifo {
             if group.is_none() {
-                return Err(invalid_parameter("The MessageGroupId parameter is required for FIFO topics"));
+                return Err(invalid_parameter(
+                    "The MessageGroupId parameter is required for FIFO topics",
+                ));
             }
             if dedup.is_none() {
-                if topic.attributes.get("ContentBasedDeduplication").is_some_and(|v| v == "true") {
+                if topic
+                    .attributes
+                    .get("ContentBasedDeduplication")
+                    .is_some_and(|v| v == "true")
+                {
                     use sha2::Digest;
                     let d = sha2::Sha256::digest(text.as_bytes());
-                    dedup = Some(ByteStr::from(d.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+                    dedup = Some(ByteStr::from(
+                        d.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    ));
                 } else {
                     return Err(invalid_parameter(
                         "The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
@@ -550,7 +638,10 @@ impl Sns {
         let mut scratch = crate::core::exchange::RouteScratch::default();
         self.vhost.publish(&topic.exchange, &msg, &mut scratch);
         let mut out = Map::new();
-        out.insert("MessageId".into(), Value::String(message_id(self.id_prefix, msg.id)));
+        out.insert(
+            "MessageId".into(),
+            Value::String(message_id(self.id_prefix, msg.id)),
+        );
         if topic.fifo {
             let seq = topic.sequence.fetch_add(1, Ordering::Relaxed) + 1;
             out.insert("SequenceNumber".into(), Value::String(format!("{seq:020}")));
@@ -559,7 +650,10 @@ impl Sns {
     }
 
     fn publish(&self, p: &Params) -> Result<Value, ApiError> {
-        let arn = p.str("TopicArn").or_else(|| p.str("TargetArn")).ok_or_else(|| ApiError::missing("TopicArn"))?;
+        let arn = p
+            .str("TopicArn")
+            .or_else(|| p.str("TargetArn"))
+            .ok_or_else(|| ApiError::missing("TopicArn"))?;
         let topic = self.topic(arn)?;
         self.publish_one(&topic, p)
     }
@@ -568,15 +662,24 @@ impl Sns {
         let topic = self.topic(p.need_str("TopicArn")?)?;
         let entries = p.objects("PublishBatchRequestEntries");
         if entries.is_empty() {
-            return Err(ApiError::sender("EmptyBatchRequest", "The batch request doesn't contain any entries."));
+            return Err(ApiError::sender(
+                "EmptyBatchRequest",
+                "The batch request doesn't contain any entries.",
+            ));
         }
         if entries.len() > 10 {
-            return Err(ApiError::sender("TooManyEntriesInBatchRequest", "The batch request contains more entries than permissible."));
+            return Err(ApiError::sender(
+                "TooManyEntriesInBatchRequest",
+                "The batch request contains more entries than permissible.",
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         for e in &entries {
             if !ids.insert(e.str("Id").unwrap_or_default().to_owned()) {
-                return Err(ApiError::sender("BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id."));
+                return Err(ApiError::sender(
+                    "BatchEntryIdsNotDistinct",
+                    "Two or more batch entries in the request have the same Id.",
+                ));
             }
         }
         let mut ok = Vec::new();
@@ -625,7 +728,12 @@ impl Sns {
         let keys = p.string_list("TagKeys");
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get_mut(&topic.name) {
-            let tags = t.tags.iter().filter(|(k, _)| !keys.contains(k)).cloned().collect();
+            let tags = t
+                .tags
+                .iter()
+                .filter(|(k, _)| !keys.contains(k))
+                .cloned()
+                .collect();
             *t = Arc::new(Topic {
                 name: t.name.clone(),
                 arn: t.arn.clone(),
@@ -641,7 +749,11 @@ impl Sns {
 
     fn list_tags(&self, p: &Params) -> Result<Value, ApiError> {
         let topic = self.topic(p.need_str("ResourceArn")?)?;
-        let tags: Vec<Value> = topic.tags.iter().map(|(k, v)| json!({ "Key": k, "Value": v })).collect();
+        let tags: Vec<Value> = topic
+            .tags
+            .iter()
+            .map(|(k, v)| json!({ "Key": k, "Value": v }))
+            .collect();
         Ok(json!({ "Tags": tags }))
     }
 
@@ -666,7 +778,10 @@ fn render_field(x: &mut Xml, key: &str, v: &Value) {
         Value::Object(m) if key == "Attributes" => {
             x.open(key);
             for (k, val) in m {
-                x.open("entry").text("key", k).value("value", Some(val)).close("entry");
+                x.open("entry")
+                    .text("key", k)
+                    .value("value", Some(val))
+                    .close("entry");
             }
             x.close(key);
         }
@@ -721,10 +836,19 @@ fn invalid_parameter(message: &str) -> ApiError {
 
 fn check_topic_attribute(name: &str, fifo: bool) -> Result<(), ApiError> {
     match name {
-        "DisplayName" | "Policy" | "DeliveryPolicy" | "KmsMasterKeyId" | "SignatureVersion" | "TracingConfig"
-        | "FifoTopic" | "ArchivePolicy" | "DataProtectionPolicy" => Ok(()),
+        "DisplayName"
+        | "Policy"
+        | "DeliveryPolicy"
+        | "KmsMasterKeyId"
+        | "SignatureVersion"
+        | "TracingConfig"
+        | "FifoTopic"
+        | "ArchivePolicy"
+        | "DataProtectionPolicy" => Ok(()),
         "ContentBasedDeduplication" | "FifoThroughputScope" if fifo => Ok(()),
-        _ => Err(invalid_parameter(&format!("Invalid parameter: AttributeName {name}"))),
+        _ => Err(invalid_parameter(&format!(
+            "Invalid parameter: AttributeName {name}"
+        ))),
     }
 }
 
@@ -747,11 +871,20 @@ fn default_policy(arn: &str, account: &str) -> String {
 fn tags_of(p: &Params) -> Vec<(String, String)> {
     p.objects("Tags")
         .iter()
-        .filter_map(|t| Some((t.str("Key")?.to_owned(), t.str("Value").unwrap_or_default().to_owned())))
+        .filter_map(|t| {
+            Some((
+                t.str("Key")?.to_owned(),
+                t.str("Value").unwrap_or_default().to_owned(),
+            ))
+        })
         .collect()
 }
 
-fn apply_subscription_attribute(hook: &SubscriptionHook, name: &str, value: &str) -> Result<(), ApiError> {
+fn apply_subscription_attribute(
+    hook: &SubscriptionHook,
+    name: &str,
+    value: &str,
+) -> Result<(), ApiError> {
     let mut st = hook.settings.write();
     match name {
         "RawMessageDelivery" => {
@@ -766,8 +899,15 @@ fn apply_subscription_attribute(hook: &SubscriptionHook, name: &str, value: &str
                 st.filter = None;
                 st.filter_text = None;
             } else {
-                let scope = if st.scope == "MessageBody" { Scope::Body } else { Scope::Attributes };
-                st.filter = Some(FilterPolicy::parse(value, scope).map_err(|e| invalid_parameter(&format!("Invalid parameter: {e}")))?);
+                let scope = if st.scope == "MessageBody" {
+                    Scope::Body
+                } else {
+                    Scope::Attributes
+                };
+                st.filter = Some(
+                    FilterPolicy::parse(value, scope)
+                        .map_err(|e| invalid_parameter(&format!("Invalid parameter: {e}")))?,
+                );
                 st.filter_text = Some(value.to_owned());
             }
         }
@@ -779,13 +919,20 @@ fn apply_subscription_attribute(hook: &SubscriptionHook, name: &str, value: &str
             };
             st.scope = value.to_owned();
             if let Some(text) = st.filter_text.clone() {
-                st.filter = Some(FilterPolicy::parse(&text, scope).map_err(|e| invalid_parameter(&format!("Invalid parameter: {e}")))?);
+                st.filter = Some(
+                    FilterPolicy::parse(&text, scope)
+                        .map_err(|e| invalid_parameter(&format!("Invalid parameter: {e}")))?,
+                );
             }
         }
         "RedrivePolicy" => st.redrive = (!value.is_empty()).then(|| value.to_owned()),
         "DeliveryPolicy" => st.delivery_policy = (!value.is_empty()).then(|| value.to_owned()),
         "SubscriptionRoleArn" => {}
-        _ => return Err(invalid_parameter(&format!("Invalid parameter: AttributeName {name}"))),
+        _ => {
+            return Err(invalid_parameter(&format!(
+                "Invalid parameter: AttributeName {name}"
+            )));
+        }
     }
     Ok(())
 }
@@ -794,7 +941,10 @@ fn parse_attributes(m: Option<&Map<String, Value>>) -> Result<Vec<MessageAttribu
     let Some(m) = m else { return Ok(Vec::new()) };
     let mut out = Vec::with_capacity(m.len());
     for (name, v) in m {
-        let data_type = v.get("DataType").and_then(Value::as_str).unwrap_or_default();
+        let data_type = v
+            .get("DataType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let value = match data_type.split('.').next().unwrap_or_default() {
             "String" | "Number" => AttributeValue::Text(ByteStr::from(
                 v.get("StringValue")
@@ -869,7 +1019,10 @@ impl SubscriptionHook {
         }
         let mut env = Map::new();
         env.insert("Type".into(), json!("Notification"));
-        env.insert("MessageId".into(), json!(message_id(self.id_prefix, msg.id)));
+        env.insert(
+            "MessageId".into(),
+            json!(message_id(self.id_prefix, msg.id)),
+        );
         if let Some(seq) = props.and_then(|p| p.dedup_id.as_ref()).map(|_| msg.id) {
             env.insert("SequenceNumber".into(), json!(format!("{seq:020}")));
         }
@@ -882,11 +1035,20 @@ impl SubscriptionHook {
         env.insert("SignatureVersion".into(), json!("1"));
         // Tether does not hold an AWS signing certificate; the signature field
         // is present for parsers but cannot be verified.
-        env.insert("Signature".into(), json!(STANDARD.encode(msg.id.to_be_bytes())));
-        env.insert("SigningCertURL".into(), json!(format!("{}/SimpleNotificationService.pem", self.base_url)));
+        env.insert(
+            "Signature".into(),
+            json!(STANDARD.encode(msg.id.to_be_bytes())),
+        );
+        env.insert(
+            "SigningCertURL".into(),
+            json!(format!("{}/SimpleNotificationService.pem", self.base_url)),
+        );
         env.insert(
             "UnsubscribeURL".into(),
-            json!(format!("{}/?Action=Unsubscribe&SubscriptionArn={}", self.base_url, self.subscription_arn)),
+            json!(format!(
+                "{}/?Action=Unsubscribe&SubscriptionArn={}",
+                self.base_url, self.subscription_arn
+            )),
         );
         if !attrs.is_empty() {
             env.insert("MessageAttributes".into(), Value::Object(attrs));
@@ -898,7 +1060,9 @@ impl SubscriptionHook {
 impl BindingHook for SubscriptionHook {
     fn accepts(&self, msg: &Message) -> bool {
         let st = self.settings.read();
-        let Some(filter) = &st.filter else { return true };
+        let Some(filter) = &st.filter else {
+            return true;
+        };
         match filter.scope {
             Scope::Body => filter.matches_body(self.body_for_protocol(msg).as_bytes()),
             Scope::Attributes => {
@@ -911,8 +1075,12 @@ impl BindingHook for SubscriptionHook {
                     .filter_map(|a| {
                         let base = a.data_type.split('.').next().unwrap_or_default().to_owned();
                         let value = match (&a.value, base.as_str()) {
-                            (AttributeValue::Text(t), "Number") => AttrValue::Number(t.parse().ok()?),
-                            (AttributeValue::Text(t), _) if a.data_type.as_str() == "String.Array" => {
+                            (AttributeValue::Text(t), "Number") => {
+                                AttrValue::Number(t.parse().ok()?)
+                            }
+                            (AttributeValue::Text(t), _)
+                                if a.data_type.as_str() == "String.Array" =>
+                            {
                                 AttrValue::Array(serde_json::from_str(t).ok()?)
                             }
                             (AttributeValue::Text(t), _) => AttrValue::Text(t.to_string()),
@@ -932,14 +1100,22 @@ impl BindingHook for SubscriptionHook {
         if raw && !per_protocol {
             return msg.clone();
         }
-        let body = if raw { self.body_for_protocol(msg) } else { self.envelope(msg) };
+        let body = if raw {
+            self.body_for_protocol(msg)
+        } else {
+            self.envelope(msg)
+        };
         let mut out = (**msg).clone();
         out.payload = Bytes::from(body);
         if !raw {
             // Attributes travel inside the envelope; group and dedup ids stay
             // for FIFO queues.
             out.props = msg.props.as_ref().map(|p| {
-                Box::new(MessageProperties::from_sqs(Vec::new(), p.group_id.clone(), p.dedup_id.clone()))
+                Box::new(MessageProperties::from_sqs(
+                    Vec::new(),
+                    p.group_id.clone(),
+                    p.dedup_id.clone(),
+                ))
             });
         }
         Arc::new(out)
@@ -962,7 +1138,10 @@ pub fn iso8601(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if mo <= 2 { y + 1 } else { y };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        ms % 1000
+    )
 }
 
 #[cfg(test)]
@@ -983,7 +1162,14 @@ mod tests {
             "r",
         );
         assert!(doc.contains("<ListTopicsResult><NextToken>t</NextToken><Topics><member><TopicArn>arn:a</TopicArn></member></Topics></ListTopicsResult>"), "{doc}");
-        let doc = Sns::render("GetTopicAttributes", &json!({"Attributes": {"k": "v"}}), "r");
-        assert!(doc.contains("<Attributes><entry><key>k</key><value>v</value></entry></Attributes>"), "{doc}");
+        let doc = Sns::render(
+            "GetTopicAttributes",
+            &json!({"Attributes": {"k": "v"}}),
+            "r",
+        );
+        assert!(
+            doc.contains("<Attributes><entry><key>k</key><value>v</value></entry></Attributes>"),
+            "{doc}"
+        );
     }
 }

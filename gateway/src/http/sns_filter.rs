@@ -43,7 +43,8 @@ pub enum AttrValue {
 impl FilterPolicy {
     /// Parses a policy; the error says what is wrong.
     pub fn parse(text: &str, scope: Scope) -> Result<FilterPolicy, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("FilterPolicy: failed to parse JSON: {e}"))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| format!("FilterPolicy: failed to parse JSON: {e}"))?;
         let Value::Object(policy) = v else {
             return Err("FilterPolicy: the policy must be a JSON object".into());
         };
@@ -92,7 +93,11 @@ fn check_policy(policy: &Map<String, Value>, scope: Scope) -> Result<(), String>
                 }
             }
             Value::Object(nested) if scope == Scope::Body => check_policy(nested, scope)?,
-            _ => return Err(format!("FilterPolicy: key {k} must be followed by an array of values")),
+            _ => {
+                return Err(format!(
+                    "FilterPolicy: key {k} must be followed by an array of values"
+                ));
+            }
         }
     }
     Ok(())
@@ -111,15 +116,22 @@ fn check_condition(key: &str, c: &Value) -> Result<(), String> {
                 "anything-but" => Ok(()),
                 "numeric" => {
                     let Value::Array(parts) = arg else {
-                        return Err(format!("FilterPolicy: numeric for key {key} must be an array"));
+                        return Err(format!(
+                            "FilterPolicy: numeric for key {key} must be an array"
+                        ));
                     };
                     if parts.len() % 2 != 0 || parts.is_empty() {
-                        return Err(format!("FilterPolicy: numeric for key {key} needs operator/value pairs"));
+                        return Err(format!(
+                            "FilterPolicy: numeric for key {key} needs operator/value pairs"
+                        ));
                     }
                     for pair in parts.chunks(2) {
-                        let ok = matches!(pair[0].as_str(), Some("=" | "<" | "<=" | ">" | ">=")) && pair[1].is_number();
+                        let ok = matches!(pair[0].as_str(), Some("=" | "<" | "<=" | ">" | ">="))
+                            && pair[1].is_number();
                         if !ok {
-                            return Err(format!("FilterPolicy: bad numeric condition for key {key}"));
+                            return Err(format!(
+                                "FilterPolicy: bad numeric condition for key {key}"
+                            ));
                         }
                     }
                     Ok(())
@@ -127,23 +139,33 @@ fn check_condition(key: &str, c: &Value) -> Result<(), String> {
                 other => Err(format!("FilterPolicy: unrecognized match type {other}")),
             }
         }
-        Value::Array(_) => Err(format!("FilterPolicy: nested arrays are not allowed for key {key}")),
+        Value::Array(_) => Err(format!(
+            "FilterPolicy: nested arrays are not allowed for key {key}"
+        )),
     }
 }
 
 fn policy_matches_attrs(policy: &Map<String, Value>, attrs: &[(String, AttrValue)]) -> bool {
     policy.iter().all(|(k, conds)| {
         if k == "$or" {
-            return conds
-                .as_array()
-                .is_some_and(|alts| alts.iter().any(|a| a.as_object().is_some_and(|p| policy_matches_attrs(p, attrs))));
+            return conds.as_array().is_some_and(|alts| {
+                alts.iter().any(|a| {
+                    a.as_object()
+                        .is_some_and(|p| policy_matches_attrs(p, attrs))
+                })
+            });
         }
-        let Value::Array(conds) = conds else { return false };
+        let Value::Array(conds) = conds else {
+            return false;
+        };
         let value = attrs.iter().find(|(name, _)| name == k).map(|(_, v)| v);
         conds.iter().any(|c| match value {
             None => matches!(c, Value::Object(o) if o.get("exists") == Some(&Value::Bool(false))),
             Some(AttrValue::Text(s)) => condition(c, Some(&Value::String(s.clone()))),
-            Some(AttrValue::Number(n)) => condition(c, serde_json::Number::from_f64(*n).map(Value::Number).as_ref()),
+            Some(AttrValue::Number(n)) => condition(
+                c,
+                serde_json::Number::from_f64(*n).map(Value::Number).as_ref(),
+            ),
             Some(AttrValue::Array(items)) => items.iter().any(|i| condition(c, Some(i))),
         })
     })
@@ -152,9 +174,10 @@ fn policy_matches_attrs(policy: &Map<String, Value>, attrs: &[(String, AttrValue
 fn policy_matches_body(policy: &Map<String, Value>, doc: &Map<String, Value>) -> bool {
     policy.iter().all(|(k, spec)| {
         if k == "$or" {
-            return spec
-                .as_array()
-                .is_some_and(|alts| alts.iter().any(|a| a.as_object().is_some_and(|p| policy_matches_body(p, doc))));
+            return spec.as_array().is_some_and(|alts| {
+                alts.iter()
+                    .any(|a| a.as_object().is_some_and(|p| policy_matches_body(p, doc)))
+            });
         }
         match spec {
             Value::Object(nested) => match doc.get(k) {
@@ -177,13 +200,19 @@ fn policy_matches_body(policy: &Map<String, Value>, doc: &Map<String, Value>) ->
 fn condition(c: &Value, v: Option<&Value>) -> bool {
     match c {
         Value::Object(op) => {
-            let Some((name, arg)) = op.iter().next() else { return false };
+            let Some((name, arg)) = op.iter().next() else {
+                return false;
+            };
             match (name.as_str(), v) {
                 ("exists", v) => arg.as_bool() == Some(v.is_some()),
                 (_, None) => false,
-                ("prefix", Some(Value::String(s))) => arg.as_str().is_some_and(|p| s.starts_with(p)),
+                ("prefix", Some(Value::String(s))) => {
+                    arg.as_str().is_some_and(|p| s.starts_with(p))
+                }
                 ("suffix", Some(Value::String(s))) => arg.as_str().is_some_and(|p| s.ends_with(p)),
-                ("equals-ignore-case", Some(Value::String(s))) => arg.as_str().is_some_and(|p| s.eq_ignore_ascii_case(p)),
+                ("equals-ignore-case", Some(Value::String(s))) => {
+                    arg.as_str().is_some_and(|p| s.eq_ignore_ascii_case(p))
+                }
                 ("anything-but", Some(v)) => match arg {
                     Value::Array(list) => !list.iter().any(|x| equal(x, v)),
                     Value::Object(inner) => match (inner.get("prefix"), v) {
@@ -196,7 +225,9 @@ fn condition(c: &Value, v: Option<&Value>) -> bool {
                     let Some(n) = as_number(v) else { return false };
                     arg.as_array().is_some_and(|parts| {
                         parts.chunks(2).all(|pair| {
-                            let Some(bound) = pair[1].as_f64() else { return false };
+                            let Some(bound) = pair[1].as_f64() else {
+                                return false;
+                            };
                             match pair[0].as_str() {
                                 Some("=") => n == bound,
                                 Some("<") => n < bound,
@@ -237,7 +268,10 @@ mod tests {
     use super::*;
 
     fn attrs(pairs: &[(&str, AttrValue)]) -> Vec<(String, AttrValue)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
     }
 
     #[test]
@@ -247,8 +281,14 @@ mod tests {
             Scope::Attributes,
         )
         .unwrap();
-        assert!(p.matches_attributes(&attrs(&[("plan", AttrValue::Text("enterprise".into())), ("seats", AttrValue::Number(20.0))])));
-        assert!(!p.matches_attributes(&attrs(&[("plan", AttrValue::Text("free".into())), ("seats", AttrValue::Number(20.0))])));
+        assert!(p.matches_attributes(&attrs(&[
+            ("plan", AttrValue::Text("enterprise".into())),
+            ("seats", AttrValue::Number(20.0))
+        ])));
+        assert!(!p.matches_attributes(&attrs(&[
+            ("plan", AttrValue::Text("free".into())),
+            ("seats", AttrValue::Number(20.0))
+        ])));
         assert!(!p.matches_attributes(&attrs(&[("plan", AttrValue::Text("pro".into()))])));
     }
 
@@ -261,12 +301,19 @@ mod tests {
         .unwrap();
         assert!(p.matches_attributes(&attrs(&[("plan", AttrValue::Text("pro".into()))])));
         assert!(!p.matches_attributes(&attrs(&[("plan", AttrValue::Text("free".into()))])));
-        assert!(p.matches_attributes(&attrs(&[("plan", AttrValue::Text("free".into())), ("vip", AttrValue::Text("y".into()))])));
+        assert!(p.matches_attributes(&attrs(&[
+            ("plan", AttrValue::Text("free".into())),
+            ("vip", AttrValue::Text("y".into()))
+        ])));
     }
 
     #[test]
     fn body_policy_follows_nested_objects_and_arrays() {
-        let p = FilterPolicy::parse(r#"{"user": {"plan": ["pro"]}, "tags": ["beta"]}"#, Scope::Body).unwrap();
+        let p = FilterPolicy::parse(
+            r#"{"user": {"plan": ["pro"]}, "tags": ["beta"]}"#,
+            Scope::Body,
+        )
+        .unwrap();
         assert!(p.matches_body(br#"{"user": {"plan": "pro"}, "tags": ["alpha", "beta"]}"#));
         assert!(!p.matches_body(br#"{"user": {"plan": "free"}, "tags": ["beta"]}"#));
         assert!(!p.matches_body(b"not json"));

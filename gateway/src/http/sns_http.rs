@@ -21,7 +21,10 @@ use crate::config::SnsConfig;
 use crate::core::queue::{PullLimits, PullMode, Queue, SendOptions, Wakeup};
 use crate::core::vhost::VHost;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
 
 fn client() -> Option<HttpsClient> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -53,14 +56,31 @@ pub fn spawn(
         let mut out = Vec::with_capacity(1);
         loop {
             out.clear();
-            queue.pull(id, PullLimits { max: 1, max_leased: 1 }, PullMode::Lease { owner: 1 }, &mut out);
+            queue.pull(
+                id,
+                PullLimits {
+                    max: 1,
+                    max_leased: 1,
+                },
+                PullMode::Lease { owner: 1 },
+                &mut out,
+            );
             let Some(d) = out.pop() else {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = notify.notified() => continue,
                 }
             };
-            let delivered = deliver(&client, &endpoint, &hook, &d.msg.payload, d.msg.id, &cfg, &cancel).await;
+            let delivered = deliver(
+                &client,
+                &endpoint,
+                &hook,
+                &d.msg.payload,
+                d.msg.id,
+                &cfg,
+                &cancel,
+            )
+            .await;
             if !delivered && !cancel.is_cancelled() {
                 dead_letter(&vhost, &hook, &d.msg, &endpoint);
             }
@@ -97,8 +117,14 @@ async fn deliver(
             .header("x-amz-sns-message-id", message_id.to_string())
             .header("x-amz-sns-topic-arn", hook.topic_arn())
             .header("x-amz-sns-subscription-arn", hook.arn())
-            .header("x-amz-sns-rawdelivery", if hook.raw() { "true" } else { "false" })
-            .header("user-agent", "Amazon Simple Notification Service Agent (Tether)")
+            .header(
+                "x-amz-sns-rawdelivery",
+                if hook.raw() { "true" } else { "false" },
+            )
+            .header(
+                "user-agent",
+                "Amazon Simple Notification Service Agent (Tether)",
+            )
             .body(Full::new(body.clone()));
         let Ok(req) = req else { return false };
         let outcome = tokio::time::timeout(cfg.http_timeout, client.request(req)).await;
@@ -107,7 +133,9 @@ async fn deliver(
             Ok(Ok(resp)) => {
                 tracing::debug!(endpoint, attempt, status = %resp.status(), "sns http delivery refused");
             }
-            Ok(Err(e)) => tracing::debug!(endpoint, attempt, error = %e, "sns http delivery failed"),
+            Ok(Err(e)) => {
+                tracing::debug!(endpoint, attempt, error = %e, "sns http delivery failed")
+            }
             Err(_) => tracing::debug!(endpoint, attempt, "sns http delivery timed out"),
         }
         if attempt == cfg.http_retries {
@@ -123,11 +151,20 @@ async fn deliver(
 }
 
 /// Sends an undeliverable message to the subscription's dead-letter queue.
-fn dead_letter(vhost: &VHost, hook: &SubscriptionHook, msg: &crate::core::message::SharedMessage, endpoint: &str) {
+fn dead_letter(
+    vhost: &VHost,
+    hook: &SubscriptionHook,
+    msg: &crate::core::message::SharedMessage,
+    endpoint: &str,
+) {
     let target = hook
         .redrive()
         .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-        .and_then(|v| v.get("deadLetterTargetArn").and_then(|a| a.as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v.get("deadLetterTargetArn")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        })
         .and_then(|arn| arn.rsplit(':').next().map(str::to_owned))
         .and_then(|name| vhost.queue(&name));
     match target {
@@ -135,6 +172,9 @@ fn dead_letter(vhost: &VHost, hook: &SubscriptionHook, msg: &crate::core::messag
             q.send(msg, &SendOptions::default());
             tracing::info!(endpoint, queue = %q.name(), "sns http delivery failed; message moved to the subscription's dead-letter queue");
         }
-        None => tracing::warn!(endpoint, "sns http delivery failed after all retries; message dropped"),
+        None => tracing::warn!(
+            endpoint,
+            "sns http delivery failed after all retries; message dropped"
+        ),
     }
 }

@@ -23,9 +23,12 @@ use super::aws::{ApiError, Params};
 use crate::config::{AwsConfig, SqsConfig};
 use crate::core::Core;
 use crate::core::bytestr::ByteStr;
-use crate::core::message::{AttributeValue, KeyForm, Message, MessageAttribute, MessageProperties, now_ms};
+use crate::core::message::{
+    AttributeValue, KeyForm, Message, MessageAttribute, MessageProperties, now_ms,
+};
 use crate::core::queue::{
-    Delivery, LiveSettings, PullLimits, PullMode, Queue, QueueOptions, Redrive, SendOptions, Sent, Wakeup,
+    Delivery, LiveSettings, PullLimits, PullMode, Queue, QueueOptions, Redrive, SendOptions, Sent,
+    Wakeup,
 };
 use crate::core::vhost::VHost;
 
@@ -63,7 +66,10 @@ impl QueueMeta {
     }
 
     fn extra(&self, name: &str) -> Option<&str> {
-        self.extra.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn set_extra(&mut self, name: &str, value: String) {
@@ -191,13 +197,18 @@ impl Sqs {
 
     /// The ARN of queue `name`.
     pub fn arn(&self, name: &str) -> String {
-        format!("arn:aws:sqs:{}:{}:{name}", self.aws.region, self.aws.account_id)
+        format!(
+            "arn:aws:sqs:{}:{}:{name}",
+            self.aws.region, self.aws.account_id
+        )
     }
 
     fn name_from_arn<'a>(&self, arn: &'a str) -> Result<&'a str, ApiError> {
         let parts: Vec<&'a str> = arn.split(':').collect();
         if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sqs" {
-            return Err(ApiError::invalid(format!("Value {arn} for parameter ARN is invalid.")));
+            return Err(ApiError::invalid(format!(
+                "Value {arn} for parameter ARN is invalid."
+            )));
         }
         Ok(parts[5])
     }
@@ -214,7 +225,11 @@ impl Sqs {
     }
 
     fn meta_of(&self, name: &str) -> QueueMeta {
-        self.meta.lock().entry(name.to_owned()).or_insert_with(QueueMeta::new).clone()
+        self.meta
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(QueueMeta::new)
+            .clone()
     }
 
     // ---- queues ----
@@ -225,7 +240,9 @@ impl Sqs {
         let base = name.strip_suffix(".fifo").unwrap_or(name);
         if base.is_empty()
             || name.len() > 80
-            || !base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(ApiError::invalid(
                 "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
@@ -254,7 +271,10 @@ impl Sqs {
                 return Err(ApiError::sender_as(
                     "QueueNameExists",
                     "QueueAlreadyExists",
-                    format!("A queue already exists with the same name and a different value for attribute(s) {}", names(&attrs)),
+                    format!(
+                        "A queue already exists with the same name and a different value for attribute(s) {}",
+                        names(&attrs)
+                    ),
                 ));
             }
             return Ok(json!({ "QueueUrl": self.url(host, name) }));
@@ -265,9 +285,9 @@ impl Sqs {
             fifo,
             ..Default::default()
         };
-        self.vhost
-            .declare_queue(name, options, None)
-            .map_err(|e| ApiError::sender_as("QueueNameExists", "QueueAlreadyExists", e.to_string()))?;
+        self.vhost.declare_queue(name, options, None).map_err(|e| {
+            ApiError::sender_as("QueueNameExists", "QueueAlreadyExists", e.to_string())
+        })?;
         self.meta.lock().insert(name.to_owned(), meta);
         tracing::debug!(queue = name, fifo, "sqs queue created");
         Ok(json!({ "QueueUrl": self.url(host, name) }))
@@ -291,7 +311,9 @@ impl Sqs {
             };
             match k.as_str() {
                 "DelaySeconds" => s.delay = Duration::from_secs(num(0, MAX_DELAY)?),
-                "VisibilityTimeout" => s.visibility_timeout = Some(Duration::from_secs(num(0, MAX_VISIBILITY)?)),
+                "VisibilityTimeout" => {
+                    s.visibility_timeout = Some(Duration::from_secs(num(0, MAX_VISIBILITY)?))
+                }
                 "MessageRetentionPeriod" => {
                     let min = self.cfg.minimum_retention.as_secs().max(1);
                     s.retention = Some(Duration::from_secs(num(min, MAX_RETENTION)?));
@@ -313,13 +335,19 @@ impl Sqs {
                 }
                 "ContentBasedDeduplication" => {
                     if !fifo {
-                        return Err(ApiError::sender("InvalidAttributeName", format!("Unknown Attribute {k}.")));
+                        return Err(ApiError::sender(
+                            "InvalidAttributeName",
+                            format!("Unknown Attribute {k}."),
+                        ));
                     }
                     s.content_based_dedup = parse_bool(k, v)?;
                 }
                 "DeduplicationScope" => {
                     if !fifo {
-                        return Err(ApiError::sender("InvalidAttributeName", format!("Unknown Attribute {k}.")));
+                        return Err(ApiError::sender(
+                            "InvalidAttributeName",
+                            format!("Unknown Attribute {k}."),
+                        ));
                     }
                     s.dedup_per_group = match v.as_str() {
                         "messageGroup" => true,
@@ -334,13 +362,22 @@ impl Sqs {
                     }
                     meta.set_extra(k, v.clone());
                 }
-                "Policy" | "RedriveAllowPolicy" | "KmsMasterKeyId" | "KmsDataKeyReusePeriodSeconds" | "SqsManagedSseEnabled" => {
+                "Policy"
+                | "RedriveAllowPolicy"
+                | "KmsMasterKeyId"
+                | "KmsDataKeyReusePeriodSeconds"
+                | "SqsManagedSseEnabled" => {
                     if k == "RedriveAllowPolicy" && !v.is_empty() {
                         serde_json::from_str::<Value>(v).map_err(|_| attr_error(k, v))?;
                     }
                     meta.set_extra(k, v.clone());
                 }
-                _ => return Err(ApiError::sender("InvalidAttributeName", format!("Unknown Attribute {k}."))),
+                _ => {
+                    return Err(ApiError::sender(
+                        "InvalidAttributeName",
+                        format!("Unknown Attribute {k}."),
+                    ));
+                }
             }
         }
         if meta.extra("FifoThroughputLimit") == Some("perMessageGroupId") && !s.dedup_per_group {
@@ -354,7 +391,10 @@ impl Sqs {
     fn parse_redrive(&self, text: &str, fifo: bool) -> Result<Redrive, ApiError> {
         let bad = || attr_error("RedrivePolicy", text);
         let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
-        let arn = v.get("deadLetterTargetArn").and_then(Value::as_str).ok_or_else(bad)?;
+        let arn = v
+            .get("deadLetterTargetArn")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?;
         let max = match v.get("maxReceiveCount") {
             Some(Value::Number(n)) => n.as_u64(),
             Some(Value::String(s)) => s.parse().ok(),
@@ -393,7 +433,9 @@ impl Sqs {
         if let Some(m) = max
             && !(1..=1000).contains(&m)
         {
-            return Err(ApiError::invalid("Value for parameter MaxResults is invalid. Reason: must be between 1 and 1000."));
+            return Err(ApiError::invalid(
+                "Value for parameter MaxResults is invalid. Reason: must be between 1 and 1000.",
+            ));
         }
         let after = p.str("NextToken").and_then(decode_token);
         let mut names: Vec<String> = self
@@ -410,11 +452,20 @@ impl Sqs {
         names.truncate(limit);
         let mut out = Map::new();
         if !names.is_empty() {
-            out.insert("QueueUrls".into(), names.iter().map(|n| Value::String(self.url(host, n))).collect());
+            out.insert(
+                "QueueUrls".into(),
+                names
+                    .iter()
+                    .map(|n| Value::String(self.url(host, n)))
+                    .collect(),
+            );
         }
         if more && max.is_some() {
             if let Some(last) = names.last() {
-                out.insert("NextToken".into(), Value::String(URL_SAFE_NO_PAD.encode(last)));
+                out.insert(
+                    "NextToken".into(),
+                    Value::String(URL_SAFE_NO_PAD.encode(last)),
+                );
             }
         }
         Ok(Value::Object(out))
@@ -442,25 +493,66 @@ impl Sqs {
         let fifo = q.options().fifo;
         let mut out: Vec<(&'static str, String)> = vec![
             ("ApproximateNumberOfMessages", q.ready_len().to_string()),
-            ("ApproximateNumberOfMessagesNotVisible", q.leased_len().to_string()),
-            ("ApproximateNumberOfMessagesDelayed", q.delayed_len().to_string()),
+            (
+                "ApproximateNumberOfMessagesNotVisible",
+                q.leased_len().to_string(),
+            ),
+            (
+                "ApproximateNumberOfMessagesDelayed",
+                q.delayed_len().to_string(),
+            ),
             ("CreatedTimestamp", meta.created.to_string()),
             ("LastModifiedTimestamp", meta.modified.to_string()),
             ("QueueArn", self.arn(&name)),
-            ("VisibilityTimeout", s.visibility_timeout.map_or(0, |d| d.as_secs()).to_string()),
+            (
+                "VisibilityTimeout",
+                s.visibility_timeout.map_or(0, |d| d.as_secs()).to_string(),
+            ),
             ("MaximumMessageSize", meta.max_message_size.to_string()),
-            ("MessageRetentionPeriod", s.retention.map_or(MAX_RETENTION, |d| d.as_secs()).to_string()),
+            (
+                "MessageRetentionPeriod",
+                s.retention
+                    .map_or(MAX_RETENTION, |d| d.as_secs())
+                    .to_string(),
+            ),
             ("DelaySeconds", s.delay.as_secs().to_string()),
-            ("ReceiveMessageWaitTimeSeconds", meta.receive_wait.to_string()),
-            ("SqsManagedSseEnabled", meta.extra("SqsManagedSseEnabled").unwrap_or("false").to_owned()),
+            (
+                "ReceiveMessageWaitTimeSeconds",
+                meta.receive_wait.to_string(),
+            ),
+            (
+                "SqsManagedSseEnabled",
+                meta.extra("SqsManagedSseEnabled")
+                    .unwrap_or("false")
+                    .to_owned(),
+            ),
         ];
         if fifo {
             out.push(("FifoQueue", "true".into()));
-            out.push(("ContentBasedDeduplication", s.content_based_dedup.to_string()));
-            out.push(("DeduplicationScope", meta.extra("DeduplicationScope").unwrap_or("queue").to_owned()));
-            out.push(("FifoThroughputLimit", meta.extra("FifoThroughputLimit").unwrap_or("perQueue").to_owned()));
+            out.push((
+                "ContentBasedDeduplication",
+                s.content_based_dedup.to_string(),
+            ));
+            out.push((
+                "DeduplicationScope",
+                meta.extra("DeduplicationScope")
+                    .unwrap_or("queue")
+                    .to_owned(),
+            ));
+            out.push((
+                "FifoThroughputLimit",
+                meta.extra("FifoThroughputLimit")
+                    .unwrap_or("perQueue")
+                    .to_owned(),
+            ));
         }
-        for k in ["RedrivePolicy", "RedriveAllowPolicy", "Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"] {
+        for k in [
+            "RedrivePolicy",
+            "RedriveAllowPolicy",
+            "Policy",
+            "KmsMasterKeyId",
+            "KmsDataKeyReusePeriodSeconds",
+        ] {
             if let Some(v) = meta.extra(k).filter(|v| !v.is_empty()) {
                 let key: &'static str = k;
                 out.push((key, v.to_owned()));
@@ -474,7 +566,10 @@ impl Sqs {
         }
         for w in &wanted {
             if w != "All" && !attrs.contains_key(w) && !KNOWN_ATTRIBUTES.contains(&w.as_str()) {
-                return Err(ApiError::sender("InvalidAttributeName", format!("Unknown Attribute {w}.")));
+                return Err(ApiError::sender(
+                    "InvalidAttributeName",
+                    format!("Unknown Attribute {w}."),
+                ));
             }
         }
         if attrs.is_empty() {
@@ -524,7 +619,11 @@ impl Sqs {
         if meta.tags.is_empty() {
             return Ok(json!({}));
         }
-        let tags: Map<String, Value> = meta.tags.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        let tags: Map<String, Value> = meta
+            .tags
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
         Ok(json!({ "Tags": tags }))
     }
 
@@ -534,11 +633,18 @@ impl Sqs {
             .vhost
             .queues()
             .iter()
-            .filter(|q| q.settings().redrive.is_some_and(|r| r.target.as_str() == name))
+            .filter(|q| {
+                q.settings()
+                    .redrive
+                    .is_some_and(|r| r.target.as_str() == name)
+            })
             .map(|q| q.name().to_string())
             .collect();
         sources.sort();
-        let urls: Vec<Value> = sources.iter().map(|n| Value::String(self.url(host, n))).collect();
+        let urls: Vec<Value> = sources
+            .iter()
+            .map(|n| Value::String(self.url(host, n)))
+            .collect();
         Ok(json!({ "queueUrls": urls }))
     }
 
@@ -548,7 +654,12 @@ impl Sqs {
         super::sns::message_id(self.id_prefix, id)
     }
 
-    fn build_message(&self, queue: &Queue, name: &str, e: &Params) -> Result<(Arc<Message>, SendOptions), ApiError> {
+    fn build_message(
+        &self,
+        queue: &Queue,
+        name: &str,
+        e: &Params,
+    ) -> Result<(Arc<Message>, SendOptions), ApiError> {
         let body = e.need_str("MessageBody")?;
         if body.is_empty() {
             return Err(ApiError::missing("MessageBody"));
@@ -556,7 +667,10 @@ impl Sqs {
         if let Some(c) = body.chars().find(|c| !valid_body_char(*c)) {
             return Err(ApiError::sender(
                 "InvalidMessageContents",
-                format!("Invalid characters found. Invalid unicode character was U+{:04X}.", c as u32),
+                format!(
+                    "Invalid characters found. Invalid unicode character was U+{:04X}.",
+                    c as u32
+                ),
             ));
         }
         let attributes = parse_message_attributes(e.object("MessageAttributes"))?;
@@ -571,7 +685,9 @@ impl Sqs {
         let delay = e.int("DelaySeconds")?;
         if let Some(d) = delay {
             if !(0..=MAX_DELAY as i64).contains(&d) {
-                return Err(ApiError::invalid(format!("Value {d} for parameter DelaySeconds is invalid. Reason: must be between 0 and 900.")));
+                return Err(ApiError::invalid(format!(
+                    "Value {d} for parameter DelaySeconds is invalid. Reason: must be between 0 and 900."
+                )));
             }
             if fifo && d != 0 {
                 return Err(ApiError::invalid(format!(
@@ -608,7 +724,11 @@ impl Sqs {
             published_at_ms: now_ms(),
             expires_at: None,
             origin: 0,
-            props: Some(Box::new(MessageProperties::from_sqs(attributes, group, dedup.clone()))),
+            props: Some(Box::new(MessageProperties::from_sqs(
+                attributes,
+                group,
+                dedup.clone(),
+            ))),
         });
         let options = SendOptions {
             delay: delay.map(|d| Duration::from_secs(d as u64)),
@@ -623,15 +743,31 @@ impl Sqs {
             Sent::Queued { seq } => (msg.id, seq),
             Sent::Duplicate { message_id, seq } => (message_id, seq),
             Sent::Refused(_) => {
-                return Err(ApiError::sender("OverLimit", "The queue refused the message (it is full)."));
+                return Err(ApiError::sender(
+                    "OverLimit",
+                    "The queue refused the message (it is full).",
+                ));
             }
         };
         let mut out = Map::new();
-        out.insert("MessageId".into(), Value::String(self.message_id(message_id)));
-        out.insert("MD5OfMessageBody".into(), Value::String(md5_hex(&msg.payload)));
-        let attrs = msg.props.as_ref().map(|p| p.attributes.clone()).unwrap_or_default();
+        out.insert(
+            "MessageId".into(),
+            Value::String(self.message_id(message_id)),
+        );
+        out.insert(
+            "MD5OfMessageBody".into(),
+            Value::String(md5_hex(&msg.payload)),
+        );
+        let attrs = msg
+            .props
+            .as_ref()
+            .map(|p| p.attributes.clone())
+            .unwrap_or_default();
         if !attrs.is_empty() {
-            out.insert("MD5OfMessageAttributes".into(), Value::String(md5_of_attributes(&attrs)));
+            out.insert(
+                "MD5OfMessageAttributes".into(),
+                Value::String(md5_of_attributes(&attrs)),
+            );
         }
         if queue.options().fifo {
             out.insert("SequenceNumber".into(), Value::String(format!("{seq:020}")));
@@ -647,7 +783,10 @@ impl Sqs {
     fn send_message_batch(&self, p: &Params) -> Result<Value, ApiError> {
         let (name, q) = self.queue(p)?;
         let entries = check_batch(p)?;
-        let total: usize = entries.iter().map(|e| e.str("MessageBody").map_or(0, str::len)).sum();
+        let total: usize = entries
+            .iter()
+            .map(|e| e.str("MessageBody").map_or(0, str::len))
+            .sum();
         let max = self.meta_of(&name).max_message_size as usize;
         if total > max {
             return Err(ApiError::sender_as(
@@ -682,10 +821,15 @@ impl Sqs {
         }
         let visibility = match p.int("VisibilityTimeout")? {
             Some(v) if !(0..=MAX_VISIBILITY as i64).contains(&v) => {
-                return Err(ApiError::invalid(format!("Value {v} for parameter VisibilityTimeout is invalid. Reason: must be between 0 and 43200.")));
+                return Err(ApiError::invalid(format!(
+                    "Value {v} for parameter VisibilityTimeout is invalid. Reason: must be between 0 and 43200."
+                )));
             }
             Some(v) => Duration::from_secs(v as u64),
-            None => q.settings().visibility_timeout.unwrap_or(Duration::from_secs(DEFAULT_VISIBILITY)),
+            None => q
+                .settings()
+                .visibility_timeout
+                .unwrap_or(Duration::from_secs(DEFAULT_VISIBILITY)),
         };
         let max_wait = self.cfg.max_wait.as_secs() as i64;
         let wait = match p.int("WaitTimeSeconds")? {
@@ -722,7 +866,10 @@ impl Sqs {
         }
         let system = attribute_selection(p, "AttributeNames", "MessageSystemAttributeNames");
         let user = p.string_list("MessageAttributeNames");
-        let messages: Vec<Value> = got.iter().map(|d| self.render_message(&q, d, &system, &user)).collect();
+        let messages: Vec<Value> = got
+            .iter()
+            .map(|d| self.render_message(&q, d, &system, &user))
+            .collect();
         if messages.is_empty() {
             return Ok(json!({}));
         }
@@ -735,7 +882,12 @@ impl Sqs {
             Ok(s) if s.chars().all(valid_body_char) => (s.to_owned(), false),
             _ => (STANDARD.encode(&msg.payload), true),
         };
-        let receipt = URL_SAFE_NO_PAD.encode(format!("{:x}:{:x}:{:x}", q.uid(), d.tag.unwrap_or(0), msg.id));
+        let receipt = URL_SAFE_NO_PAD.encode(format!(
+            "{:x}:{:x}:{:x}",
+            q.uid(),
+            d.tag.unwrap_or(0),
+            msg.id
+        ));
         let mut m = Map::new();
         m.insert("MessageId".into(), Value::String(self.message_id(msg.id)));
         m.insert("ReceiptHandle".into(), Value::String(receipt));
@@ -751,7 +903,10 @@ impl Sqs {
         put("SenderId", self.aws.account_id.clone());
         put("SentTimestamp", msg.published_at_ms.to_string());
         put("ApproximateReceiveCount", d.delivery_count.to_string());
-        put("ApproximateFirstReceiveTimestamp", d.first_delivery_ms.to_string());
+        put(
+            "ApproximateFirstReceiveTimestamp",
+            d.first_delivery_ms.to_string(),
+        );
         if q.options().fifo {
             put("SequenceNumber", format!("{:020}", d.seq));
         }
@@ -769,18 +924,32 @@ impl Sqs {
         if !attrs.is_empty() {
             m.insert("Attributes".into(), Value::Object(attrs));
         }
-        let mut all_attrs = msg.props.as_ref().map(|p| p.sqs_attributes()).unwrap_or_default();
+        let mut all_attrs = msg
+            .props
+            .as_ref()
+            .map(|p| p.sqs_attributes())
+            .unwrap_or_default();
         if encoded {
             all_attrs.push(MessageAttribute::text("TetherBodyEncoding", "base64"));
         }
-        let selected: Vec<MessageAttribute> = all_attrs.into_iter().filter(|a| attribute_wanted(user, &a.name)).collect();
+        let selected: Vec<MessageAttribute> = all_attrs
+            .into_iter()
+            .filter(|a| attribute_wanted(user, &a.name))
+            .collect();
         if !selected.is_empty() {
-            m.insert("MD5OfMessageAttributes".into(), Value::String(md5_of_attributes(&selected)));
+            m.insert(
+                "MD5OfMessageAttributes".into(),
+                Value::String(md5_of_attributes(&selected)),
+            );
             let mut out = Map::new();
             for a in &selected {
                 let value = match &a.value {
-                    AttributeValue::Text(t) => json!({ "DataType": a.data_type.as_str(), "StringValue": t.as_str() }),
-                    AttributeValue::Binary(b) => json!({ "DataType": a.data_type.as_str(), "BinaryValue": STANDARD.encode(b) }),
+                    AttributeValue::Text(t) => {
+                        json!({ "DataType": a.data_type.as_str(), "StringValue": t.as_str() })
+                    }
+                    AttributeValue::Binary(b) => {
+                        json!({ "DataType": a.data_type.as_str(), "BinaryValue": STANDARD.encode(b) })
+                    }
                 };
                 out.insert(a.name.to_string(), value);
             }
@@ -791,13 +960,20 @@ impl Sqs {
 
     fn receipt(&self, q: &Queue, handle: &str) -> Result<Receipt, ApiError> {
         let invalid = || {
-            ApiError::sender("ReceiptHandleIsInvalid", format!("The input receipt handle \"{handle}\" is not a valid receipt handle."))
-                .status(404)
+            ApiError::sender(
+                "ReceiptHandleIsInvalid",
+                format!("The input receipt handle \"{handle}\" is not a valid receipt handle."),
+            )
+            .status(404)
         };
-        let raw = URL_SAFE_NO_PAD.decode(handle.trim()).map_err(|_| invalid())?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(handle.trim())
+            .map_err(|_| invalid())?;
         let text = String::from_utf8(raw).map_err(|_| invalid())?;
         let mut parts = text.split(':');
-        let (Some(u), Some(t), Some(_m), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(u), Some(t), Some(_m), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(invalid());
         };
         let uid = u64::from_str_radix(u, 16).map_err(|_| invalid())?;
@@ -825,7 +1001,10 @@ impl Sqs {
         let mut failed = Vec::new();
         for e in &entries {
             let id = e.str("Id").unwrap_or_default();
-            match e.need_str("ReceiptHandle").and_then(|h| self.receipt(&q, h)) {
+            match e
+                .need_str("ReceiptHandle")
+                .and_then(|h| self.receipt(&q, h))
+            {
                 Ok(r) => {
                     q.ack(r.tag);
                     ok.push(json!({ "Id": id }));
@@ -837,9 +1016,13 @@ impl Sqs {
     }
 
     fn visibility_of(e: &Params) -> Result<Duration, ApiError> {
-        let v = e.int("VisibilityTimeout")?.ok_or_else(|| ApiError::missing("VisibilityTimeout"))?;
+        let v = e
+            .int("VisibilityTimeout")?
+            .ok_or_else(|| ApiError::missing("VisibilityTimeout"))?;
         if !(0..=MAX_VISIBILITY as i64).contains(&v) {
-            return Err(ApiError::invalid(format!("Value {v} for parameter VisibilityTimeout is invalid. Reason: must be between 0 and 43200.")));
+            return Err(ApiError::invalid(format!(
+                "Value {v} for parameter VisibilityTimeout is invalid. Reason: must be between 0 and 43200."
+            )));
         }
         Ok(Duration::from_secs(v as u64))
     }
@@ -884,11 +1067,20 @@ impl Sqs {
         let source_arn = p.need_str("SourceArn")?.to_owned();
         let source_name = self.name_from_arn(&source_arn)?.to_owned();
         let source = self.vhost.queue(&source_name).ok_or_else(|| {
-            ApiError::sender("ResourceNotFoundException", "The resource that you specified for the SourceArn parameter doesn't exist.")
+            ApiError::sender(
+                "ResourceNotFoundException",
+                "The resource that you specified for the SourceArn parameter doesn't exist.",
+            )
         })?;
-        let is_dlq = self.vhost.queues().iter().any(|q| q.settings().redrive.is_some_and(|r| r.target.as_str() == source_name));
+        let is_dlq = self.vhost.queues().iter().any(|q| {
+            q.settings()
+                .redrive
+                .is_some_and(|r| r.target.as_str() == source_name)
+        });
         if !is_dlq {
-            return Err(ApiError::invalid("Source queue must be configured as a Dead Letter Queue."));
+            return Err(ApiError::invalid(
+                "Source queue must be configured as a Dead Letter Queue.",
+            ));
         }
         let destination_arn = p.str("DestinationArn").map(str::to_owned);
         let destination = match &destination_arn {
@@ -900,10 +1092,17 @@ impl Sqs {
             }
             None => None,
         };
-        let rate = p.int("MaxNumberOfMessagesPerSecond")?.map(|r| r.clamp(1, 500) as u64);
+        let rate = p
+            .int("MaxNumberOfMessagesPerSecond")?
+            .map(|r| r.clamp(1, 500) as u64);
         let mut tasks = self.tasks.lock();
-        if tasks.iter().any(|t| t.source_arn == source_arn && *t.status.lock() == "RUNNING") {
-            return Err(ApiError::invalid("There is already a task running. Only one active task is allowed for each source queue arn at a given time."));
+        if tasks
+            .iter()
+            .any(|t| t.source_arn == source_arn && *t.status.lock() == "RUNNING")
+        {
+            return Err(ApiError::invalid(
+                "There is already a task running. Only one active task is allowed for each source queue arn at a given time.",
+            ));
         }
         let handle = URL_SAFE_NO_PAD.encode(format!("{}:{}", uuid::Uuid::new_v4(), source_arn));
         let to_move = source.ready_len() as u64;
@@ -922,7 +1121,16 @@ impl Sqs {
             cancel: cancel.clone(),
         });
         let vhost = self.vhost.clone();
-        tokio::spawn(run_move_task(vhost, source, destination, to_move, rate, moved, status, cancel));
+        tokio::spawn(run_move_task(
+            vhost,
+            source,
+            destination,
+            to_move,
+            rate,
+            moved,
+            status,
+            cancel,
+        ));
         Ok(json!({ "TaskHandle": handle }))
     }
 
@@ -938,7 +1146,9 @@ impl Sqs {
         }
         *t.status.lock() = "CANCELLING";
         t.cancel.cancel();
-        Ok(json!({ "ApproximateNumberOfMessagesMoved": t.moved.load(std::sync::atomic::Ordering::Relaxed) }))
+        Ok(
+            json!({ "ApproximateNumberOfMessagesMoved": t.moved.load(std::sync::atomic::Ordering::Relaxed) }),
+        )
     }
 
     fn list_move_tasks(&self, p: &Params) -> Result<Value, ApiError> {
@@ -1086,7 +1296,10 @@ fn no_queue() -> ApiError {
 }
 
 fn attr_error(name: &str, value: &str) -> ApiError {
-    ApiError::sender("InvalidAttributeValue", format!("Invalid value for the parameter {name}: {value}"))
+    ApiError::sender(
+        "InvalidAttributeValue",
+        format!("Invalid value for the parameter {name}: {value}"),
+    )
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
@@ -1098,11 +1311,18 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
 }
 
 fn names(attrs: &[(String, String)]) -> String {
-    attrs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+    attrs
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn decode_token(t: &str) -> Option<String> {
-    URL_SAFE_NO_PAD.decode(t).ok().and_then(|b| String::from_utf8(b).ok())
+    URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
 }
 
 /// SQS's allowed body characters: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
@@ -1124,13 +1344,21 @@ fn check_batch(p: &Params) -> Result<Vec<Params>, ApiError> {
         return Err(ApiError::sender_as(
             "TooManyEntriesInBatchRequest",
             "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
-            format!("Maximum number of entries per request are 10. You have sent {}.", entries.len()),
+            format!(
+                "Maximum number of entries per request are 10. You have sent {}.",
+                entries.len()
+            ),
         ));
     }
     let mut seen = std::collections::HashSet::new();
     for e in &entries {
         let id = e.str("Id").unwrap_or_default();
-        if id.is_empty() || id.len() > 80 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if id.is_empty()
+            || id.len() > 80
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(ApiError::sender_as(
                 "InvalidBatchEntryId",
                 "AWS.SimpleQueueService.InvalidBatchEntryId",
@@ -1152,10 +1380,14 @@ fn batch_error(id: &str, e: &ApiError) -> Value {
     json!({ "Id": id, "SenderFault": e.sender_fault, "Code": e.query_code, "Message": e.message })
 }
 
-fn parse_message_attributes(m: Option<&Map<String, Value>>) -> Result<Vec<MessageAttribute>, ApiError> {
+fn parse_message_attributes(
+    m: Option<&Map<String, Value>>,
+) -> Result<Vec<MessageAttribute>, ApiError> {
     let Some(m) = m else { return Ok(Vec::new()) };
     if m.len() > 10 {
-        return Err(ApiError::invalid("Number of message attributes [11] exceeds the allowed maximum [10]."));
+        return Err(ApiError::invalid(
+            "Number of message attributes [11] exceeds the allowed maximum [10].",
+        ));
     }
     let mut out = Vec::with_capacity(m.len());
     for (name, v) in m {
@@ -1166,11 +1398,18 @@ fn parse_message_attributes(m: Option<&Map<String, Value>>) -> Result<Vec<Messag
             || name.contains("..")
             || name.to_ascii_lowercase().starts_with("aws.")
             || name.to_ascii_lowercase().starts_with("amazon.")
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         {
-            return Err(ApiError::invalid(format!("Message attribute name '{name}' is invalid.")));
+            return Err(ApiError::invalid(format!(
+                "Message attribute name '{name}' is invalid."
+            )));
         }
-        let data_type = v.get("DataType").and_then(Value::as_str).unwrap_or_default();
+        let data_type = v
+            .get("DataType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let base = data_type.split('.').next().unwrap_or_default();
         let value = match base {
             "String" | "Number" => {
@@ -1178,7 +1417,9 @@ fn parse_message_attributes(m: Option<&Map<String, Value>>) -> Result<Vec<Messag
                     ApiError::invalid(format!("Message attribute '{name}' must contain a non-empty message attribute value for message attribute type '{data_type}'."))
                 })?;
                 if base == "Number" && s.parse::<f64>().is_err() {
-                    return Err(ApiError::invalid(format!("Could not cast message attribute '{name}' value to number.")));
+                    return Err(ApiError::invalid(format!(
+                        "Could not cast message attribute '{name}' value to number."
+                    )));
                 }
                 AttributeValue::Text(ByteStr::from(s))
             }
@@ -1186,11 +1427,11 @@ fn parse_message_attributes(m: Option<&Map<String, Value>>) -> Result<Vec<Messag
                 let b64 = v.get("BinaryValue").and_then(Value::as_str).ok_or_else(|| {
                     ApiError::invalid(format!("Message attribute '{name}' must contain a non-empty message attribute value for message attribute type '{data_type}'."))
                 })?;
-                AttributeValue::Binary(Bytes::from(
-                    STANDARD
-                        .decode(b64)
-                        .map_err(|_| ApiError::invalid(format!("Message attribute '{name}' has an invalid binary value.")))?,
-                ))
+                AttributeValue::Binary(Bytes::from(STANDARD.decode(b64).map_err(|_| {
+                    ApiError::invalid(format!(
+                        "Message attribute '{name}' has an invalid binary value."
+                    ))
+                })?))
             }
             _ => {
                 return Err(ApiError::invalid(format!(
@@ -1230,7 +1471,9 @@ fn attribute_wanted(wanted: &[String], name: &str) -> bool {
         w == "All"
             || w == ".*"
             || w == name
-            || w.strip_suffix(".*").is_some_and(|prefix| name.starts_with(prefix) && name[prefix.len()..].starts_with('.'))
+            || w.strip_suffix(".*").is_some_and(|prefix| {
+                name.starts_with(prefix) && name[prefix.len()..].starts_with('.')
+            })
     })
 }
 

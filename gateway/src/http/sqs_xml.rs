@@ -45,12 +45,18 @@ fn field(x: &mut Xml, action: &str, key: &str, v: &Value) {
         }
         ("Attributes", Value::Object(m)) => {
             for (k, val) in m {
-                x.open("Attribute").text("Name", k).value("Value", Some(val)).close("Attribute");
+                x.open("Attribute")
+                    .text("Name", k)
+                    .value("Value", Some(val))
+                    .close("Attribute");
             }
         }
         ("Tags", Value::Object(m)) => {
             for (k, val) in m {
-                x.open("Tag").text("Key", k).value("Value", Some(val)).close("Tag");
+                x.open("Tag")
+                    .text("Key", k)
+                    .value("Value", Some(val))
+                    .close("Tag");
             }
         }
         ("Successful", Value::Array(items)) => {
@@ -122,7 +128,9 @@ mod tests {
             "MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}}
         }]});
         let doc = render("ReceiveMessage", &v, "req");
-        assert!(doc.contains("<ReceiveMessageResponse xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\">"));
+        assert!(doc.contains(
+            "<ReceiveMessageResponse xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\">"
+        ));
         assert!(doc.contains("<Message>") && doc.contains("<MessageId>m1</MessageId>"));
         assert!(doc.contains("<Body>hi &lt;b&gt;</Body>"));
         assert!(doc.contains("<Attribute><Name>SentTimestamp</Name><Value>1</Value></Attribute>"));

@@ -286,7 +286,12 @@ impl Conn {
             origin: self.session.id,
             props: message_properties(&p.properties, frame),
         });
-        let outcome = publish_message(&self.ctx.core, &msg, &mut self.scratch, &self.session.client_id);
+        let outcome = publish_message(
+            &self.ctx.core,
+            &msg,
+            &mut self.scratch,
+            &self.session.client_id,
+        );
         let code = if outcome.routed == 0 && v5 {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
