@@ -22,6 +22,14 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// The HTTP listener (SQS/SNS API, health, admin, metrics).
     pub http: HttpConfig,
+    /// Identity of the SQS/SNS API (region, account, access keys).
+    pub aws: AwsConfig,
+    /// SQS API limits and timings.
+    pub sqs: SqsConfig,
+    /// SNS delivery to HTTP endpoints.
+    pub sns: SnsConfig,
+    /// Topic rules routing JSON telemetry into queues, topics or other topics.
+    pub rules: Vec<RuleConfig>,
     /// Where and how state is kept.
     pub storage: StorageConfig,
     /// Gateway-wide resource limits.
@@ -155,6 +163,125 @@ impl Default for HttpConfig {
             listen: "0.0.0.0:9324".into(),
         }
     }
+}
+
+/// `[aws]`: how the SQS/SNS API presents itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Region in queue URLs and ARNs.
+    pub region: String,
+    /// Account id in queue URLs and ARNs.
+    pub account_id: String,
+    /// When set, requests must carry a valid SigV4 signature by one of these
+    /// keys; when empty, any signature (or none) is accepted.
+    pub access_keys: Vec<AccessKeyConfig>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            access_keys: Vec::new(),
+        }
+    }
+}
+
+/// One `[[aws.access_keys]]` entry for SigV4 verification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    /// The access key id (`AKIA...`).
+    pub id: String,
+    /// The secret access key.
+    pub secret: String,
+}
+
+/// `[sqs]`: SQS API limits and timings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqsConfig {
+    /// Shortest MessageRetentionPeriod accepted (SQS: 60 s; lower it for tests).
+    #[serde(with = "humantime_serde")]
+    pub minimum_retention: Duration,
+    /// How long FIFO deduplication ids are remembered (SQS: 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Longest WaitTimeSeconds accepted (SQS: 20 s).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for SqsConfig {
+    fn default() -> Self {
+        SqsConfig {
+            minimum_retention: Duration::from_secs(60),
+            dedup_window: Duration::from_secs(300),
+            max_wait: Duration::from_secs(20),
+        }
+    }
+}
+
+/// `[sns]`: delivery to HTTP/HTTPS subscriptions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnsConfig {
+    /// Delivery attempts after the first for a failed HTTP delivery.
+    pub http_retries: u32,
+    /// Delay before the first retry; doubled after each attempt.
+    #[serde(with = "humantime_serde")]
+    pub http_retry_delay: Duration,
+    /// Longest delay between retries.
+    #[serde(with = "humantime_serde")]
+    pub http_retry_max_delay: Duration,
+    /// How long one HTTP delivery may take.
+    #[serde(with = "humantime_serde")]
+    pub http_timeout: Duration,
+}
+
+impl Default for SnsConfig {
+    fn default() -> Self {
+        SnsConfig {
+            http_retries: 3,
+            http_retry_delay: Duration::from_secs(1),
+            http_retry_max_delay: Duration::from_secs(20),
+            http_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// One `[[rules]]` entry: an AWS IoT-style topic rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The rule's name (for logs).
+    pub name: String,
+    /// `SELECT ... FROM 'topic/filter' WHERE ...`.
+    pub sql: String,
+    /// Where matching results go.
+    pub actions: Vec<RuleActionConfig>,
+}
+
+/// Where a rule sends its result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RuleActionConfig {
+    /// Into an SQS queue (created if missing).
+    Sqs {
+        /// Queue name.
+        queue: String,
+    },
+    /// To an SNS topic.
+    Sns {
+        /// Topic name.
+        topic: String,
+    },
+    /// Republished to an MQTT topic (`${topic(2)}`-style substitutions allowed).
+    Republish {
+        /// Target topic.
+        topic: String,
+    },
 }
 
 /// `[storage]`: the data directory.
@@ -511,6 +638,12 @@ impl Config {
                     key: "auth.users",
                     reason: format!("user `{}`: password_hash {reason}", user.name),
                 }
+            })?;
+        }
+        for rule in &self.rules {
+            crate::core::rules::Rule::compile(rule).map_err(|reason| ConfigError::Value {
+                key: "rules",
+                reason: format!("rule `{}`: {reason}", rule.name),
             })?;
         }
         for (i, rule) in self.auth.acl.iter().enumerate() {

@@ -95,7 +95,9 @@ impl Gateway {
         if let Some(listener) = http {
             let addr = local_addr("http.listen", &listener)?;
             listeners.push(("http", addr));
-            tasks.spawn(crate::http::serve(listener, core.clone(), shutdown.clone()));
+            let api = crate::http::Api::new(core.clone(), &config, shutdown.clone());
+            api.ensure_rule_targets(&config.rules);
+            tasks.spawn(crate::http::serve(listener, api, shutdown.clone()));
         }
         for (protocol, address) in &listeners {
             tracing::info!(%protocol, %address, "listening");

@@ -12,4 +12,5 @@ mod mqtt_malformed;
 mod mqtt_mosquitto;
 mod mqtt_v4;
 mod mqtt_v5;
+mod sqs_basic;
 mod startup;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod amqp;
+pub mod aws;
 pub mod mqtt;
 pub mod raw;
 pub mod raw_amqp;

@@ -29,6 +29,9 @@ pub enum DeathReason {
     MaxLen,
     /// Delivered more times than the queue's delivery limit.
     DeliveryLimit,
+    /// Received as often as an SQS redrive policy allows (moved unchanged to
+    /// the redrive queue, without `x-death`).
+    MaxReceives,
 }
 
 impl DeathReason {
@@ -39,6 +42,7 @@ impl DeathReason {
             DeathReason::Expired => "expired",
             DeathReason::MaxLen => "maxlen",
             DeathReason::DeliveryLimit => "delivery_limit",
+            DeathReason::MaxReceives => "maxReceiveCount",
         }
     }
 }

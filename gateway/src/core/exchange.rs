@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use tether_protocols::mqtt::UserProperties;
 
 use super::bytestr::ByteStr;
-use super::message::{KeyForm, Message, Qos};
+use super::message::{KeyForm, Message, Qos, SharedMessage};
 use super::queue::{BoundFrom, DeliveryHints, Queue};
 use super::topic_trie::{DollarRule, Level, TopicTrie, mqtt_filter_levels};
 
@@ -111,7 +111,34 @@ pub struct Binding {
     pub options: BindingOptions,
     /// Binding arguments (headers exchanges match on them).
     pub args: Option<Arc<FieldTable>>,
+    /// A filter and transform applied to messages through this binding (SNS
+    /// subscriptions: filter policy, JSON envelope).
+    pub hook: Option<Arc<dyn BindingHook>>,
 }
+
+/// What an SNS subscription (or any front end) adds to a binding: which
+/// messages pass, and what they become on the way. The transform applies to
+/// queue destinations only.
+pub trait BindingHook: Send + Sync + std::fmt::Debug {
+    /// Whether `msg` goes through this binding.
+    fn accepts(&self, msg: &Message) -> bool;
+    /// The message to enqueue for `msg` (the same one when nothing changes).
+    fn transform(&self, msg: &SharedMessage) -> SharedMessage;
+}
+
+/// A queue a message is routed to, with what its bindings add.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The queue.
+    pub queue: Arc<Queue>,
+    /// Merged delivery hints.
+    pub hints: DeliveryHints,
+    /// The hook of the (first) binding that selected it.
+    pub hook: Option<Arc<dyn BindingHook>>,
+}
+
+/// One matched binding during routing.
+type Matched = (Destination, DeliveryHints, Option<Arc<dyn BindingHook>>);
 
 #[derive(Debug)]
 enum Table {
@@ -317,15 +344,13 @@ impl Exchange {
     }
 
     /// Appends every matching binding's destination for `msg` to `out`.
-    fn matches(
-        &self,
-        msg: &Message,
-        topic_scratch: &mut String,
-        out: &mut Vec<(Destination, DeliveryHints)>,
-    ) {
+    fn matches(&self, msg: &Message, topic_scratch: &mut String, out: &mut Vec<Matched>) {
         let table = self.table.read();
         let push = |b: &Binding| {
             if b.options.no_local_origin == Some(msg.origin) {
+                return;
+            }
+            if b.hook.as_ref().is_some_and(|h| !h.accepts(msg)) {
                 return;
             }
             out.push((
@@ -339,6 +364,7 @@ impl Exchange {
                         Default::default()
                     },
                 },
+                b.hook.clone(),
             ));
         };
         match &*table {
@@ -523,11 +549,11 @@ fn pattern_levels(key: &str, form: KeyForm) -> Vec<PatternLevel> {
 /// routing a message allocates nothing once warmed up.
 #[derive(Debug, Default)]
 pub struct RouteScratch {
-    matched: Vec<(Destination, DeliveryHints)>,
+    matched: Vec<Matched>,
     exchanges: Vec<Arc<Exchange>>,
     topic: String,
     /// Queues the last [`route`] selected, each once, with merged hints.
-    pub targets: Vec<(Arc<Queue>, DeliveryHints)>,
+    pub targets: Vec<Target>,
 }
 
 /// Finds the queues `msg` reaches from `exchange`, following exchange-to-exchange
@@ -551,10 +577,10 @@ pub fn route(
         let start = scratch.matched.len();
         ex.matches(msg, &mut scratch.topic, &mut scratch.matched);
         let mut routed_here = false;
-        for (dest, hints) in scratch.matched.drain(start..) {
+        for (dest, hints, hook) in scratch.matched.drain(start..) {
             routed_here = true;
             match dest {
-                Destination::Queue(q) => scratch.targets.push((q, hints)),
+                Destination::Queue(queue) => scratch.targets.push(Target { queue, hints, hook }),
                 Destination::Exchange(e) => {
                     if !scratch.exchanges.iter().any(|x| Arc::ptr_eq(x, &e)) {
                         scratch.exchanges.push(e);
@@ -573,16 +599,16 @@ pub fn route(
 }
 
 /// Collapses duplicate queues, merging their hints (max QoS, any RAP, all ids).
-fn merge_targets(targets: &mut Vec<(Arc<Queue>, DeliveryHints)>) {
+fn merge_targets(targets: &mut Vec<Target>) {
     if targets.len() < 2 {
         return;
     }
-    targets.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
+    targets.sort_by_key(|t| Arc::as_ptr(&t.queue) as usize);
     let mut out = 0;
     for i in 1..targets.len() {
-        if Arc::ptr_eq(&targets[out].0, &targets[i].0) {
-            let extra = std::mem::take(&mut targets[i].1);
-            let merged = &mut targets[out].1;
+        if Arc::ptr_eq(&targets[out].queue, &targets[i].queue) {
+            let extra = std::mem::take(&mut targets[i].hints);
+            let merged = &mut targets[out].hints;
             merged.qos = merged.qos.max(extra.qos);
             merged.retain_as_published |= extra.retain_as_published;
             for id in extra.sub_ids {
@@ -637,6 +663,7 @@ mod tests {
             key_form: form,
             options,
             args: None,
+            hook: None,
         });
     }
 
@@ -646,7 +673,7 @@ mod tests {
         let mut out: Vec<_> = s
             .targets
             .iter()
-            .map(|(q, h)| (q.name().to_string(), h.clone()))
+            .map(|t| (t.queue.name().to_string(), t.hints.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -761,6 +788,7 @@ mod tests {
             key_form: KeyForm::Amqp,
             options: BindingOptions::plain(),
             args: None,
+            hook: None,
         });
         b.bind(Binding {
             destination: Destination::Exchange(a.clone()),
@@ -768,6 +796,7 @@ mod tests {
             key_form: KeyForm::Amqp,
             options: BindingOptions::plain(),
             args: None,
+            hook: None,
         });
         bind(&b, &q, "", KeyForm::Amqp, BindingOptions::plain());
         assert_eq!(targets(&a, &msg("x", KeyForm::Amqp, 1)).len(), 1);

@@ -61,12 +61,22 @@ pub struct Message {
     pub props: Option<Box<MessageProperties>>,
 }
 
-pub use super::props::{AmqpProperties, MessageProperties};
+pub use super::props::{AmqpProperties, AttributeValue, MessageAttribute, MessageProperties};
 
 impl Message {
     /// Bytes this message accounts for in queue and memory limits.
     pub fn size(&self) -> usize {
         self.payload.len() + self.routing_key.len() + self.props.as_ref().map_or(0, |p| p.size())
+    }
+
+    /// The SQS FIFO message group, if any.
+    pub fn group_id(&self) -> Option<&ByteStr> {
+        self.props.as_ref()?.group_id.as_ref()
+    }
+
+    /// The SQS FIFO deduplication id, if any.
+    pub fn dedup_id(&self) -> Option<&ByteStr> {
+        self.props.as_ref()?.dedup_id.as_ref()
     }
 
     /// Whether the message has expired at `now`.

@@ -17,6 +17,7 @@ pub mod message;
 pub mod props;
 pub mod queue;
 pub mod retained;
+pub mod rules;
 pub mod scheduler;
 pub mod session;
 pub mod topic_trie;
@@ -50,6 +51,8 @@ pub struct Core {
     pub memory: Arc<MemoryGauge>,
     /// Message id allocator.
     pub ids: MessageIds,
+    /// Topic rules applied to MQTT publishes.
+    pub rules: rules::RuleEngine,
 }
 
 impl Core {
@@ -93,6 +96,7 @@ impl Core {
             auth: Arc::new(Authenticator::new(&config.auth)),
             memory,
             ids: MessageIds::default(),
+            rules: rules::RuleEngine::new(&config.rules),
         })
     }
 }

@@ -38,6 +38,45 @@ pub struct AmqpProperties {
     pub parsed: BasicProperties,
 }
 
+/// One SQS message attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAttribute {
+    /// Attribute name.
+    pub name: ByteStr,
+    /// `String`, `Number` or `Binary`, optionally with a custom suffix (`String.uuid`).
+    pub data_type: ByteStr,
+    /// The value: text for String and Number types, bytes for Binary.
+    pub value: AttributeValue,
+}
+
+/// The value of an SQS message attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeValue {
+    /// StringValue (String and Number types).
+    Text(ByteStr),
+    /// BinaryValue.
+    Binary(Bytes),
+}
+
+impl MessageAttribute {
+    /// A `String` attribute.
+    pub fn text(name: &str, value: &str) -> Self {
+        MessageAttribute {
+            name: name.into(),
+            data_type: ByteStr::from_static("String"),
+            value: AttributeValue::Text(value.into()),
+        }
+    }
+
+    /// The value as text (Binary values lossily).
+    pub fn value_text(&self) -> String {
+        match &self.value {
+            AttributeValue::Text(t) => t.to_string(),
+            AttributeValue::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        }
+    }
+}
+
 /// Optional message properties.
 #[derive(Debug, Default)]
 pub struct MessageProperties {
@@ -54,6 +93,18 @@ pub struct MessageProperties {
     pub user_properties: Bytes,
     /// Set when the message was published over AMQP: its properties, verbatim.
     pub amqp: Option<AmqpProperties>,
+    /// SQS message attributes as sent (SendMessage / SNS Publish).
+    pub attributes: Vec<MessageAttribute>,
+    /// SQS FIFO message group.
+    pub group_id: Option<ByteStr>,
+    /// SQS FIFO deduplication id.
+    pub dedup_id: Option<ByteStr>,
+    /// The queue this message was moved from by an SQS redrive policy.
+    pub dead_letter_source: Option<ByteStr>,
+    /// SNS Subject.
+    pub subject: Option<ByteStr>,
+    /// SNS MessageStructure `json`: the body holds one message per protocol.
+    pub per_protocol: bool,
     mqtt_user_properties: OnceLock<Bytes>,
     amqp_raw: OnceLock<Bytes>,
 }
@@ -67,6 +118,12 @@ impl Clone for MessageProperties {
             correlation_data: self.correlation_data.clone(),
             user_properties: self.user_properties.clone(),
             amqp: self.amqp.clone(),
+            attributes: self.attributes.clone(),
+            group_id: self.group_id.clone(),
+            dedup_id: self.dedup_id.clone(),
+            dead_letter_source: self.dead_letter_source.clone(),
+            subject: self.subject.clone(),
+            per_protocol: self.per_protocol,
             mqtt_user_properties: OnceLock::new(),
             amqp_raw: OnceLock::new(),
         }
@@ -98,6 +155,40 @@ impl MessageProperties {
             user_properties,
             ..Default::default()
         }
+    }
+
+    /// Properties of an SQS send or SNS publish.
+    pub fn from_sqs(
+        attributes: Vec<MessageAttribute>,
+        group_id: Option<ByteStr>,
+        dedup_id: Option<ByteStr>,
+    ) -> Self {
+        MessageProperties {
+            attributes,
+            group_id,
+            dedup_id,
+            ..Default::default()
+        }
+    }
+
+    /// SQS message attributes: as sent over SQS/SNS, or derived from MQTT user
+    /// properties or AMQP headers (as String attributes).
+    pub fn sqs_attributes(&self) -> Vec<MessageAttribute> {
+        if !self.attributes.is_empty() {
+            return self.attributes.clone();
+        }
+        if let Some(h) = self.amqp_headers() {
+            return h
+                .inner()
+                .iter()
+                .filter(|(k, _)| !k.as_str().starts_with("x-"))
+                .map(|(k, v)| MessageAttribute::text(k.as_str(), &value_text(v)))
+                .collect();
+        }
+        UserProperties::Encoded(&self.user_properties)
+            .iter()
+            .map(|(k, v)| MessageAttribute::text(k, v))
+            .collect()
     }
 
     /// Bytes counted against queue limits.
@@ -155,14 +246,25 @@ impl MessageProperties {
         self.amqp.as_ref().and_then(|a| a.parsed.headers().as_ref())
     }
 
-    /// MQTT user properties in wire form; converted from AMQP headers once.
+    /// MQTT user properties in wire form; converted from AMQP headers or SQS
+    /// attributes once.
     pub fn mqtt_user_properties(&self) -> &Bytes {
-        match self.amqp_headers() {
-            None => &self.user_properties,
-            Some(headers) => self
+        if let Some(headers) = self.amqp_headers() {
+            return self
                 .mqtt_user_properties
-                .get_or_init(|| headers_to_user_properties(headers)),
+                .get_or_init(|| headers_to_user_properties(headers));
         }
+        if !self.attributes.is_empty() {
+            return self.mqtt_user_properties.get_or_init(|| {
+                let pairs: Vec<(String, String)> = self
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.to_string(), a.value_text()))
+                    .collect();
+                encode_user_properties(&pairs)
+            });
+        }
+        &self.user_properties
     }
 
     /// AMQP property bytes (flags and values) for delivery to AMQP consumers:
@@ -199,13 +301,20 @@ impl MessageProperties {
         if let Some(ms) = expiration_ms {
             p = p.with_expiration(ShortString::from(ms.to_string()));
         }
-        if !self.user_properties.is_empty() {
+        if !self.user_properties.is_empty() || !self.attributes.is_empty() {
             let mut headers = FieldTable::default();
             for (k, v) in UserProperties::Encoded(&self.user_properties).iter() {
                 headers.insert(
                     ShortString::from(k),
                     AMQPValue::LongString(LongString::from(v)),
                 );
+            }
+            for a in &self.attributes {
+                let value = match &a.value {
+                    AttributeValue::Text(t) => AMQPValue::LongString(LongString::from(t.as_str())),
+                    AttributeValue::Binary(b) => AMQPValue::ByteArray(b.to_vec().into()),
+                };
+                headers.insert(ShortString::from(a.name.as_str()), value);
             }
             p = p.with_headers(headers);
         }
@@ -236,10 +345,16 @@ pub fn encode_properties(p: &BasicProperties) -> Bytes {
 
 /// Converts AMQP headers into MQTT user-property wire bytes.
 fn headers_to_user_properties(headers: &FieldTable) -> Bytes {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for (k, v) in headers.inner() {
-        pairs.push((k.as_str().to_owned(), value_text(v)));
-    }
+    let pairs: Vec<(String, String)> = headers
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), value_text(v)))
+        .collect();
+    encode_user_properties(&pairs)
+}
+
+/// Encodes name/value pairs as MQTT user-property wire bytes.
+fn encode_user_properties(pairs: &[(String, String)]) -> Bytes {
     let refs: Vec<(&str, &str)> = pairs
         .iter()
         .filter(|(k, v)| k.len() <= 65535 && v.len() <= 65535)

@@ -10,7 +10,7 @@
 //! The queue knows nothing about sockets or protocols; it owns only its entries,
 //! its consumers' wake-ups and its limits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -93,6 +93,41 @@ pub struct QueueOptions {
     pub delivery_limit: Option<u32>,
     /// Where rejected, expired and overflowing messages go.
     pub dead_letter: Option<DeadLetterTarget>,
+    /// Initial values of the settings SQS lets clients change later.
+    pub settings: LiveSettings,
+    /// FIFO queue: strict order per message group, a group is locked while any
+    /// of its messages is in flight, and sends are deduplicated.
+    pub fifo: bool,
+}
+
+/// Queue settings that may change after declaration (SQS SetQueueAttributes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// How long a leased message stays invisible before it returns (SQS
+    /// VisibilityTimeout, AMQP `x-visibility-timeout`); `None`: until released.
+    pub visibility_timeout: Option<Duration>,
+    /// Delay before a new message becomes visible (SQS DelaySeconds).
+    pub delay: Duration,
+    /// Messages older than this are deleted (SQS MessageRetentionPeriod).
+    pub retention: Option<Duration>,
+    /// Move a message to another queue once it has been received this many times.
+    pub redrive: Option<Redrive>,
+    /// FIFO: deduplicate by the SHA-256 of the body when no id is given.
+    pub content_based_dedup: bool,
+    /// FIFO: deduplication ids are scoped per message group (else per queue).
+    pub dedup_per_group: bool,
+    /// How long a deduplication id is remembered.
+    pub dedup_window: Duration,
+}
+
+/// A redrive policy: after `max_receive_count` receives, the next receive moves
+/// the message to `target` (a queue in the same vhost) instead of delivering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redrive {
+    /// Receives allowed before the move.
+    pub max_receive_count: u32,
+    /// The dead-letter queue's name.
+    pub target: ByteStr,
 }
 
 /// Why a message did not enter a queue.
@@ -128,6 +163,11 @@ pub enum PullMode {
     Lease {
         /// Who holds the lease (a channel, a session).
         owner: u64,
+    },
+    /// SQS ReceiveMessage: leased for `visibility`, after which it returns.
+    Receive {
+        /// The visibility timeout of this receive.
+        visibility: Duration,
     },
     /// MQTT: entries whose QoS (capped at `max_qos`) is 0 are removed; others are
     /// leased to `owner`.
@@ -165,6 +205,10 @@ pub struct Delivery {
     pub redelivered: bool,
     /// How many times this queue has handed it out, this time included.
     pub delivery_count: u32,
+    /// When this queue first handed it out (ms since the epoch).
+    pub first_delivery_ms: u64,
+    /// Its position in the queue (SQS SequenceNumber for FIFO queues).
+    pub seq: u64,
 }
 
 /// A consumer's doorbell: the queue rings it when a message arrives for a
@@ -209,6 +253,8 @@ struct Entry {
     deliveries: u32,
     first_delivery_ms: u64,
     expires_at: Option<Instant>,
+    /// Deleted (not dead-lettered) at this instant: SQS retention.
+    drop_at: Option<Instant>,
     level: u8,
 }
 
@@ -220,12 +266,22 @@ impl Entry {
     fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
+
+    fn is_past_retention(&self, now: Instant) -> bool {
+        self.drop_at.is_some_and(|t| t <= now)
+    }
+
+    fn group(&self) -> Option<&ByteStr> {
+        self.msg.group_id()
+    }
 }
 
 #[derive(Debug)]
 struct Leased {
     entry: Entry,
     owner: u64,
+    /// When the lease ends on its own (visibility timeout).
+    deadline: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -277,6 +333,54 @@ struct State {
     last_used: Instant,
     /// The consumer holding exclusive access, if any.
     exclusive_consumer: Option<ConsumerId>,
+    /// Messages not yet visible (delay), by when they become visible.
+    delayed: BTreeMap<(Instant, u64), Entry>,
+    delayed_bytes: usize,
+    /// Lease deadlines, for visibility timeouts.
+    lease_deadlines: BTreeSet<(Instant, u64)>,
+    /// FIFO: in-flight messages per message group (a group with any is locked).
+    locked_groups: HashMap<ByteStr, u32, ahash::RandomState>,
+    /// FIFO: remembered deduplication ids and what they stood for.
+    dedup: HashMap<(Option<ByteStr>, ByteStr), Deduped, ahash::RandomState>,
+    dedup_order: VecDeque<(Instant, (Option<ByteStr>, ByteStr))>,
+    /// Settings that may change after declaration.
+    live: LiveSettings,
+}
+
+/// A deduplication record: the message a deduplication id first stood for.
+#[derive(Debug, Clone, Copy)]
+struct Deduped {
+    message_id: u64,
+    seq: u64,
+}
+
+/// Per-send options beyond the message itself (SQS SendMessage).
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Per-message delay, overriding the queue's.
+    pub delay: Option<Duration>,
+    /// FIFO deduplication id (else content-based, if enabled).
+    pub dedup_id: Option<ByteStr>,
+}
+
+/// Result of [`Queue::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Queued at this position.
+    Queued {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A duplicate of an earlier message within the deduplication window: not
+    /// queued again; the earlier message's id and position.
+    Duplicate {
+        /// The earlier message's id.
+        message_id: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Refused or dropped by the queue.
+    Refused(EnqueueOutcome),
 }
 
 /// Gateway-wide count of bytes held in queues, with a high-watermark at which
@@ -373,6 +477,9 @@ type Dead = SmallVec<[(Entry, DeathReason); 2]>;
 #[derive(Debug)]
 pub struct Queue {
     name: ByteStr,
+    /// Random identity of this incarnation (receipt handles of a deleted and
+    /// recreated queue of the same name are invalid).
+    uid: u64,
     options: QueueOptions,
     /// The connection owning an exclusive queue.
     owner: Option<u64>,
@@ -401,6 +508,7 @@ impl Queue {
         let levels = options.max_priority.map_or(1, |m| usize::from(m) + 1);
         let q = Arc::new_cyclic(|me| Queue {
             name,
+            uid: rand::random(),
             owner,
             me: me.clone(),
             state: Mutex::new(State {
@@ -419,6 +527,13 @@ impl Queue {
                 timer_at: None,
                 last_used: Instant::now(),
                 exclusive_consumer: None,
+                delayed: BTreeMap::new(),
+                delayed_bytes: 0,
+                lease_deadlines: BTreeSet::new(),
+                locked_groups: HashMap::default(),
+                dedup: HashMap::default(),
+                dedup_order: VecDeque::new(),
+                live: options.settings.clone(),
             }),
             options,
             env: env.clone(),
@@ -438,6 +553,11 @@ impl Queue {
         &self.name
     }
 
+    /// This incarnation's random identity.
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
     /// The options it was declared with.
     pub fn options(&self) -> &QueueOptions {
         &self.options
@@ -450,13 +570,29 @@ impl Queue {
 
     /// Adds a message, applying limits. Wakes one waiting consumer.
     pub fn enqueue(&self, msg: &SharedMessage, hints: DeliveryHints) -> EnqueueOutcome {
-        self.enqueue_inner(msg, hints, true)
+        match self.enqueue_inner(msg, hints, true, &SendOptions::default()) {
+            Sent::Queued { .. } | Sent::Duplicate { .. } => EnqueueOutcome::Queued,
+            Sent::Refused(o) => o,
+        }
     }
 
     /// Adds a message without applying size limits (retained messages sent on
     /// subscribe, which the retained store already bounds).
     pub fn enqueue_unbounded(&self, msg: &SharedMessage, hints: DeliveryHints) -> EnqueueOutcome {
-        self.enqueue_inner(msg, hints, false)
+        match self.enqueue_inner(msg, hints, false, &SendOptions::default()) {
+            Sent::Queued { .. } | Sent::Duplicate { .. } => EnqueueOutcome::Queued,
+            Sent::Refused(o) => o,
+        }
+    }
+
+    /// Sends a message straight to this queue with SQS options (delay,
+    /// deduplication), reporting its sequence number or the duplicate it matched.
+    pub fn send(&self, msg: &SharedMessage, options: &SendOptions) -> Sent {
+        let hints = DeliveryHints {
+            qos: msg.qos,
+            ..Default::default()
+        };
+        self.enqueue_inner(msg, hints, true, options)
     }
 
     fn enqueue_inner(
@@ -464,7 +600,8 @@ impl Queue {
         msg: &SharedMessage,
         hints: DeliveryHints,
         bounded: bool,
-    ) -> EnqueueOutcome {
+        send: &SendOptions,
+    ) -> Sent {
         let size = msg.size();
         let best_effort = hints.qos == 0;
         let now = Instant::now();
@@ -476,20 +613,34 @@ impl Queue {
         let mut dead = Dead::new();
         let mut dropped_bytes = 0usize;
         let wake;
-        let schedule;
+        let mut schedule = None;
         let outcome;
         {
             let mut st = self.state.lock();
             if st.deleted {
-                return EnqueueOutcome::Dropped(DropReason::Deleted);
+                return Sent::Refused(EnqueueOutcome::Dropped(DropReason::Deleted));
             }
             if expires_at.is_some_and(|t| t <= now) {
                 st.stats.expired += 1;
-                return EnqueueOutcome::Dropped(DropReason::Expired);
+                return Sent::Refused(EnqueueOutcome::Dropped(DropReason::Expired));
             }
             if best_effort && self.options.best_effort_needs_consumer && st.consumers.is_empty() {
                 st.stats.dropped_no_consumer += 1;
-                return EnqueueOutcome::Dropped(DropReason::NoConsumer);
+                return Sent::Refused(EnqueueOutcome::Dropped(DropReason::NoConsumer));
+            }
+            let dedup_key = if self.options.fifo {
+                dedup_key(&st, msg, send)
+            } else {
+                None
+            };
+            if let Some(key) = &dedup_key {
+                forget_old_dedup(&mut st, now);
+                if let Some(d) = st.dedup.get(key) {
+                    return Sent::Duplicate {
+                        message_id: d.message_id,
+                        seq: d.seq,
+                    };
+                }
             }
             let unbounded = QueueLimits::default();
             let limits = if bounded {
@@ -503,7 +654,7 @@ impl Queue {
                     .is_some_and(|m| st.ready_best_effort >= m)
             {
                 st.stats.dropped_overflow += 1;
-                return EnqueueOutcome::Dropped(DropReason::Overflow);
+                return Sent::Refused(EnqueueOutcome::Dropped(DropReason::Overflow));
             }
             let full = |st: &State| {
                 limits.max_messages.is_some_and(|m| st.ready_count >= m)
@@ -517,6 +668,7 @@ impl Queue {
                 deliveries: 0,
                 first_delivery_ms: 0,
                 expires_at,
+                drop_at: st.live.retention.map(|r| now + r),
                 level,
             };
             let mut admit = true;
@@ -524,7 +676,7 @@ impl Queue {
                 match limits.overflow {
                     Overflow::RejectPublish => {
                         st.stats.rejected += 1;
-                        return EnqueueOutcome::Rejected;
+                        return Sent::Refused(EnqueueOutcome::Rejected);
                     }
                     Overflow::RejectPublishDlx => {
                         st.stats.rejected += 1;
@@ -533,7 +685,7 @@ impl Queue {
                     }
                     Overflow::DropNew => {
                         st.stats.dropped_overflow += 1;
-                        return EnqueueOutcome::Dropped(DropReason::Overflow);
+                        return Sent::Refused(EnqueueOutcome::Dropped(DropReason::Overflow));
                     }
                     Overflow::DropHead => {
                         while full(&st) {
@@ -549,22 +701,43 @@ impl Queue {
             }
             if admit {
                 let mut entry = entry;
-                entry.seq = st.next_seq;
+                let seq = st.next_seq;
+                entry.seq = seq;
                 st.next_seq += 1;
-                push_ready(&mut st, entry);
                 st.stats.enqueued += 1;
                 st.last_used = now;
                 self.env.memory.add(size);
-                wake = self.take_waiting_consumer(&mut st);
-                schedule = expires_at.filter(|t| st.timer_at.is_none_or(|at| *t < at));
+                if let Some(key) = dedup_key {
+                    let until = now + st.live.dedup_window;
+                    st.dedup.insert(
+                        key.clone(),
+                        Deduped {
+                            message_id: msg.id,
+                            seq,
+                        },
+                    );
+                    st.dedup_order.push_back((until, key));
+                }
+                let delay = send.delay.unwrap_or(st.live.delay);
+                let mut deadline = expires_at;
+                if delay.is_zero() {
+                    push_ready(&mut st, entry);
+                    wake = self.take_waiting_consumer(&mut st);
+                } else {
+                    let visible_at = now + delay;
+                    st.delayed_bytes += size;
+                    st.delayed.insert((visible_at, seq), entry);
+                    deadline = Some(deadline.map_or(visible_at, |d| d.min(visible_at)));
+                    wake = None;
+                }
+                schedule = deadline.filter(|t| st.timer_at.is_none_or(|at| *t < at));
                 if let Some(t) = schedule {
                     st.timer_at = Some(t);
                 }
-                outcome = EnqueueOutcome::Queued;
+                outcome = Sent::Queued { seq };
             } else {
                 wake = None;
-                schedule = None;
-                outcome = EnqueueOutcome::Rejected;
+                outcome = Sent::Refused(EnqueueOutcome::Rejected);
             }
         }
         if let Some(t) = schedule {
@@ -666,7 +839,7 @@ impl Queue {
     /// Takes up to `limits` messages for consumer `id` (0 for a one-off get). If
     /// the queue ran dry before the consumer's limits were reached, the consumer
     /// is woken by the next arrival. Expired messages met on the way are dropped
-    /// or dead-lettered.
+    /// or dead-lettered; messages received too often move to the redrive queue.
     pub fn pull(
         &self,
         id: ConsumerId,
@@ -675,6 +848,7 @@ impl Queue {
         out: &mut Vec<Delivery>,
     ) -> usize {
         let now = Instant::now();
+        let now_wall = now_ms();
         let mut freed = 0usize;
         let mut taken = 0usize;
         let mut leased = 0usize;
@@ -683,31 +857,65 @@ impl Queue {
         let inactive = self.options.single_active_consumer
             && id != 0
             && st.consumers.first().is_none_or(|c| c.id != id);
+        let (owner, deadline) = match mode {
+            PullMode::NoAck => (0, None),
+            PullMode::Lease { owner } => (owner, st.live.visibility_timeout.map(|v| now + v)),
+            PullMode::Receive { visibility } => (0, Some(now + visibility)),
+            PullMode::ByQos { owner, .. } => (owner, None),
+        };
+        // FIFO: groups with messages in flight before this pull are skipped.
+        let locked: SmallVec<[ByteStr; 4]> = if self.options.fifo {
+            st.locked_groups.keys().cloned().collect()
+        } else {
+            SmallVec::new()
+        };
+        let mut skip = 0usize;
         while taken < limits.max && !inactive {
-            let Some(front) = peek_ready(&st) else { break };
+            let Some(front) = peek_ready_at(&st, skip) else {
+                break;
+            };
+            if front.is_past_retention(now) {
+                if let Some(e) = take_ready_at(&mut st, skip) {
+                    freed += e.size();
+                }
+                continue;
+            }
             if front.is_expired(now) {
-                if let Some(e) = pop_ready(&mut st) {
+                if let Some(e) = take_ready_at(&mut st, skip) {
                     st.stats.expired += 1;
                     freed += e.size();
                     dead.push((e, DeathReason::Expired));
                 }
                 continue;
             }
+            if self.options.fifo && front.group().is_some_and(|g| locked.contains(g)) {
+                skip += 1;
+                continue;
+            }
+            if let Some(r) = &st.live.redrive {
+                if front.deliveries >= r.max_receive_count && !matches!(mode, PullMode::NoAck) {
+                    if let Some(e) = take_ready_at(&mut st, skip) {
+                        freed += e.size();
+                        dead.push((e, DeathReason::MaxReceives));
+                    }
+                    continue;
+                }
+            }
             let qos = match mode {
                 PullMode::NoAck => 0,
-                PullMode::Lease { .. } => 1,
+                PullMode::Lease { .. } | PullMode::Receive { .. } => 1,
                 PullMode::ByQos { max_qos, .. } => front.hints.qos.min(max_qos),
             };
             let needs_lease = !matches!(mode, PullMode::NoAck) && qos > 0;
             if needs_lease && leased >= limits.max_leased {
                 break;
             }
-            let Some(mut entry) = pop_ready(&mut st) else {
+            let Some(mut entry) = take_ready_at(&mut st, skip) else {
                 break;
             };
             entry.deliveries += 1;
             if entry.first_delivery_ms == 0 {
-                entry.first_delivery_ms = now_ms();
+                entry.first_delivery_ms = now_wall;
             }
             st.stats.delivered += 1;
             let mut delivery = Delivery {
@@ -718,16 +926,27 @@ impl Queue {
                 sub_ids: entry.hints.sub_ids.clone(),
                 redelivered: entry.deliveries > 1,
                 delivery_count: entry.deliveries,
+                first_delivery_ms: entry.first_delivery_ms,
+                seq: entry.seq,
             };
             if needs_lease {
-                let owner = match mode {
-                    PullMode::Lease { owner } | PullMode::ByQos { owner, .. } => owner,
-                    PullMode::NoAck => 0,
-                };
                 st.next_tag += 1;
                 let tag = st.next_tag;
                 delivery.tag = Some(tag);
-                st.leased.insert(tag, Leased { entry, owner });
+                if let Some(g) = entry.group().filter(|_| self.options.fifo) {
+                    *st.locked_groups.entry(g.clone()).or_insert(0) += 1;
+                }
+                if let Some(d) = deadline {
+                    st.lease_deadlines.insert((d, tag));
+                }
+                st.leased.insert(
+                    tag,
+                    Leased {
+                        entry,
+                        owner,
+                        deadline,
+                    },
+                );
                 leased += 1;
             } else {
                 freed += entry.size();
@@ -738,12 +957,23 @@ impl Queue {
         if id == 0 {
             st.last_used = now;
         }
-        let ran_dry =
-            inactive || (st.ready_count == 0 && taken < limits.max && leased < limits.max_leased);
-        if ran_dry && let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
-            slot.waiting = true;
+        let schedule = deadline
+            .filter(|_| leased > 0)
+            .filter(|t| st.timer_at.is_none_or(|at| *t < at));
+        if let Some(t) = schedule {
+            st.timer_at = Some(t);
+        }
+        let ran_dry = inactive
+            || (st.ready_count == skip && taken < limits.max && leased < limits.max_leased);
+        if ran_dry {
+            if let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
+                slot.waiting = true;
+            }
         }
         drop(st);
+        if let Some(t) = schedule {
+            self.env.scheduler.schedule(t, self.me.clone());
+        }
         self.env.memory.sub(freed);
         self.dispatch_dead(dead, false);
         taken
@@ -770,14 +1000,18 @@ impl Queue {
     /// Acknowledges a leased message: it is gone for good. Returns false for an
     /// unknown tag.
     pub fn ack(&self, tag: u64) -> bool {
-        let removed = {
+        let (removed, wake) = {
             let mut st = self.state.lock();
-            let removed = st.leased.remove(&tag);
+            let removed = unlease(&mut st, tag);
             if removed.is_some() {
                 st.stats.acked += 1;
             }
-            removed
+            let wake = self.wake_for_unlocked(&mut st, removed.as_ref());
+            (removed, wake)
         };
+        if let Some(w) = wake {
+            w.wake();
+        }
         match removed {
             Some(l) => {
                 self.env.memory.sub(l.entry.size());
@@ -794,7 +1028,7 @@ impl Queue {
     pub fn reject(&self, tag: u64, requeue: bool) -> bool {
         let mut dead = Dead::new();
         let mut st = self.state.lock();
-        let Some(l) = st.leased.remove(&tag) else {
+        let Some(l) = unlease(&mut st, tag) else {
             return false;
         };
         let mut wake = None;
@@ -833,7 +1067,7 @@ impl Queue {
             .collect();
         let mut entries: Vec<Entry> = tags
             .iter()
-            .filter_map(|t| st.leased.remove(t))
+            .filter_map(|t| unlease(&mut st, *t))
             .map(|l| l.entry)
             .collect();
         // Reinsert newest first so each lands at the front in order.
@@ -878,7 +1112,98 @@ impl Queue {
             sub_ids: l.entry.hints.sub_ids.clone(),
             redelivered: true,
             delivery_count: l.entry.deliveries,
+            first_delivery_ms: l.entry.first_delivery_ms,
+            seq: l.entry.seq,
         })
+    }
+
+    /// Changes when a leased message becomes visible again (SQS
+    /// ChangeMessageVisibility); zero returns it now. False when `tag` is not
+    /// in flight.
+    pub fn change_visibility(&self, tag: u64, timeout: Duration) -> bool {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        if !st.leased.contains_key(&tag) {
+            return false;
+        }
+        if timeout.is_zero() {
+            let Some(l) = unlease(&mut st, tag) else {
+                return false;
+            };
+            insert_ready(&mut st, l.entry);
+            let wake = self.take_waiting_consumer(&mut st);
+            drop(st);
+            if let Some(w) = wake {
+                w.wake();
+            }
+            return true;
+        }
+        let deadline = now + timeout;
+        let old = st.leased.get(&tag).and_then(|l| l.deadline);
+        if let Some(old) = old {
+            st.lease_deadlines.remove(&(old, tag));
+        }
+        st.lease_deadlines.insert((deadline, tag));
+        if let Some(l) = st.leased.get_mut(&tag) {
+            l.deadline = Some(deadline);
+        }
+        let schedule = st.timer_at.is_none_or(|at| deadline < at);
+        if schedule {
+            st.timer_at = Some(deadline);
+        }
+        drop(st);
+        if schedule {
+            self.env.scheduler.schedule(deadline, self.me.clone());
+        }
+        true
+    }
+
+    /// The settings clients may change.
+    pub fn settings(&self) -> LiveSettings {
+        self.state.lock().live.clone()
+    }
+
+    /// Changes settings (SQS SetQueueAttributes); they apply to later sends and
+    /// receives.
+    pub fn update_settings(&self, f: impl FnOnce(&mut LiveSettings)) {
+        f(&mut self.state.lock().live);
+    }
+
+    /// Messages waiting out their delay.
+    pub fn delayed_len(&self) -> usize {
+        self.state.lock().delayed.len()
+    }
+
+    /// Deletes every message, in flight and delayed included (SQS PurgeQueue).
+    /// Returns how many.
+    pub fn purge_all(&self) -> usize {
+        let mut st = self.state.lock();
+        let n = st.ready_count + st.delayed.len() + st.leased.len();
+        let bytes = st.ready_bytes
+            + st.delayed_bytes
+            + st.leased.values().map(|l| l.entry.size()).sum::<usize>();
+        st.levels.iter_mut().for_each(VecDeque::clear);
+        st.ready_count = 0;
+        st.ready_bytes = 0;
+        st.ready_best_effort = 0;
+        st.delayed.clear();
+        st.delayed_bytes = 0;
+        st.leased.clear();
+        st.lease_deadlines.clear();
+        st.locked_groups.clear();
+        drop(st);
+        self.env.memory.sub(bytes);
+        n
+    }
+
+    /// With FIFO, when acking or returning a message unlocks its group while
+    /// the group has ready messages, a waiting consumer should look again.
+    fn wake_for_unlocked(&self, st: &mut State, l: Option<&Leased>) -> Option<Arc<Wakeup>> {
+        let g = l?.entry.group().filter(|_| self.options.fifo)?;
+        if st.locked_groups.contains_key(g) || st.ready_count == 0 {
+            return None;
+        }
+        self.take_waiting_consumer(st)
     }
 
     /// Removes every ready message; returns how many.
@@ -901,8 +1226,13 @@ impl Queue {
         let mut st = self.state.lock();
         st.deleted = true;
         let bytes = st.ready_bytes + st.leased.values().map(|l| l.entry.size()).sum::<usize>();
+        let bytes = bytes + st.delayed_bytes;
         st.levels.iter_mut().for_each(VecDeque::clear);
         st.leased.clear();
+        st.lease_deadlines.clear();
+        st.delayed.clear();
+        st.delayed_bytes = 0;
+        st.locked_groups.clear();
         st.ready_count = 0;
         st.ready_bytes = 0;
         st.ready_best_effort = 0;
@@ -937,20 +1267,63 @@ impl Queue {
         self.state.lock().stats
     }
 
-    /// Runs due deadlines: expires messages at the head (dead-lettering them),
-    /// deletes the queue when it has been unused for `x-expires`, and asks the
-    /// scheduler for the next deadline.
+    /// Runs due deadlines: makes delayed messages visible, returns messages whose
+    /// visibility timeout passed, expires messages at the head (dead-lettering
+    /// them), deletes messages past retention, deletes the queue when it has been
+    /// unused for `x-expires`, and asks the scheduler for the next deadline.
     pub fn on_timer(&self, now: Instant) {
         let mut dead = Dead::new();
+        let mut freed = 0usize;
         let mut st = self.state.lock();
         if st.deleted {
             return;
         }
+        let mut became_ready = false;
+        while let Some((&(at, seq), _)) = st.delayed.first_key_value() {
+            if at > now {
+                break;
+            }
+            let Some(e) = st.delayed.remove(&(at, seq)) else {
+                break;
+            };
+            st.delayed_bytes -= e.size();
+            if e.is_past_retention(now) {
+                freed += e.size();
+            } else {
+                insert_ready(&mut st, e);
+                became_ready = true;
+            }
+        }
+        while let Some(&(at, tag)) = st.lease_deadlines.first() {
+            if at > now {
+                break;
+            }
+            if st.leased.get(&tag).is_some_and(|l| l.deadline == Some(at)) {
+                if let Some(l) = unlease(&mut st, tag) {
+                    insert_ready(&mut st, l.entry);
+                    became_ready = true;
+                }
+            } else {
+                st.lease_deadlines.pop_first();
+            }
+        }
         for level in (0..st.levels.len()).rev() {
-            while st.levels[level].front().is_some_and(|e| e.is_expired(now)) {
-                if let Some(e) = pop_level(&mut st, level) {
-                    st.stats.expired += 1;
-                    dead.push((e, DeathReason::Expired));
+            loop {
+                let Some(front) = st.levels[level].front() else {
+                    break;
+                };
+                if front.is_past_retention(now) {
+                    if let Some(e) = pop_level(&mut st, level) {
+                        freed += e.size();
+                    }
+                } else if front.is_expired(now) {
+                    if let Some(e) = pop_level(&mut st, level) {
+                        st.stats.expired += 1;
+                        freed += e.size();
+                        dead.push((e, DeathReason::Expired));
+                    }
+                } else {
+                    break;
                 }
             }
         }
@@ -960,17 +1333,42 @@ impl Queue {
             .filter(|_| st.consumers.is_empty())
             .map(|d| st.last_used + d);
         let idle = idle_deadline.is_some_and(|t| t <= now);
-        let next_expiry = st.levels.iter().filter_map(|l| l.front()?.expires_at).min();
-        let next = match (next_expiry, idle_deadline.filter(|_| !idle)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let heads = st
+            .levels
+            .iter()
+            .filter_map(|l| l.front())
+            .flat_map(|e| [e.expires_at, e.drop_at])
+            .flatten()
+            .min();
+        let next = [
+            heads,
+            idle_deadline.filter(|_| !idle),
+            st.delayed.first_key_value().map(|(k, _)| k.0),
+            st.lease_deadlines.first().map(|k| k.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         st.timer_at = next;
+        let wakes: SmallVec<[Arc<Wakeup>; 4]> = if became_ready {
+            let sac = self.options.single_active_consumer;
+            st.consumers
+                .iter_mut()
+                .take(if sac { 1 } else { usize::MAX })
+                .filter(|c| c.waiting)
+                .map(|c| {
+                    c.waiting = false;
+                    c.wakeup.clone()
+                })
+                .collect()
+        } else {
+            SmallVec::new()
+        };
         drop(st);
+        wakes.iter().for_each(|w| w.wake());
         if let Some(t) = next {
             self.env.scheduler.schedule(t, self.me.clone());
         }
-        let freed: usize = dead.iter().map(|(e, _)| e.size()).sum();
         self.env.memory.sub(freed);
         self.dispatch_dead(dead, false);
         if idle && let Some(vhost) = self.vhost.get().and_then(Weak::upgrade) {
@@ -990,17 +1388,30 @@ impl Queue {
             let bytes: usize = dead.iter().map(|(e, _)| e.size()).sum();
             self.env.memory.sub(bytes);
         }
-        let Some(target) = &self.options.dead_letter else {
-            return;
-        };
         let Some(vhost) = self.vhost.get().and_then(Weak::upgrade) else {
             return;
         };
-        self.state.lock().stats.dead_lettered += dead.len() as u64;
+        let redrive = self.state.lock().live.redrive.clone();
+        let mut moved = 0u64;
         for (entry, reason) in dead {
+            if reason == DeathReason::MaxReceives {
+                // SQS redrive: the same message (id, attributes, timestamps)
+                // moves to the dead-letter queue.
+                if let Some(r) = &redrive {
+                    let moved_msg = with_dead_letter_source(&entry.msg, &self.name);
+                    vhost.publish_dead_letter("", &moved_msg, &self.name, Some(&r.target));
+                    moved += 1;
+                }
+                continue;
+            }
+            let Some(target) = &self.options.dead_letter else {
+                continue;
+            };
+            moved += 1;
             let copy = dead_lettered(&entry.msg, &self.name, reason, target);
-            vhost.publish_dead_letter(&target.exchange, &copy, &self.name);
+            vhost.publish_dead_letter(&target.exchange, &copy, &self.name, None);
         }
+        self.state.lock().stats.dead_lettered += moved;
     }
 
     /// Picks the next waiting consumer round-robin (only the active one with
@@ -1036,12 +1447,110 @@ fn entry_copy(e: &Entry) -> Entry {
         deliveries: e.deliveries,
         first_delivery_ms: e.first_delivery_ms,
         expires_at: e.expires_at,
+        drop_at: e.drop_at,
         level: e.level,
     }
 }
 
-fn peek_ready(st: &State) -> Option<&Entry> {
-    st.levels.iter().rev().find_map(|l| l.front())
+/// The message as moved by a redrive policy: the same id, body and attributes,
+/// remembering which queue it came from (SQS DeadLetterQueueSourceArn).
+fn with_dead_letter_source(msg: &SharedMessage, queue: &ByteStr) -> SharedMessage {
+    let mut moved = (**msg).clone();
+    let mut props = moved.props.take().map(|p| *p).unwrap_or_default();
+    props.dead_letter_source = Some(queue.clone());
+    moved.props = Some(Box::new(props));
+    Arc::new(moved)
+}
+
+/// Removes a lease, with its deadline and FIFO group lock.
+fn unlease(st: &mut State, tag: u64) -> Option<Leased> {
+    let l = st.leased.remove(&tag)?;
+    if let Some(d) = l.deadline {
+        st.lease_deadlines.remove(&(d, tag));
+    }
+    if let Some(g) = l.entry.group()
+        && let Some(n) = st.locked_groups.get_mut(g)
+    {
+        *n -= 1;
+        if *n == 0 {
+            st.locked_groups.remove(g);
+        }
+    }
+    Some(l)
+}
+
+/// The deduplication key of a FIFO send: the explicit id, else the SHA-256
+/// of the body when content-based deduplication is on; scoped per group when
+/// configured.
+fn dedup_key(
+    st: &State,
+    msg: &SharedMessage,
+    send: &SendOptions,
+) -> Option<(Option<ByteStr>, ByteStr)> {
+    let id = match (&send.dedup_id, msg.dedup_id()) {
+        (Some(id), _) => id.clone(),
+        (None, Some(id)) => id.clone(),
+        (None, None) if st.live.content_based_dedup => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&msg.payload);
+            ByteStr::from(
+                digest
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+        }
+        (None, None) => return None,
+    };
+    let scope = if st.live.dedup_per_group {
+        msg.group_id().cloned()
+    } else {
+        None
+    };
+    Some((scope, id))
+}
+
+/// Forgets deduplication ids older than the window.
+fn forget_old_dedup(st: &mut State, now: Instant) {
+    while st.dedup_order.front().is_some_and(|(t, _)| *t <= now) {
+        if let Some((_, key)) = st.dedup_order.pop_front() {
+            st.dedup.remove(&key);
+        }
+    }
+}
+
+/// The entry `skip` places behind the next one to deliver.
+fn peek_ready_at(st: &State, skip: usize) -> Option<&Entry> {
+    let mut remaining = skip;
+    for level in st.levels.iter().rev() {
+        if remaining < level.len() {
+            return level.get(remaining);
+        }
+        remaining -= level.len();
+    }
+    None
+}
+
+/// Removes the entry `skip` places behind the next one to deliver.
+fn take_ready_at(st: &mut State, skip: usize) -> Option<Entry> {
+    if skip == 0 {
+        return pop_ready(st);
+    }
+    let mut remaining = skip;
+    for level in (0..st.levels.len()).rev() {
+        let n = st.levels[level].len();
+        if remaining < n {
+            let e = st.levels[level].remove(remaining)?;
+            st.ready_count -= 1;
+            st.ready_bytes -= e.size();
+            if e.hints.qos == 0 {
+                st.ready_best_effort -= 1;
+            }
+            return Some(e);
+        }
+        remaining -= n;
+    }
+    None
 }
 
 fn pop_level(st: &mut State, level: usize) -> Option<Entry> {
@@ -1307,5 +1816,180 @@ mod tests {
         assert!(gauge.used() > 0);
         q.ack(got[0].tag.unwrap());
         assert_eq!(gauge.used(), 0);
+    }
+    fn sqs_queue(settings: LiveSettings, fifo: bool) -> Arc<Queue> {
+        Queue::new(
+            ByteStr::from("sqs"),
+            QueueOptions {
+                settings,
+                fifo,
+                ..Default::default()
+            },
+            &QueueEnv::new(usize::MAX),
+        )
+    }
+
+    fn grouped(n: u64, group: &str) -> SharedMessage {
+        let mut m = (*msg(n, 1)).clone();
+        m.props = Some(Box::new(crate::core::props::MessageProperties::from_sqs(
+            Vec::new(),
+            Some(group.into()),
+            None,
+        )));
+        Arc::new(m)
+    }
+
+    fn receive(q: &Queue, max: usize, visibility: Duration) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        q.pull(
+            0,
+            PullLimits {
+                max,
+                max_leased: max,
+            },
+            PullMode::Receive { visibility },
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn visibility_timeout_returns_an_undeleted_message() {
+        let q = sqs_queue(LiveSettings::default(), false);
+        q.send(&msg(1, 1), &SendOptions::default());
+        let first = receive(&q, 10, Duration::from_secs(1));
+        assert_eq!(ids(&first), [1]);
+        assert!(
+            receive(&q, 10, Duration::from_secs(1)).is_empty(),
+            "invisible while leased"
+        );
+        q.on_timer(Instant::now() + Duration::from_secs(2));
+        let again = receive(&q, 10, Duration::from_secs(1));
+        assert_eq!(ids(&again), [1]);
+        assert_eq!(again[0].delivery_count, 2);
+        assert_ne!(
+            again[0].tag, first[0].tag,
+            "each receive has a fresh receipt"
+        );
+        assert!(
+            !q.ack(first[0].tag.unwrap()),
+            "an old receipt no longer deletes"
+        );
+        assert!(q.ack(again[0].tag.unwrap()));
+    }
+
+    #[test]
+    fn change_visibility_to_zero_returns_the_message_now() {
+        let q = sqs_queue(LiveSettings::default(), false);
+        q.send(&msg(1, 1), &SendOptions::default());
+        let got = receive(&q, 1, Duration::from_secs(30));
+        assert!(q.change_visibility(got[0].tag.unwrap(), Duration::ZERO));
+        assert_eq!(ids(&receive(&q, 1, Duration::from_secs(30))), [1]);
+        assert!(!q.change_visibility(got[0].tag.unwrap(), Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn delayed_message_is_invisible_until_its_delay_passes() {
+        let q = sqs_queue(LiveSettings::default(), false);
+        let send = SendOptions {
+            delay: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        q.send(&msg(1, 1), &send);
+        assert_eq!(q.delayed_len(), 1);
+        assert!(receive(&q, 1, Duration::from_secs(1)).is_empty());
+        q.on_timer(Instant::now() + Duration::from_secs(6));
+        assert_eq!(ids(&receive(&q, 1, Duration::from_secs(1))), [1]);
+    }
+
+    #[test]
+    fn fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
+        let q = sqs_queue(LiveSettings::default(), true);
+        for (n, g) in [(1, "a"), (2, "a"), (3, "b")] {
+            q.send(&grouped(n, g), &SendOptions::default());
+        }
+        let a1 = receive(&q, 1, Duration::from_secs(30));
+        assert_eq!(ids(&a1), [1]);
+        assert_eq!(
+            ids(&receive(&q, 10, Duration::from_secs(30))),
+            [3],
+            "group a is locked"
+        );
+        assert!(q.ack(a1[0].tag.unwrap()));
+        assert_eq!(ids(&receive(&q, 10, Duration::from_secs(30))), [2]);
+    }
+
+    #[test]
+    fn fifo_receive_takes_consecutive_messages_of_one_group_in_order() {
+        let q = sqs_queue(LiveSettings::default(), true);
+        for n in 1..=3 {
+            q.send(&grouped(n, "g"), &SendOptions::default());
+        }
+        let got = receive(&q, 10, Duration::from_secs(30));
+        assert_eq!(ids(&got), [1, 2, 3]);
+        let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn fifo_deduplicates_within_the_window() {
+        let settings = LiveSettings {
+            dedup_window: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let q = sqs_queue(settings, true);
+        let send = SendOptions {
+            dedup_id: Some("order-1".into()),
+            ..Default::default()
+        };
+        let first = q.send(&grouped(1, "g"), &send);
+        let Sent::Queued { seq } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            q.send(&grouped(2, "g"), &send),
+            Sent::Duplicate { message_id: 1, seq }
+        );
+        assert_eq!(q.ready_len(), 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(
+            q.send(&grouped(3, "g"), &send),
+            Sent::Queued { .. }
+        ));
+    }
+
+    #[test]
+    fn content_based_deduplication_compares_bodies() {
+        let settings = LiveSettings {
+            content_based_dedup: true,
+            dedup_window: Duration::from_secs(300),
+            ..Default::default()
+        };
+        let q = sqs_queue(settings, true);
+        let a = grouped(1, "g");
+        let mut same_body = (*grouped(2, "g")).clone();
+        same_body.payload = a.payload.clone();
+        q.send(&a, &SendOptions::default());
+        assert!(matches!(
+            q.send(&Arc::new(same_body), &SendOptions::default()),
+            Sent::Duplicate { .. }
+        ));
+        assert!(matches!(
+            q.send(&grouped(3, "g"), &SendOptions::default()),
+            Sent::Queued { .. }
+        ));
+    }
+
+    #[test]
+    fn retention_deletes_old_messages() {
+        let settings = LiveSettings {
+            retention: Some(Duration::from_millis(20)),
+            ..Default::default()
+        };
+        let q = sqs_queue(settings, false);
+        q.send(&msg(1, 1), &SendOptions::default());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(receive(&q, 10, Duration::from_secs(1)).is_empty());
+        assert_eq!(q.ready_len(), 0);
     }
 }

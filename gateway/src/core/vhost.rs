@@ -361,12 +361,40 @@ impl VHost {
             key_form,
             options,
             args: args.map(Arc::new),
+            hook: None,
         });
         if fresh {
             queue.bound_from.lock().push(BoundFrom {
                 exchange: Arc::downgrade(exchange),
                 key: key.into(),
                 key_form,
+            });
+        }
+        fresh
+    }
+
+    /// Binds `queue` to `exchange` with a hook that filters and transforms what
+    /// passes (SNS subscriptions).
+    pub fn bind_queue_hooked(
+        &self,
+        exchange: &Arc<Exchange>,
+        queue: &Arc<Queue>,
+        key: &str,
+        hook: Arc<dyn super::exchange::BindingHook>,
+    ) -> bool {
+        let fresh = exchange.bind(Binding {
+            destination: Destination::Queue(queue.clone()),
+            key: key.into(),
+            key_form: KeyForm::Amqp,
+            options: BindingOptions::plain(),
+            args: None,
+            hook: Some(hook),
+        });
+        if fresh {
+            queue.bound_from.lock().push(BoundFrom {
+                exchange: Arc::downgrade(exchange),
+                key: key.into(),
+                key_form: KeyForm::Amqp,
             });
         }
         fresh
@@ -404,6 +432,7 @@ impl VHost {
             key_form: KeyForm::Amqp,
             options: BindingOptions::plain(),
             args: args.map(Arc::new),
+            hook: None,
         });
         if fresh {
             destination.bound_from.lock().push(BoundFrom {
@@ -449,8 +478,12 @@ impl VHost {
             routed: scratch.targets.len(),
             ..Default::default()
         };
-        for (queue, hints) in scratch.targets.drain(..) {
-            match queue.enqueue(msg, hints) {
+        for t in scratch.targets.drain(..) {
+            let routed = match &t.hook {
+                Some(h) => h.transform(msg),
+                None => msg.clone(),
+            };
+            match t.queue.enqueue(&routed, t.hints) {
                 EnqueueOutcome::Queued => outcome.queued += 1,
                 EnqueueOutcome::Rejected => outcome.rejected += 1,
                 EnqueueOutcome::Dropped(_) => {}
@@ -488,11 +521,18 @@ impl VHost {
         }
     }
 
-    /// Publishes a dead-lettered copy to `exchange` (`""`: the default exchange).
-    /// Dead letters that route nowhere are dropped, as in RabbitMQ.
-    pub fn publish_dead_letter(&self, exchange: &str, msg: &SharedMessage, from_queue: &str) {
+    /// Publishes a dead-lettered copy to `exchange` (`""`: the default exchange,
+    /// to `queue` if given, else to the queue named by the routing key). Dead
+    /// letters that route nowhere are dropped, as in RabbitMQ.
+    pub fn publish_dead_letter(
+        &self,
+        exchange: &str,
+        msg: &SharedMessage,
+        from_queue: &str,
+        queue: Option<&str>,
+    ) {
         let outcome = if exchange.is_empty() {
-            self.publish_default(&msg.routing_key, msg)
+            self.publish_default(queue.unwrap_or(&msg.routing_key), msg)
         } else {
             match self.exchange(exchange) {
                 Some(ex) => self.publish(&ex, msg, &mut RouteScratch::default()),
@@ -731,5 +771,53 @@ mod tests {
                 .reply_code(),
             403
         );
+    }
+    #[test]
+    fn redrive_moves_a_message_received_too_often() {
+        let v = vhost();
+        let (dlq, _) = v
+            .declare_queue("orders-dlq", QueueOptions::default(), None)
+            .unwrap();
+        let opts = QueueOptions {
+            settings: crate::core::queue::LiveSettings {
+                redrive: Some(crate::core::queue::Redrive {
+                    max_receive_count: 2,
+                    target: "orders-dlq".into(),
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (q, _) = v.declare_queue("orders", opts, None).unwrap();
+        let original = msg("orders");
+        q.send(&original, &Default::default());
+        for _ in 0..2 {
+            let d = take_one(
+                &q,
+                PullMode::Receive {
+                    visibility: std::time::Duration::ZERO,
+                },
+            )
+            .expect("received");
+            q.change_visibility(d.tag.unwrap(), std::time::Duration::ZERO);
+        }
+        assert!(
+            take_one(
+                &q,
+                PullMode::Receive {
+                    visibility: std::time::Duration::ZERO
+                }
+            )
+            .is_none()
+        );
+        let moved = take_one(&dlq, PullMode::NoAck).expect("in the dead-letter queue");
+        assert_eq!(moved.msg.id, original.id, "the same message moved");
+        assert_eq!(moved.msg.payload, original.payload);
+        let source = moved
+            .msg
+            .props
+            .as_ref()
+            .and_then(|p| p.dead_letter_source.clone());
+        assert_eq!(source.as_deref(), Some("orders"));
     }
 }

@@ -758,8 +758,9 @@ impl Conn {
             let core = self.ctx.core.clone();
             let origin = self.session.id;
             let acl = self.acl.clone();
+            let client_id = self.session.client_id.clone();
             let action: crate::core::session::WillAction =
-                Box::new(move || spec.publish(&core, origin, &acl));
+                Box::new(move || spec.publish(&core, origin, &acl, &client_id));
             (delay, action)
         });
         let state = std::mem::take(&mut self.state);

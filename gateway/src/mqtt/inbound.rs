@@ -48,16 +48,22 @@ pub(super) fn message_properties(
     )))
 }
 
-/// Stores a retained message (if flagged) and routes `msg` through `amq.topic`.
+/// Stores a retained message (if flagged), routes `msg` through `amq.topic`,
+/// and applies topic rules.
 pub(super) fn publish_message(
     core: &Arc<Core>,
     msg: &Arc<Message>,
     scratch: &mut RouteScratch,
+    client_id: &str,
 ) -> PublishOutcome {
     if msg.retain {
         core.retained.set(&msg.routing_key, msg.clone());
     }
-    core.vhost.publish(core.vhost.amq_topic(), msg, scratch)
+    let outcome = core.vhost.publish(core.vhost.amq_topic(), msg, scratch);
+    if !core.rules.is_empty() {
+        core.rules.apply(core, msg, client_id);
+    }
+    outcome
 }
 
 /// Which acknowledgement [`Conn::ack`] sends.
@@ -280,7 +286,12 @@ impl Conn {
             origin: self.session.id,
             props: message_properties(&p.properties, frame),
         });
-        let outcome = publish_message(&self.ctx.core, &msg, &mut self.scratch);
+        let outcome = publish_message(
+            &self.ctx.core,
+            &msg,
+            &mut self.scratch,
+            &self.session.client_id,
+        );
         let code = if outcome.routed == 0 && v5 {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {

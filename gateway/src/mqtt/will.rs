@@ -42,7 +42,7 @@ impl WillSpec {
     }
 
     /// Publishes the will as the client would have, subject to its ACL.
-    pub fn publish(self, core: &Arc<Core>, origin: u64, acl: &ClientAcl) {
+    pub fn publish(self, core: &Arc<Core>, origin: u64, acl: &ClientAcl, client_id: &str) {
         if !acl.may_publish(&self.topic) {
             tracing::info!(topic = %self.topic, "will not published: not authorized");
             return;
@@ -65,6 +65,6 @@ impl WillSpec {
             props: self.props,
         });
         let mut scratch = RouteScratch::default();
-        publish_message(core, &msg, &mut scratch);
+        publish_message(core, &msg, &mut scratch, client_id);
     }
 }

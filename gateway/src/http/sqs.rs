@@ -1,0 +1,1548 @@
+//! The Amazon SQS API over core queues.
+//!
+//! Every queue of the default vhost is an SQS queue: one created here, one an
+//! AMQP application declared, or one a topic rule fills. Queue semantics
+//! (visibility, receipts, delay, retention, redrive, FIFO groups and
+//! deduplication) live in the core queue; this module validates requests the
+//! way SQS does, keeps the metadata SQS reports (timestamps, tags, policies),
+//! and shapes responses, including the MD5 digests SDKs verify.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use super::aws::{ApiError, Params};
+use crate::config::{AwsConfig, SqsConfig};
+use crate::core::Core;
+use crate::core::bytestr::ByteStr;
+use crate::core::message::{
+    AttributeValue, KeyForm, Message, MessageAttribute, MessageProperties, now_ms,
+};
+use crate::core::queue::{
+    Delivery, LiveSettings, PullLimits, PullMode, Queue, QueueOptions, Redrive, SendOptions, Sent,
+    Wakeup,
+};
+use crate::core::vhost::VHost;
+
+const DEFAULT_VISIBILITY: u64 = 30;
+const DEFAULT_RETENTION: u64 = 345_600;
+const MAX_RETENTION: u64 = 1_209_600;
+const DEFAULT_MAX_SIZE: u64 = 1_048_576;
+const MAX_DELAY: u64 = 900;
+const MAX_VISIBILITY: u64 = 43_200;
+
+/// SQS-level facts about a queue that the core does not need.
+#[derive(Debug, Clone)]
+struct QueueMeta {
+    created: u64,
+    modified: u64,
+    max_message_size: u64,
+    receive_wait: u64,
+    tags: Vec<(String, String)>,
+    /// Attributes kept verbatim (Policy, RedriveAllowPolicy, KMS settings,
+    /// FifoThroughputLimit, DeduplicationScope, ...).
+    extra: Vec<(String, String)>,
+}
+
+impl QueueMeta {
+    fn new() -> Self {
+        let now = now_ms() / 1000;
+        QueueMeta {
+            created: now,
+            modified: now,
+            max_message_size: DEFAULT_MAX_SIZE,
+            receive_wait: 0,
+            tags: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    fn extra(&self, name: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set_extra(&mut self, name: &str, value: String) {
+        match self.extra.iter_mut().find(|(k, _)| k == name) {
+            Some(e) => e.1 = value,
+            None => self.extra.push((name.to_owned(), value)),
+        }
+    }
+}
+
+/// A message move task (StartMessageMoveTask).
+#[derive(Debug)]
+struct MoveTask {
+    handle: String,
+    source_arn: String,
+    destination_arn: Option<String>,
+    rate: Option<u64>,
+    started: u64,
+    to_move: u64,
+    moved: Arc<std::sync::atomic::AtomicU64>,
+    status: Arc<Mutex<&'static str>>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// The SQS service.
+#[derive(Debug)]
+pub struct Sqs {
+    core: Arc<Core>,
+    vhost: Arc<VHost>,
+    aws: AwsConfig,
+    cfg: SqsConfig,
+    meta: Mutex<HashMap<String, QueueMeta>>,
+    tasks: Mutex<Vec<MoveTask>>,
+    id_prefix: u64,
+}
+
+/// Parsed receipt handle.
+struct Receipt {
+    uid: u64,
+    tag: u64,
+}
+
+impl Sqs {
+    /// The SQS API over the default vhost.
+    pub fn new(core: Arc<Core>, aws: AwsConfig, cfg: SqsConfig, id_prefix: u64) -> Self {
+        Sqs {
+            vhost: core.vhost.clone(),
+            core,
+            aws,
+            cfg,
+            meta: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            id_prefix,
+        }
+    }
+
+    /// Runs one operation.
+    pub async fn call(&self, action: &str, p: &Params, host: &str) -> Result<Value, ApiError> {
+        match action {
+            "CreateQueue" => self.create_queue(p, host),
+            "GetQueueUrl" => self.get_queue_url(p, host),
+            "ListQueues" => self.list_queues(p, host),
+            "DeleteQueue" => self.delete_queue(p),
+            "GetQueueAttributes" => self.get_queue_attributes(p),
+            "SetQueueAttributes" => self.set_queue_attributes(p),
+            "PurgeQueue" => self.purge_queue(p),
+            "SendMessage" => self.send_message(p),
+            "SendMessageBatch" => self.send_message_batch(p),
+            "ReceiveMessage" => self.receive_message(p).await,
+            "DeleteMessage" => self.delete_message(p),
+            "DeleteMessageBatch" => self.delete_message_batch(p),
+            "ChangeMessageVisibility" => self.change_visibility(p),
+            "ChangeMessageVisibilityBatch" => self.change_visibility_batch(p),
+            "TagQueue" => self.tag_queue(p),
+            "UntagQueue" => self.untag_queue(p),
+            "ListQueueTags" => self.list_queue_tags(p),
+            "ListDeadLetterSourceQueues" => self.list_dead_letter_sources(p, host),
+            "StartMessageMoveTask" => self.start_move_task(p),
+            "CancelMessageMoveTask" => self.cancel_move_task(p),
+            "ListMessageMoveTasks" => self.list_move_tasks(p),
+            "AddPermission" | "RemovePermission" => Ok(json!({})),
+            other => Err(ApiError::sender_as(
+                "InvalidAction",
+                "InvalidAction",
+                format!("The action {other} is not valid for this endpoint."),
+            )),
+        }
+    }
+
+    /// The SQS operations this service answers.
+    pub fn knows(action: &str) -> bool {
+        matches!(
+            action,
+            "CreateQueue"
+                | "GetQueueUrl"
+                | "ListQueues"
+                | "DeleteQueue"
+                | "GetQueueAttributes"
+                | "SetQueueAttributes"
+                | "PurgeQueue"
+                | "SendMessage"
+                | "SendMessageBatch"
+                | "ReceiveMessage"
+                | "DeleteMessage"
+                | "DeleteMessageBatch"
+                | "ChangeMessageVisibility"
+                | "ChangeMessageVisibilityBatch"
+                | "TagQueue"
+                | "UntagQueue"
+                | "ListQueueTags"
+                | "ListDeadLetterSourceQueues"
+                | "StartMessageMoveTask"
+                | "CancelMessageMoveTask"
+                | "ListMessageMoveTasks"
+                | "AddPermission"
+                | "RemovePermission"
+        )
+    }
+
+    // ---- names, URLs, ARNs ----
+
+    fn url(&self, host: &str, name: &str) -> String {
+        format!("http://{host}/{}/{name}", self.aws.account_id)
+    }
+
+    /// The ARN of queue `name`.
+    pub fn arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:sqs:{}:{}:{name}",
+            self.aws.region, self.aws.account_id
+        )
+    }
+
+    fn name_from_arn<'a>(&self, arn: &'a str) -> Result<&'a str, ApiError> {
+        let parts: Vec<&'a str> = arn.split(':').collect();
+        if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sqs" {
+            return Err(ApiError::invalid(format!(
+                "Value {arn} for parameter ARN is invalid."
+            )));
+        }
+        Ok(parts[5])
+    }
+
+    fn queue_name<'a>(&self, p: &'a Params) -> Result<&'a str, ApiError> {
+        let url = p.need_str("QueueUrl")?;
+        Ok(url.trim_end_matches('/').rsplit('/').next().unwrap_or(url))
+    }
+
+    fn queue(&self, p: &Params) -> Result<(String, Arc<Queue>), ApiError> {
+        let name = self.queue_name(p)?;
+        let q = self.vhost.queue(name).ok_or_else(no_queue)?;
+        Ok((name.to_owned(), q))
+    }
+
+    fn meta_of(&self, name: &str) -> QueueMeta {
+        self.meta
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(QueueMeta::new)
+            .clone()
+    }
+
+    // ---- queues ----
+
+    fn create_queue(&self, p: &Params, host: &str) -> Result<Value, ApiError> {
+        let name = p.need_str("QueueName")?;
+        let fifo_name = name.ends_with(".fifo");
+        let base = name.strip_suffix(".fifo").unwrap_or(name);
+        if base.is_empty()
+            || name.len() > 80
+            || !base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ApiError::invalid(
+                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
+            ));
+        }
+        let attrs = p.string_map("Attributes");
+        let fifo = attrs.iter().any(|(k, v)| k == "FifoQueue" && v == "true");
+        if fifo != fifo_name {
+            return Err(ApiError::invalid(
+                "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix",
+            ));
+        }
+        let mut meta = QueueMeta::new();
+        let mut settings = LiveSettings {
+            visibility_timeout: Some(Duration::from_secs(DEFAULT_VISIBILITY)),
+            retention: Some(Duration::from_secs(DEFAULT_RETENTION)),
+            dedup_window: self.cfg.dedup_window,
+            ..Default::default()
+        };
+        self.apply_attributes(&attrs, &mut settings, &mut meta, fifo)?;
+        meta.tags = p.string_map("Tags");
+        if let Some(existing) = self.vhost.queue(name) {
+            // Same attributes: the existing queue; different ones: an error.
+            let same = existing.options().fifo == fifo && existing.settings() == settings;
+            if !same && !attrs.is_empty() {
+                return Err(ApiError::sender_as(
+                    "QueueNameExists",
+                    "QueueAlreadyExists",
+                    format!(
+                        "A queue already exists with the same name and a different value for attribute(s) {}",
+                        names(&attrs)
+                    ),
+                ));
+            }
+            return Ok(json!({ "QueueUrl": self.url(host, name) }));
+        }
+        let options = QueueOptions {
+            durable: true,
+            settings,
+            fifo,
+            ..Default::default()
+        };
+        self.vhost.declare_queue(name, options, None).map_err(|e| {
+            ApiError::sender_as("QueueNameExists", "QueueAlreadyExists", e.to_string())
+        })?;
+        self.meta.lock().insert(name.to_owned(), meta);
+        tracing::debug!(queue = name, fifo, "sqs queue created");
+        Ok(json!({ "QueueUrl": self.url(host, name) }))
+    }
+
+    /// Validates and applies settable attributes.
+    fn apply_attributes(
+        &self,
+        attrs: &[(String, String)],
+        s: &mut LiveSettings,
+        meta: &mut QueueMeta,
+        fifo: bool,
+    ) -> Result<(), ApiError> {
+        for (k, v) in attrs {
+            let num = |min: u64, max: u64| -> Result<u64, ApiError> {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| attr_error(k, v))
+            };
+            match k.as_str() {
+                "DelaySeconds" => s.delay = Duration::from_secs(num(0, MAX_DELAY)?),
+                "VisibilityTimeout" => {
+                    s.visibility_timeout = Some(Duration::from_secs(num(0, MAX_VISIBILITY)?))
+                }
+                "MessageRetentionPeriod" => {
+                    let min = self.cfg.minimum_retention.as_secs().max(1);
+                    s.retention = Some(Duration::from_secs(num(min, MAX_RETENTION)?));
+                }
+                "MaximumMessageSize" => meta.max_message_size = num(1024, DEFAULT_MAX_SIZE)?,
+                "ReceiveMessageWaitTimeSeconds" => meta.receive_wait = num(0, 20)?,
+                "RedrivePolicy" => {
+                    if v.is_empty() {
+                        s.redrive = None;
+                    } else {
+                        s.redrive = Some(self.parse_redrive(v, fifo)?);
+                    }
+                    meta.set_extra(k, v.clone());
+                }
+                "FifoQueue" => {
+                    if v != "true" && v != "false" {
+                        return Err(attr_error(k, v));
+                    }
+                }
+                "ContentBasedDeduplication" => {
+                    if !fifo {
+                        return Err(ApiError::sender(
+                            "InvalidAttributeName",
+                            format!("Unknown Attribute {k}."),
+                        ));
+                    }
+                    s.content_based_dedup = parse_bool(k, v)?;
+                }
+                "DeduplicationScope" => {
+                    if !fifo {
+                        return Err(ApiError::sender(
+                            "InvalidAttributeName",
+                            format!("Unknown Attribute {k}."),
+                        ));
+                    }
+                    s.dedup_per_group = match v.as_str() {
+                        "messageGroup" => true,
+                        "queue" => false,
+                        _ => return Err(attr_error(k, v)),
+                    };
+                    meta.set_extra(k, v.clone());
+                }
+                "FifoThroughputLimit" => {
+                    if !fifo || !matches!(v.as_str(), "perQueue" | "perMessageGroupId") {
+                        return Err(attr_error(k, v));
+                    }
+                    meta.set_extra(k, v.clone());
+                }
+                "Policy"
+                | "RedriveAllowPolicy"
+                | "KmsMasterKeyId"
+                | "KmsDataKeyReusePeriodSeconds"
+                | "SqsManagedSseEnabled" => {
+                    if k == "RedriveAllowPolicy" && !v.is_empty() {
+                        serde_json::from_str::<Value>(v).map_err(|_| attr_error(k, v))?;
+                    }
+                    meta.set_extra(k, v.clone());
+                }
+                _ => {
+                    return Err(ApiError::sender(
+                        "InvalidAttributeName",
+                        format!("Unknown Attribute {k}."),
+                    ));
+                }
+            }
+        }
+        if meta.extra("FifoThroughputLimit") == Some("perMessageGroupId") && !s.dedup_per_group {
+            return Err(ApiError::invalid(
+                "Invalid value for the parameter FifoThroughputLimit. Reason: perMessageGroupId requires DeduplicationScope messageGroup.",
+            ));
+        }
+        Ok(())
+    }
+
+    fn parse_redrive(&self, text: &str, fifo: bool) -> Result<Redrive, ApiError> {
+        let bad = || attr_error("RedrivePolicy", text);
+        let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
+        let arn = v
+            .get("deadLetterTargetArn")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?;
+        let max = match v.get("maxReceiveCount") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(bad)?;
+        let target = self.name_from_arn(arn)?;
+        let Some(dlq) = self.vhost.queue(target) else {
+            return Err(ApiError::invalid(format!(
+                "Value {text} for parameter RedrivePolicy is invalid. Reason: Dead letter target does not exist."
+            )));
+        };
+        if dlq.options().fifo != fifo {
+            return Err(ApiError::invalid(format!(
+                "Value {text} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue must be the same type of queue as the source."
+            )));
+        }
+        Ok(Redrive {
+            max_receive_count: max as u32,
+            target: target.into(),
+        })
+    }
+
+    fn get_queue_url(&self, p: &Params, host: &str) -> Result<Value, ApiError> {
+        let name = p.need_str("QueueName")?;
+        if self.vhost.queue(name).is_none() {
+            return Err(no_queue());
+        }
+        Ok(json!({ "QueueUrl": self.url(host, name) }))
+    }
+
+    fn list_queues(&self, p: &Params, host: &str) -> Result<Value, ApiError> {
+        let prefix = p.str("QueueNamePrefix").unwrap_or("");
+        let max = p.int("MaxResults")?;
+        if let Some(m) = max
+            && !(1..=1000).contains(&m)
+        {
+            return Err(ApiError::invalid(
+                "Value for parameter MaxResults is invalid. Reason: must be between 1 and 1000.",
+            ));
+        }
+        let after = p.str("NextToken").and_then(decode_token);
+        let mut names: Vec<String> = self
+            .vhost
+            .queues()
+            .iter()
+            .map(|q| q.name().to_string())
+            .filter(|n| n.starts_with(prefix))
+            .filter(|n| after.as_deref().is_none_or(|a| n.as_str() > a))
+            .collect();
+        names.sort();
+        let limit = max.map_or(1000, |m| m as usize);
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let mut out = Map::new();
+        if !names.is_empty() {
+            out.insert(
+                "QueueUrls".into(),
+                names
+                    .iter()
+                    .map(|n| Value::String(self.url(host, n)))
+                    .collect(),
+            );
+        }
+        if more && max.is_some() {
+            if let Some(last) = names.last() {
+                out.insert(
+                    "NextToken".into(),
+                    Value::String(URL_SAFE_NO_PAD.encode(last)),
+                );
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn delete_queue(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, _) = self.queue(p)?;
+        self.vhost.delete_queue(&name);
+        self.meta.lock().remove(&name);
+        Ok(json!({}))
+    }
+
+    fn purge_queue(&self, p: &Params) -> Result<Value, ApiError> {
+        let (_, q) = self.queue(p)?;
+        q.purge_all();
+        Ok(json!({}))
+    }
+
+    fn get_queue_attributes(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, q) = self.queue(p)?;
+        let wanted = p.string_list("AttributeNames");
+        let all = wanted.iter().any(|n| n == "All");
+        let meta = self.meta_of(&name);
+        let s = q.settings();
+        let fifo = q.options().fifo;
+        let mut out: Vec<(&'static str, String)> = vec![
+            ("ApproximateNumberOfMessages", q.ready_len().to_string()),
+            (
+                "ApproximateNumberOfMessagesNotVisible",
+                q.leased_len().to_string(),
+            ),
+            (
+                "ApproximateNumberOfMessagesDelayed",
+                q.delayed_len().to_string(),
+            ),
+            ("CreatedTimestamp", meta.created.to_string()),
+            ("LastModifiedTimestamp", meta.modified.to_string()),
+            ("QueueArn", self.arn(&name)),
+            (
+                "VisibilityTimeout",
+                s.visibility_timeout.map_or(0, |d| d.as_secs()).to_string(),
+            ),
+            ("MaximumMessageSize", meta.max_message_size.to_string()),
+            (
+                "MessageRetentionPeriod",
+                s.retention
+                    .map_or(MAX_RETENTION, |d| d.as_secs())
+                    .to_string(),
+            ),
+            ("DelaySeconds", s.delay.as_secs().to_string()),
+            (
+                "ReceiveMessageWaitTimeSeconds",
+                meta.receive_wait.to_string(),
+            ),
+            (
+                "SqsManagedSseEnabled",
+                meta.extra("SqsManagedSseEnabled")
+                    .unwrap_or("false")
+                    .to_owned(),
+            ),
+        ];
+        if fifo {
+            out.push(("FifoQueue", "true".into()));
+            out.push((
+                "ContentBasedDeduplication",
+                s.content_based_dedup.to_string(),
+            ));
+            out.push((
+                "DeduplicationScope",
+                meta.extra("DeduplicationScope")
+                    .unwrap_or("queue")
+                    .to_owned(),
+            ));
+            out.push((
+                "FifoThroughputLimit",
+                meta.extra("FifoThroughputLimit")
+                    .unwrap_or("perQueue")
+                    .to_owned(),
+            ));
+        }
+        for k in [
+            "RedrivePolicy",
+            "RedriveAllowPolicy",
+            "Policy",
+            "KmsMasterKeyId",
+            "KmsDataKeyReusePeriodSeconds",
+        ] {
+            if let Some(v) = meta.extra(k).filter(|v| !v.is_empty()) {
+                let key: &'static str = k;
+                out.push((key, v.to_owned()));
+            }
+        }
+        let mut attrs = Map::new();
+        for (k, v) in out {
+            if all || wanted.iter().any(|w| w == k) {
+                attrs.insert(k.to_owned(), Value::String(v));
+            }
+        }
+        for w in &wanted {
+            if w != "All" && !attrs.contains_key(w) && !KNOWN_ATTRIBUTES.contains(&w.as_str()) {
+                return Err(ApiError::sender(
+                    "InvalidAttributeName",
+                    format!("Unknown Attribute {w}."),
+                ));
+            }
+        }
+        if attrs.is_empty() {
+            return Ok(json!({}));
+        }
+        Ok(json!({ "Attributes": attrs }))
+    }
+
+    fn set_queue_attributes(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, q) = self.queue(p)?;
+        let attrs = p.string_map("Attributes");
+        let mut settings = q.settings();
+        let mut meta = self.meta_of(&name);
+        self.apply_attributes(&attrs, &mut settings, &mut meta, q.options().fifo)?;
+        meta.modified = now_ms() / 1000;
+        q.update_settings(|s| *s = settings);
+        self.meta.lock().insert(name, meta);
+        Ok(json!({}))
+    }
+
+    fn tag_queue(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, _) = self.queue(p)?;
+        let tags = p.string_map("Tags");
+        let mut all = self.meta.lock();
+        let meta = all.entry(name).or_insert_with(QueueMeta::new);
+        for (k, v) in tags {
+            match meta.tags.iter_mut().find(|(tk, _)| *tk == k) {
+                Some(t) => t.1 = v,
+                None => meta.tags.push((k, v)),
+            }
+        }
+        Ok(json!({}))
+    }
+
+    fn untag_queue(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, _) = self.queue(p)?;
+        let keys = p.string_list("TagKeys");
+        let mut all = self.meta.lock();
+        let meta = all.entry(name).or_insert_with(QueueMeta::new);
+        meta.tags.retain(|(k, _)| !keys.contains(k));
+        Ok(json!({}))
+    }
+
+    fn list_queue_tags(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, _) = self.queue(p)?;
+        let meta = self.meta_of(&name);
+        if meta.tags.is_empty() {
+            return Ok(json!({}));
+        }
+        let tags: Map<String, Value> = meta
+            .tags
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        Ok(json!({ "Tags": tags }))
+    }
+
+    fn list_dead_letter_sources(&self, p: &Params, host: &str) -> Result<Value, ApiError> {
+        let (name, _) = self.queue(p)?;
+        let mut sources: Vec<String> = self
+            .vhost
+            .queues()
+            .iter()
+            .filter(|q| {
+                q.settings()
+                    .redrive
+                    .is_some_and(|r| r.target.as_str() == name)
+            })
+            .map(|q| q.name().to_string())
+            .collect();
+        sources.sort();
+        let urls: Vec<Value> = sources
+            .iter()
+            .map(|n| Value::String(self.url(host, n)))
+            .collect();
+        Ok(json!({ "queueUrls": urls }))
+    }
+
+    // ---- messages ----
+
+    fn message_id(&self, id: u64) -> String {
+        super::sns::message_id(self.id_prefix, id)
+    }
+
+    fn build_message(
+        &self,
+        queue: &Queue,
+        name: &str,
+        e: &Params,
+    ) -> Result<(Arc<Message>, SendOptions), ApiError> {
+        let body = e.need_str("MessageBody")?;
+        if body.is_empty() {
+            return Err(ApiError::missing("MessageBody"));
+        }
+        if let Some(c) = body.chars().find(|c| !valid_body_char(*c)) {
+            return Err(ApiError::sender(
+                "InvalidMessageContents",
+                format!(
+                    "Invalid characters found. Invalid unicode character was U+{:04X}.",
+                    c as u32
+                ),
+            ));
+        }
+        let attributes = parse_message_attributes(e.object("MessageAttributes"))?;
+        let size = body.len() + attributes.iter().map(attribute_size).sum::<usize>();
+        let max = self.meta_of(name).max_message_size as usize;
+        if size > max {
+            return Err(ApiError::invalid(format!(
+                "One or more parameters are invalid. Reason: Message must be shorter than {max} bytes."
+            )));
+        }
+        let fifo = queue.options().fifo;
+        let delay = e.int("DelaySeconds")?;
+        if let Some(d) = delay {
+            if !(0..=MAX_DELAY as i64).contains(&d) {
+                return Err(ApiError::invalid(format!(
+                    "Value {d} for parameter DelaySeconds is invalid. Reason: must be between 0 and 900."
+                )));
+            }
+            if fifo && d != 0 {
+                return Err(ApiError::invalid(format!(
+                    "Value {d} for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type."
+                )));
+            }
+        }
+        let group = e.str("MessageGroupId").map(ByteStr::from);
+        let dedup = e.str("MessageDeduplicationId").map(ByteStr::from);
+        if fifo {
+            if group.is_none() {
+                return Err(ApiError::missing("MessageGroupId"));
+            }
+            if dedup.is_none() && !queue.settings().content_based_dedup {
+                return Err(ApiError::invalid(
+                    "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
+                ));
+            }
+        } else if dedup.is_some() {
+            return Err(ApiError::invalid(
+                "The request include parameter MessageDeduplicationId that is not valid for this queue type",
+            ));
+        }
+        let msg = Arc::new(Message {
+            id: self.core.ids.next(),
+            routing_key: ByteStr::from(name),
+            key_form: KeyForm::Amqp,
+            exchange: ByteStr::from_static(""),
+            payload: Bytes::copy_from_slice(body.as_bytes()),
+            qos: 1,
+            retain: false,
+            persistent: true,
+            priority: 0,
+            published_at_ms: now_ms(),
+            expires_at: None,
+            origin: 0,
+            props: Some(Box::new(MessageProperties::from_sqs(
+                attributes,
+                group,
+                dedup.clone(),
+            ))),
+        });
+        let options = SendOptions {
+            delay: delay.map(|d| Duration::from_secs(d as u64)),
+            dedup_id: dedup,
+        };
+        Ok((msg, options))
+    }
+
+    fn send_one(&self, queue: &Queue, name: &str, e: &Params) -> Result<Value, ApiError> {
+        let (msg, options) = self.build_message(queue, name, e)?;
+        let (message_id, seq) = match queue.send(&msg, &options) {
+            Sent::Queued { seq } => (msg.id, seq),
+            Sent::Duplicate { message_id, seq } => (message_id, seq),
+            Sent::Refused(_) => {
+                return Err(ApiError::sender(
+                    "OverLimit",
+                    "The queue refused the message (it is full).",
+                ));
+            }
+        };
+        let mut out = Map::new();
+        out.insert(
+            "MessageId".into(),
+            Value::String(self.message_id(message_id)),
+        );
+        out.insert(
+            "MD5OfMessageBody".into(),
+            Value::String(md5_hex(&msg.payload)),
+        );
+        let attrs = msg
+            .props
+            .as_ref()
+            .map(|p| p.attributes.clone())
+            .unwrap_or_default();
+        if !attrs.is_empty() {
+            out.insert(
+                "MD5OfMessageAttributes".into(),
+                Value::String(md5_of_attributes(&attrs)),
+            );
+        }
+        if queue.options().fifo {
+            out.insert("SequenceNumber".into(), Value::String(format!("{seq:020}")));
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn send_message(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, q) = self.queue(p)?;
+        self.send_one(&q, &name, p)
+    }
+
+    fn send_message_batch(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, q) = self.queue(p)?;
+        let entries = check_batch(p)?;
+        let total: usize = entries
+            .iter()
+            .map(|e| e.str("MessageBody").map_or(0, str::len))
+            .sum();
+        let max = self.meta_of(&name).max_message_size as usize;
+        if total > max {
+            return Err(ApiError::sender_as(
+                "BatchRequestTooLong",
+                "AWS.SimpleQueueService.BatchRequestTooLong",
+                format!("Batch requests cannot be longer than {max} bytes."),
+            ));
+        }
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for e in &entries {
+            let id = e.str("Id").unwrap_or_default();
+            match self.send_one(&q, &name, e) {
+                Ok(Value::Object(mut m)) => {
+                    m.insert("Id".into(), Value::String(id.to_owned()));
+                    ok.push(Value::Object(m));
+                }
+                Ok(_) => {}
+                Err(err) => failed.push(batch_error(id, &err)),
+            }
+        }
+        Ok(json!({ "Successful": ok, "Failed": failed }))
+    }
+
+    async fn receive_message(&self, p: &Params) -> Result<Value, ApiError> {
+        let (name, q) = self.queue(p)?;
+        let max = p.int("MaxNumberOfMessages")?.unwrap_or(1);
+        if !(1..=10).contains(&max) {
+            return Err(ApiError::invalid(format!(
+                "Value {max} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided."
+            )));
+        }
+        let visibility = match p.int("VisibilityTimeout")? {
+            Some(v) if !(0..=MAX_VISIBILITY as i64).contains(&v) => {
+                return Err(ApiError::invalid(format!(
+                    "Value {v} for parameter VisibilityTimeout is invalid. Reason: must be between 0 and 43200."
+                )));
+            }
+            Some(v) => Duration::from_secs(v as u64),
+            None => q
+                .settings()
+                .visibility_timeout
+                .unwrap_or(Duration::from_secs(DEFAULT_VISIBILITY)),
+        };
+        let max_wait = self.cfg.max_wait.as_secs() as i64;
+        let wait = match p.int("WaitTimeSeconds")? {
+            Some(w) if !(0..=max_wait).contains(&w) => {
+                return Err(ApiError::invalid(format!(
+                    "Value {w} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= {max_wait}, if provided."
+                )));
+            }
+            Some(w) => Duration::from_secs(w as u64),
+            None => Duration::from_secs(self.meta_of(&name).receive_wait),
+        };
+        let limits = PullLimits {
+            max: max as usize,
+            max_leased: max as usize,
+        };
+        let mode = PullMode::Receive { visibility };
+        let mut got = Vec::new();
+        q.pull(0, limits, mode, &mut got);
+        if got.is_empty() && !wait.is_zero() {
+            // Long polling: wait as a consumer until something arrives.
+            let deadline = Instant::now() + wait;
+            let notify = Arc::new(Notify::new());
+            let wakeup = Wakeup::new(notify.clone());
+            let id = q.attach(wakeup);
+            while got.is_empty() {
+                q.pull(id, limits, mode, &mut got);
+                let now = Instant::now();
+                if !got.is_empty() || now >= deadline || q.is_deleted() {
+                    break;
+                }
+                let _ = tokio::time::timeout(deadline - now, notify.notified()).await;
+            }
+            q.detach(id);
+        }
+        let system = attribute_selection(p, "AttributeNames", "MessageSystemAttributeNames");
+        let user = p.string_list("MessageAttributeNames");
+        let messages: Vec<Value> = got
+            .iter()
+            .map(|d| self.render_message(&q, d, &system, &user))
+            .collect();
+        if messages.is_empty() {
+            return Ok(json!({}));
+        }
+        Ok(json!({ "Messages": messages }))
+    }
+
+    fn render_message(&self, q: &Queue, d: &Delivery, system: &[String], user: &[String]) -> Value {
+        let msg = &d.msg;
+        let (body, encoded) = match std::str::from_utf8(&msg.payload) {
+            Ok(s) if s.chars().all(valid_body_char) => (s.to_owned(), false),
+            _ => (STANDARD.encode(&msg.payload), true),
+        };
+        let receipt = URL_SAFE_NO_PAD.encode(format!(
+            "{:x}:{:x}:{:x}",
+            q.uid(),
+            d.tag.unwrap_or(0),
+            msg.id
+        ));
+        let mut m = Map::new();
+        m.insert("MessageId".into(), Value::String(self.message_id(msg.id)));
+        m.insert("ReceiptHandle".into(), Value::String(receipt));
+        m.insert("MD5OfBody".into(), Value::String(md5_hex(body.as_bytes())));
+        m.insert("Body".into(), Value::String(body));
+        let want = |n: &str| system.iter().any(|s| s == "All" || s == n);
+        let mut attrs = Map::new();
+        let mut put = |k: &str, v: String| {
+            if want(k) {
+                attrs.insert(k.to_owned(), Value::String(v));
+            }
+        };
+        put("SenderId", self.aws.account_id.clone());
+        put("SentTimestamp", msg.published_at_ms.to_string());
+        put("ApproximateReceiveCount", d.delivery_count.to_string());
+        put(
+            "ApproximateFirstReceiveTimestamp",
+            d.first_delivery_ms.to_string(),
+        );
+        if q.options().fifo {
+            put("SequenceNumber", format!("{:020}", d.seq));
+        }
+        if let Some(p) = &msg.props {
+            if let Some(g) = &p.group_id {
+                put("MessageGroupId", g.to_string());
+            }
+            if let Some(dd) = &p.dedup_id {
+                put("MessageDeduplicationId", dd.to_string());
+            }
+            if let Some(src) = &p.dead_letter_source {
+                put("DeadLetterQueueSourceArn", self.arn(src));
+            }
+        }
+        if !attrs.is_empty() {
+            m.insert("Attributes".into(), Value::Object(attrs));
+        }
+        let mut all_attrs = msg
+            .props
+            .as_ref()
+            .map(|p| p.sqs_attributes())
+            .unwrap_or_default();
+        if encoded {
+            all_attrs.push(MessageAttribute::text("TetherBodyEncoding", "base64"));
+        }
+        let selected: Vec<MessageAttribute> = all_attrs
+            .into_iter()
+            .filter(|a| attribute_wanted(user, &a.name))
+            .collect();
+        if !selected.is_empty() {
+            m.insert(
+                "MD5OfMessageAttributes".into(),
+                Value::String(md5_of_attributes(&selected)),
+            );
+            let mut out = Map::new();
+            for a in &selected {
+                let value = match &a.value {
+                    AttributeValue::Text(t) => {
+                        json!({ "DataType": a.data_type.as_str(), "StringValue": t.as_str() })
+                    }
+                    AttributeValue::Binary(b) => {
+                        json!({ "DataType": a.data_type.as_str(), "BinaryValue": STANDARD.encode(b) })
+                    }
+                };
+                out.insert(a.name.to_string(), value);
+            }
+            m.insert("MessageAttributes".into(), Value::Object(out));
+        }
+        Value::Object(m)
+    }
+
+    fn receipt(&self, q: &Queue, handle: &str) -> Result<Receipt, ApiError> {
+        let invalid = || {
+            ApiError::sender(
+                "ReceiptHandleIsInvalid",
+                format!("The input receipt handle \"{handle}\" is not a valid receipt handle."),
+            )
+            .status(404)
+        };
+        let raw = URL_SAFE_NO_PAD
+            .decode(handle.trim())
+            .map_err(|_| invalid())?;
+        let text = String::from_utf8(raw).map_err(|_| invalid())?;
+        let mut parts = text.split(':');
+        let (Some(u), Some(t), Some(_m), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let uid = u64::from_str_radix(u, 16).map_err(|_| invalid())?;
+        let tag = u64::from_str_radix(t, 16).map_err(|_| invalid())?;
+        if uid != q.uid() {
+            return Err(invalid());
+        }
+        Ok(Receipt { uid, tag })
+    }
+
+    fn delete_message(&self, p: &Params) -> Result<Value, ApiError> {
+        let (_, q) = self.queue(p)?;
+        let r = self.receipt(&q, p.need_str("ReceiptHandle")?)?;
+        debug_assert_eq!(r.uid, q.uid());
+        // An outdated receipt (the message was received again since) deletes
+        // nothing, and SQS reports success for it.
+        q.ack(r.tag);
+        Ok(json!({}))
+    }
+
+    fn delete_message_batch(&self, p: &Params) -> Result<Value, ApiError> {
+        let (_, q) = self.queue(p)?;
+        let entries = check_batch(p)?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for e in &entries {
+            let id = e.str("Id").unwrap_or_default();
+            match e
+                .need_str("ReceiptHandle")
+                .and_then(|h| self.receipt(&q, h))
+            {
+                Ok(r) => {
+                    q.ack(r.tag);
+                    ok.push(json!({ "Id": id }));
+                }
+                Err(err) => failed.push(batch_error(id, &err)),
+            }
+        }
+        Ok(json!({ "Successful": ok, "Failed": failed }))
+    }
+
+    fn visibility_of(e: &Params) -> Result<Duration, ApiError> {
+        let v = e
+            .int("VisibilityTimeout")?
+            .ok_or_else(|| ApiError::missing("VisibilityTimeout"))?;
+        if !(0..=MAX_VISIBILITY as i64).contains(&v) {
+            return Err(ApiError::invalid(format!(
+                "Value {v} for parameter VisibilityTimeout is invalid. Reason: must be between 0 and 43200."
+            )));
+        }
+        Ok(Duration::from_secs(v as u64))
+    }
+
+    fn change_one(&self, q: &Queue, e: &Params) -> Result<(), ApiError> {
+        let r = self.receipt(q, e.need_str("ReceiptHandle")?)?;
+        let d = Self::visibility_of(e)?;
+        if !q.change_visibility(r.tag, d) {
+            return Err(ApiError::sender_as(
+                "MessageNotInflight",
+                "AWS.SimpleQueueService.MessageNotInflight",
+                "Message does not exist or is not available for visibility timeout change.",
+            ));
+        }
+        Ok(())
+    }
+
+    fn change_visibility(&self, p: &Params) -> Result<Value, ApiError> {
+        let (_, q) = self.queue(p)?;
+        self.change_one(&q, p)?;
+        Ok(json!({}))
+    }
+
+    fn change_visibility_batch(&self, p: &Params) -> Result<Value, ApiError> {
+        let (_, q) = self.queue(p)?;
+        let entries = check_batch(p)?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for e in &entries {
+            let id = e.str("Id").unwrap_or_default();
+            match self.change_one(&q, e) {
+                Ok(()) => ok.push(json!({ "Id": id })),
+                Err(err) => failed.push(batch_error(id, &err)),
+            }
+        }
+        Ok(json!({ "Successful": ok, "Failed": failed }))
+    }
+
+    // ---- message move tasks ----
+
+    fn start_move_task(&self, p: &Params) -> Result<Value, ApiError> {
+        let source_arn = p.need_str("SourceArn")?.to_owned();
+        let source_name = self.name_from_arn(&source_arn)?.to_owned();
+        let source = self.vhost.queue(&source_name).ok_or_else(|| {
+            ApiError::sender(
+                "ResourceNotFoundException",
+                "The resource that you specified for the SourceArn parameter doesn't exist.",
+            )
+        })?;
+        let is_dlq = self.vhost.queues().iter().any(|q| {
+            q.settings()
+                .redrive
+                .is_some_and(|r| r.target.as_str() == source_name)
+        });
+        if !is_dlq {
+            return Err(ApiError::invalid(
+                "Source queue must be configured as a Dead Letter Queue.",
+            ));
+        }
+        let destination_arn = p.str("DestinationArn").map(str::to_owned);
+        let destination = match &destination_arn {
+            Some(arn) => {
+                let n = self.name_from_arn(arn)?;
+                Some(self.vhost.queue(n).ok_or_else(|| {
+                    ApiError::sender("ResourceNotFoundException", "The resource that you specified for the DestinationArn parameter doesn't exist.")
+                })?)
+            }
+            None => None,
+        };
+        let rate = p
+            .int("MaxNumberOfMessagesPerSecond")?
+            .map(|r| r.clamp(1, 500) as u64);
+        let mut tasks = self.tasks.lock();
+        if tasks
+            .iter()
+            .any(|t| t.source_arn == source_arn && *t.status.lock() == "RUNNING")
+        {
+            return Err(ApiError::invalid(
+                "There is already a task running. Only one active task is allowed for each source queue arn at a given time.",
+            ));
+        }
+        let handle = URL_SAFE_NO_PAD.encode(format!("{}:{}", uuid::Uuid::new_v4(), source_arn));
+        let to_move = source.ready_len() as u64;
+        let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let status = Arc::new(Mutex::new("RUNNING"));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tasks.push(MoveTask {
+            handle: handle.clone(),
+            source_arn,
+            destination_arn,
+            rate,
+            started: now_ms(),
+            to_move,
+            moved: moved.clone(),
+            status: status.clone(),
+            cancel: cancel.clone(),
+        });
+        let vhost = self.vhost.clone();
+        tokio::spawn(run_move_task(
+            vhost,
+            source,
+            destination,
+            to_move,
+            rate,
+            moved,
+            status,
+            cancel,
+        ));
+        Ok(json!({ "TaskHandle": handle }))
+    }
+
+    fn cancel_move_task(&self, p: &Params) -> Result<Value, ApiError> {
+        let handle = p.need_str("TaskHandle")?;
+        let tasks = self.tasks.lock();
+        let t = tasks
+            .iter()
+            .find(|t| t.handle == handle)
+            .ok_or_else(|| ApiError::sender("ResourceNotFoundException", "Task does not exist."))?;
+        if *t.status.lock() != "RUNNING" {
+            return Err(ApiError::invalid("Only active tasks can be cancelled."));
+        }
+        *t.status.lock() = "CANCELLING";
+        t.cancel.cancel();
+        Ok(
+            json!({ "ApproximateNumberOfMessagesMoved": t.moved.load(std::sync::atomic::Ordering::Relaxed) }),
+        )
+    }
+
+    fn list_move_tasks(&self, p: &Params) -> Result<Value, ApiError> {
+        let source = p.need_str("SourceArn")?;
+        let max = p.int("MaxResults")?.unwrap_or(1).clamp(1, 10) as usize;
+        let tasks = self.tasks.lock();
+        let results: Vec<Value> = tasks
+            .iter()
+            .rev()
+            .filter(|t| t.source_arn == source)
+            .take(max)
+            .map(|t| {
+                let status = *t.status.lock();
+                let mut m = Map::new();
+                if status == "RUNNING" {
+                    m.insert("TaskHandle".into(), Value::String(t.handle.clone()));
+                }
+                m.insert("Status".into(), Value::String(status.to_owned()));
+                m.insert("SourceArn".into(), Value::String(t.source_arn.clone()));
+                if let Some(d) = &t.destination_arn {
+                    m.insert("DestinationArn".into(), Value::String(d.clone()));
+                }
+                if let Some(r) = t.rate {
+                    m.insert("MaxNumberOfMessagesPerSecond".into(), json!(r));
+                }
+                m.insert(
+                    "ApproximateNumberOfMessagesMoved".into(),
+                    json!(t.moved.load(std::sync::atomic::Ordering::Relaxed)),
+                );
+                m.insert("ApproximateNumberOfMessagesToMove".into(), json!(t.to_move));
+                m.insert("StartedTimestamp".into(), json!(t.started));
+                Value::Object(m)
+            })
+            .collect();
+        Ok(json!({ "Results": results }))
+    }
+}
+
+/// Moves messages from a dead-letter queue back to `destination` (or each to
+/// the queue it came from), at most `rate` per second.
+#[allow(clippy::too_many_arguments)]
+async fn run_move_task(
+    vhost: Arc<VHost>,
+    source: Arc<Queue>,
+    destination: Option<Arc<Queue>>,
+    to_move: u64,
+    rate: Option<u64>,
+    moved: Arc<std::sync::atomic::AtomicU64>,
+    status: Arc<Mutex<&'static str>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    let per_tick = rate.unwrap_or(500).max(1) as usize;
+    let mut out = Vec::new();
+    let mut failed = false;
+    while moved.load(Ordering::Relaxed) < to_move && !cancel.is_cancelled() {
+        let left = (to_move - moved.load(Ordering::Relaxed)) as usize;
+        out.clear();
+        let limits = PullLimits {
+            max: per_tick.min(left),
+            max_leased: per_tick.min(left),
+        };
+        source.pull(0, limits, PullMode::Lease { owner: u64::MAX }, &mut out);
+        if out.is_empty() {
+            break;
+        }
+        for d in out.drain(..) {
+            let target = match &destination {
+                Some(q) => Some(q.clone()),
+                None => d
+                    .msg
+                    .props
+                    .as_ref()
+                    .and_then(|p| p.dead_letter_source.clone())
+                    .and_then(|n| vhost.queue(&n)),
+            };
+            let Some(target) = target else {
+                failed = true;
+                if let Some(tag) = d.tag {
+                    source.reject(tag, true);
+                }
+                continue;
+            };
+            let mut back = (*d.msg).clone();
+            if let Some(p) = back.props.take() {
+                let mut p = *p;
+                p.dead_letter_source = None;
+                back.props = Some(Box::new(p));
+            }
+            target.send(&Arc::new(back), &SendOptions::default());
+            if let Some(tag) = d.tag {
+                source.ack(tag);
+            }
+            moved.fetch_add(1, Ordering::Relaxed);
+        }
+        if failed {
+            break;
+        }
+        if rate.is_some() {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    *status.lock() = if cancel.is_cancelled() {
+        "CANCELLED"
+    } else if failed {
+        "FAILED"
+    } else {
+        "COMPLETED"
+    };
+}
+
+const KNOWN_ATTRIBUTES: &[&str] = &[
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "CreatedTimestamp",
+    "LastModifiedTimestamp",
+    "QueueArn",
+    "VisibilityTimeout",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "DelaySeconds",
+    "ReceiveMessageWaitTimeSeconds",
+    "RedrivePolicy",
+    "RedriveAllowPolicy",
+    "Policy",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "SqsManagedSseEnabled",
+];
+
+fn no_queue() -> ApiError {
+    ApiError::sender_as(
+        "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "The specified queue does not exist.",
+    )
+}
+
+fn attr_error(name: &str, value: &str) -> ApiError {
+    ApiError::sender(
+        "InvalidAttributeValue",
+        format!("Invalid value for the parameter {name}: {value}"),
+    )
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(attr_error(name, value)),
+    }
+}
+
+fn names(attrs: &[(String, String)]) -> String {
+    attrs
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn decode_token(t: &str) -> Option<String> {
+    URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// SQS's allowed body characters: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
+fn valid_body_char(c: char) -> bool {
+    matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
+/// Checks a batch request's entries: 1 to 10, distinct valid ids.
+fn check_batch(p: &Params) -> Result<Vec<Params>, ApiError> {
+    let entries = p.objects("Entries");
+    if entries.is_empty() {
+        return Err(ApiError::sender_as(
+            "EmptyBatchRequest",
+            "AWS.SimpleQueueService.EmptyBatchRequest",
+            "There should be at least one SendMessageBatchRequestEntry in the request.",
+        ));
+    }
+    if entries.len() > 10 {
+        return Err(ApiError::sender_as(
+            "TooManyEntriesInBatchRequest",
+            "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+            format!(
+                "Maximum number of entries per request are 10. You have sent {}.",
+                entries.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for e in &entries {
+        let id = e.str("Id").unwrap_or_default();
+        if id.is_empty()
+            || id.len() > 80
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ApiError::sender_as(
+                "InvalidBatchEntryId",
+                "AWS.SimpleQueueService.InvalidBatchEntryId",
+                "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long.",
+            ));
+        }
+        if !seen.insert(id.to_owned()) {
+            return Err(ApiError::sender_as(
+                "BatchEntryIdsNotDistinct",
+                "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
+                format!("Id {id} repeated."),
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+fn batch_error(id: &str, e: &ApiError) -> Value {
+    json!({ "Id": id, "SenderFault": e.sender_fault, "Code": e.query_code, "Message": e.message })
+}
+
+fn parse_message_attributes(
+    m: Option<&Map<String, Value>>,
+) -> Result<Vec<MessageAttribute>, ApiError> {
+    let Some(m) = m else { return Ok(Vec::new()) };
+    if m.len() > 10 {
+        return Err(ApiError::invalid(
+            "Number of message attributes [11] exceeds the allowed maximum [10].",
+        ));
+    }
+    let mut out = Vec::with_capacity(m.len());
+    for (name, v) in m {
+        if name.is_empty()
+            || name.len() > 256
+            || name.starts_with('.')
+            || name.ends_with('.')
+            || name.contains("..")
+            || name.to_ascii_lowercase().starts_with("aws.")
+            || name.to_ascii_lowercase().starts_with("amazon.")
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(ApiError::invalid(format!(
+                "Message attribute name '{name}' is invalid."
+            )));
+        }
+        let data_type = v
+            .get("DataType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let base = data_type.split('.').next().unwrap_or_default();
+        let value = match base {
+            "String" | "Number" => {
+                let s = v.get("StringValue").and_then(Value::as_str).ok_or_else(|| {
+                    ApiError::invalid(format!("Message attribute '{name}' must contain a non-empty message attribute value for message attribute type '{data_type}'."))
+                })?;
+                if base == "Number" && s.parse::<f64>().is_err() {
+                    return Err(ApiError::invalid(format!(
+                        "Could not cast message attribute '{name}' value to number."
+                    )));
+                }
+                AttributeValue::Text(ByteStr::from(s))
+            }
+            "Binary" => {
+                let b64 = v.get("BinaryValue").and_then(Value::as_str).ok_or_else(|| {
+                    ApiError::invalid(format!("Message attribute '{name}' must contain a non-empty message attribute value for message attribute type '{data_type}'."))
+                })?;
+                AttributeValue::Binary(Bytes::from(STANDARD.decode(b64).map_err(|_| {
+                    ApiError::invalid(format!(
+                        "Message attribute '{name}' has an invalid binary value."
+                    ))
+                })?))
+            }
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "The type of message (user) attribute '{name}' is invalid. You must use only the following supported type prefixes: Binary, Number, String."
+                )));
+            }
+        };
+        out.push(MessageAttribute {
+            name: ByteStr::from(name.as_str()),
+            data_type: ByteStr::from(data_type),
+            value,
+        });
+    }
+    Ok(out)
+}
+
+fn attribute_size(a: &MessageAttribute) -> usize {
+    a.name.len()
+        + a.data_type.len()
+        + match &a.value {
+            AttributeValue::Text(t) => t.len(),
+            AttributeValue::Binary(b) => b.len(),
+        }
+}
+
+/// System attribute names asked for under either parameter name.
+fn attribute_selection(p: &Params, a: &str, b: &str) -> Vec<String> {
+    let mut v = p.string_list(a);
+    v.extend(p.string_list(b));
+    v
+}
+
+/// Whether a message attribute is selected by MessageAttributeNames (`All`,
+/// `.*`, exact names, or `prefix.*`).
+fn attribute_wanted(wanted: &[String], name: &str) -> bool {
+    wanted.iter().any(|w| {
+        w == "All"
+            || w == ".*"
+            || w == name
+            || w.strip_suffix(".*").is_some_and(|prefix| {
+                name.starts_with(prefix) && name[prefix.len()..].starts_with('.')
+            })
+    })
+}
+
+/// Hex MD5 of bytes.
+pub fn md5_hex(data: &[u8]) -> String {
+    let digest = Md5::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// MD5OfMessageAttributes as SQS computes it: attributes sorted by name, each
+/// as length-prefixed name, length-prefixed data type, a transport byte (1 for
+/// String/Number, 2 for Binary) and the length-prefixed value.
+pub fn md5_of_attributes(attrs: &[MessageAttribute]) -> String {
+    let mut sorted: Vec<&MessageAttribute> = attrs.iter().collect();
+    sorted.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    let mut buf = Vec::new();
+    let put = |buf: &mut Vec<u8>, b: &[u8]| {
+        buf.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        buf.extend_from_slice(b);
+    };
+    for a in sorted {
+        put(&mut buf, a.name.as_bytes());
+        put(&mut buf, a.data_type.as_bytes());
+        match &a.value {
+            AttributeValue::Text(t) => {
+                buf.push(1);
+                put(&mut buf, t.as_bytes());
+            }
+            AttributeValue::Binary(b) => {
+                buf.push(2);
+                put(&mut buf, b);
+            }
+        }
+    }
+    md5_hex(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_md5_matches_known_value() {
+        assert_eq!(md5_hex(b"hello"), "5d41402abc4b2a76b9719d911017c592");
+    }
+
+    #[test]
+    fn attribute_md5_follows_the_sqs_algorithm() {
+        // Worked example: one String attribute "a" = "b".
+        let attrs = vec![MessageAttribute::text("a", "b")];
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&[0, 0, 0, 1, b'a', 0, 0, 0, 6]);
+        expected.extend_from_slice(b"String");
+        expected.extend_from_slice(&[1, 0, 0, 0, 1, b'b']);
+        assert_eq!(md5_of_attributes(&attrs), md5_hex(&expected));
+    }
+
+    #[test]
+    fn attribute_names_select_by_prefix() {
+        let w = vec!["foo.*".to_owned()];
+        assert!(attribute_wanted(&w, "foo.bar"));
+        assert!(!attribute_wanted(&w, "foobar"));
+        assert!(attribute_wanted(&["All".to_owned()], "x"));
+    }
+
+    #[test]
+    fn body_characters_follow_sqs() {
+        assert!(valid_body_char('\n'));
+        assert!(!valid_body_char('\u{0}'));
+        assert!(!valid_body_char('\u{FFFE}'));
+    }
+}
