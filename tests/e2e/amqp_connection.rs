@@ -296,7 +296,12 @@ async fn client_close_is_acknowledged() {
         .await
         .expect("close-ok in time")
         .expect("clean close");
-    assert!(conn.status().closed());
+    // close() returning Ok means close-ok arrived; lapin updates its status
+    // from its I/O loop right after.
+    assert!(
+        tether_e2e::eventually(WAIT, || conn.status().closed()).await,
+        "connection not closed after close-ok"
+    );
     assert!(conn.create_channel().await.is_err());
     let re = regex::Regex::new("amqp client disconnected").unwrap();
     assert!(

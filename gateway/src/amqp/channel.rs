@@ -459,7 +459,7 @@ impl Conn {
             exchange::AMQPMethod::Unbind(u) => {
                 let (source, dest) =
                     self.exchange_pair(u.source.as_str(), u.destination.as_str())?;
-                vhost.unbind_exchange(&source, &dest, u.routing_key.as_str());
+                vhost.unbind_exchange(&source, &dest, u.routing_key.as_str(), Some(&u.arguments));
                 if !u.nowait {
                     self.reply(
                         id,
@@ -581,7 +581,13 @@ impl Conn {
                 let name = self.queue_name(id, u.queue.as_str())?;
                 let q = vhost.queue_for(&name, owner).map_err(vhost_error)?;
                 let ex = self.exchange_for_binding(u.exchange.as_str())?;
-                vhost.unbind_queue(&ex, &q, u.routing_key.as_str(), KeyForm::Amqp);
+                vhost.unbind_queue(
+                    &ex,
+                    &q,
+                    u.routing_key.as_str(),
+                    KeyForm::Amqp,
+                    Some(&u.arguments),
+                );
                 self.reply(
                     id,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
@@ -1126,6 +1132,19 @@ impl Conn {
         let Some(header) = p.header else {
             return Ok(());
         };
+        if let Some(uid) = header.properties.user_id()
+            && uid.as_str() != self.user
+        {
+            return Err(AmqpError::channel(
+                code::PRECONDITION_FAILED,
+                format!(
+                    "PRECONDITION_FAILED - user_id property set to '{}' but authenticated user was '{}'",
+                    uid.as_str(),
+                    self.user
+                ),
+            )
+            .at(60, 40));
+        }
         let expires_at = expiration(&header.properties)?;
         let persistent = *header.properties.delivery_mode() == Some(2);
         let priority = header.properties.priority().unwrap_or(0);

@@ -59,6 +59,8 @@ pub(super) struct Conn {
     /// Connection id: owner of exclusive queues and origin of its messages.
     pub id: u64,
     pub vhost: Arc<VHost>,
+    /// The name the client logged in with (checked against `user-id`).
+    pub user: String,
     pub frame_max: usize,
     pub channel_max: u16,
     pub caps: ClientCaps,
@@ -473,6 +475,7 @@ async fn handshake(
         peer,
         id,
         vhost,
+        user: user.clone(),
         frame_max,
         channel_max,
         caps,
@@ -558,7 +561,11 @@ impl Conn {
                 _ = ticker.tick() => {
                     if let Some(hb) = self.heartbeat {
                         let now = Instant::now();
-                        if now.duration_since(last_read) > hb * 2 && self.held_bytes < HELD_LIMIT {
+                        if now.duration_since(last_read) > hb * 2
+                            && self.held_bytes < HELD_LIMIT
+                            // A blocked client stops sending, heartbeats included.
+                            && !self.blocked_sent
+                        {
                             tracing::info!(peer = %self.peer, "amqp connection closed: missed heartbeats");
                             return End::Closed;
                         }
@@ -567,7 +574,7 @@ impl Conn {
                         }
                     }
                 }
-                _ = memory.wait_below(), if self.blocked => {
+                _ = memory.wait_below(), if self.blocked || self.blocked_sent => {
                     self.blocked = false;
                     if let Err(end) = self.release_held() {
                         return end;
@@ -585,7 +592,9 @@ impl Conn {
         if !self.caps.connection_blocked {
             return;
         }
-        let over = self.ctx.core.memory.is_over();
+        // Only connections that publish are blocked (a publish is being held),
+        // as RabbitMQ does: consumers must keep acking so queues can drain.
+        let over = self.blocked || (self.blocked_sent && self.ctx.core.memory.is_over());
         if over != self.blocked_sent {
             self.blocked_sent = over;
             let method = if over {
@@ -722,6 +731,8 @@ impl Conn {
     /// everything its channels held, and deletes its exclusive queues.
     async fn finish(mut self, end: End, rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) {
         let peer = self.peer;
+        // The client asked to close and got close-ok: it closes the socket.
+        let client_closes = matches!(&end, End::Error(e) if e.code == code::REPLY_SUCCESS);
         let close = match end {
             End::Closed => None,
             End::Error(e) if e.code == code::REPLY_SUCCESS => None,
@@ -739,6 +750,15 @@ impl Conn {
         }
         if !self.wbuf.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&self.wbuf)).await;
+        }
+        if client_closes {
+            // Let the client close the TCP connection after close-ok, as
+            // clients expect; give up after a second.
+            let mut sink = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
         }
         if close.is_some() {
             // Give the client a moment to answer close-ok before we hang up.

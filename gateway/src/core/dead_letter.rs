@@ -137,14 +137,9 @@ pub fn dead_lettered(
         }
         headers.insert(ShortString::from(format!("x-last-death-{k}")), long(v));
     }
-    props = BasicProperties::default()
-        .with_headers(headers)
-        .with_delivery_mode(
-            props
-                .delivery_mode()
-                .unwrap_or(if msg.persistent { 2 } else { 1 }),
-        );
-    let props = rebuild_without_expiration(msg, props);
+    // The copy keeps every property but the headers (updated) and the
+    // expiration (dropped), as RabbitMQ does.
+    props = rebuild_without_expiration(msg, BasicProperties::default().with_headers(headers));
     let raw = encode_properties(&props);
 
     let (routing_key, key_form) = match &target.routing_key {
@@ -184,6 +179,9 @@ fn rebuild_without_expiration(msg: &Message, base: BasicProperties) -> BasicProp
         }
     };
     let mut out = base;
+    if let Some(v) = original.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
     if let Some(v) = original.content_type() {
         out = out.with_content_type(v.clone());
     }

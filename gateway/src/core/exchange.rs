@@ -251,7 +251,12 @@ impl Exchange {
     /// which case its options are updated.
     pub fn bind(&self, binding: Binding) -> bool {
         let mut table = self.table.write();
-        let same = |a: &Binding, b: &Binding| a.destination.same(&b.destination) && a.key == b.key;
+        // A binding is its destination, key and arguments (as in RabbitMQ).
+        let same = |a: &Binding, b: &Binding| {
+            a.destination.same(&b.destination)
+                && a.key == b.key
+                && same_args(a.args.as_deref(), b.args.as_deref())
+        };
         match &mut *table {
             Table::Direct(map) => {
                 let list = map.entry(binding.key.clone()).or_default();
@@ -270,10 +275,21 @@ impl Exchange {
         }
     }
 
-    /// Removes the binding of `destination` under `key`; returns whether it existed.
-    pub fn unbind(&self, destination: &Destination, key: &str, key_form: KeyForm) -> bool {
+    /// Removes the binding of `destination` under `key` with arguments `args`
+    /// (`None`: whatever its arguments); returns whether one existed.
+    pub fn unbind(
+        &self,
+        destination: &Destination,
+        key: &str,
+        key_form: KeyForm,
+        args: Option<&FieldTable>,
+    ) -> bool {
         let mut table = self.table.write();
-        let is = |b: &Binding| b.destination.same(destination) && &*b.key == key;
+        let is = |b: &Binding| {
+            b.destination.same(destination)
+                && &*b.key == key
+                && args.is_none_or(|a| same_args(b.args.as_deref(), Some(a)))
+        };
         match &mut *table {
             Table::Direct(map) => {
                 let Some(list) = map.get_mut(key) else {
@@ -476,6 +492,12 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
+}
+
+/// Binding-argument equality, where no arguments equal an empty table.
+fn same_args(a: Option<&FieldTable>, b: Option<&FieldTable>) -> bool {
+    let empty = FieldTable::default();
+    a.unwrap_or(&empty) == b.unwrap_or(&empty)
 }
 
 fn upsert(
@@ -809,7 +831,7 @@ mod tests {
         bind(&ex, &q, "k", KeyForm::Amqp, BindingOptions::plain());
         assert_eq!(targets(&ex, &msg("k", KeyForm::Amqp, 1)).len(), 1);
         assert!(targets(&ex, &msg("k2", KeyForm::Amqp, 1)).is_empty());
-        assert!(ex.unbind(&Destination::Queue(q.clone()), "k", KeyForm::Amqp));
+        assert!(ex.unbind(&Destination::Queue(q.clone()), "k", KeyForm::Amqp, None));
         assert!(targets(&ex, &msg("k", KeyForm::Amqp, 1)).is_empty());
     }
 }

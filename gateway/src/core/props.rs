@@ -217,7 +217,10 @@ impl MessageProperties {
                 super::exchange::swap_separators_into(r.as_str(), &mut topic);
                 std::borrow::Cow::Owned(topic)
             }),
-            None => self.response_topic.as_deref().map(std::borrow::Cow::Borrowed),
+            None => self
+                .response_topic
+                .as_deref()
+                .map(std::borrow::Cow::Borrowed),
         }
     }
 

@@ -318,6 +318,8 @@ struct State {
     levels: Vec<VecDeque<Entry>>,
     ready_count: usize,
     ready_bytes: usize,
+    /// Body bytes of ready messages (what `x-max-length-bytes` counts).
+    ready_body_bytes: usize,
     ready_best_effort: usize,
     leased: HashMap<u64, Leased, ahash::RandomState>,
     consumers: Vec<ConsumerSlot>,
@@ -515,6 +517,7 @@ impl Queue {
                 levels: (0..levels).map(|_| VecDeque::new()).collect(),
                 ready_count: 0,
                 ready_bytes: 0,
+                ready_body_bytes: 0,
                 ready_best_effort: 0,
                 leased: HashMap::default(),
                 consumers: Vec::new(),
@@ -658,7 +661,9 @@ impl Queue {
             }
             let full = |st: &State| {
                 limits.max_messages.is_some_and(|m| st.ready_count >= m)
-                    || limits.max_bytes.is_some_and(|m| st.ready_bytes + size > m)
+                    || limits
+                        .max_bytes
+                        .is_some_and(|m| st.ready_body_bytes + msg.payload.len() > m)
             };
             let level = self.level_of(msg);
             let entry = Entry {
@@ -1185,6 +1190,7 @@ impl Queue {
         st.levels.iter_mut().for_each(VecDeque::clear);
         st.ready_count = 0;
         st.ready_bytes = 0;
+        st.ready_body_bytes = 0;
         st.ready_best_effort = 0;
         st.delayed.clear();
         st.delayed_bytes = 0;
@@ -1214,6 +1220,7 @@ impl Queue {
         st.levels.iter_mut().for_each(VecDeque::clear);
         st.ready_count = 0;
         st.ready_bytes = 0;
+        st.ready_body_bytes = 0;
         st.ready_best_effort = 0;
         drop(st);
         self.env.memory.sub(bytes);
@@ -1235,6 +1242,7 @@ impl Queue {
         st.locked_groups.clear();
         st.ready_count = 0;
         st.ready_bytes = 0;
+        st.ready_body_bytes = 0;
         st.ready_best_effort = 0;
         let wakes = st.consumers.drain(..).map(|c| c.wakeup).collect();
         drop(st);
@@ -1543,6 +1551,7 @@ fn take_ready_at(st: &mut State, skip: usize) -> Option<Entry> {
             let e = st.levels[level].remove(remaining)?;
             st.ready_count -= 1;
             st.ready_bytes -= e.size();
+            st.ready_body_bytes -= e.msg.payload.len();
             if e.hints.qos == 0 {
                 st.ready_best_effort -= 1;
             }
@@ -1557,6 +1566,7 @@ fn pop_level(st: &mut State, level: usize) -> Option<Entry> {
     let e = st.levels[level].pop_front()?;
     st.ready_count -= 1;
     st.ready_bytes -= e.size();
+    st.ready_body_bytes -= e.msg.payload.len();
     if e.hints.qos == 0 {
         st.ready_best_effort -= 1;
     }
@@ -1578,6 +1588,7 @@ fn pop_oldest(st: &mut State) -> Option<Entry> {
 fn push_ready(st: &mut State, e: Entry) {
     st.ready_count += 1;
     st.ready_bytes += e.size();
+    st.ready_body_bytes += e.msg.payload.len();
     if e.hints.qos == 0 {
         st.ready_best_effort += 1;
     }
@@ -1589,6 +1600,7 @@ fn push_ready(st: &mut State, e: Entry) {
 fn insert_ready(st: &mut State, e: Entry) {
     st.ready_count += 1;
     st.ready_bytes += e.size();
+    st.ready_body_bytes += e.msg.payload.len();
     if e.hints.qos == 0 {
         st.ready_best_effort += 1;
     }

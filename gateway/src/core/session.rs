@@ -407,7 +407,7 @@ impl SessionRegistry {
         let bound = std::mem::take(&mut *session.queue.bound_from.lock());
         for b in bound {
             if let Some(ex) = b.exchange.upgrade() {
-                ex.unbind(&dest, &b.key, b.key_form);
+                ex.unbind(&dest, &b.key, b.key_form, None);
             }
         }
         session.queue.delete();
@@ -436,7 +436,7 @@ impl SessionRegistry {
     pub fn unbind(&self, session: &Session, filter: &str) -> bool {
         let ex = self.vhost.amq_topic().clone();
         self.vhost
-            .unbind_queue(&ex, &session.queue, filter, KeyForm::Mqtt)
+            .unbind_queue(&ex, &session.queue, filter, KeyForm::Mqtt, None)
     }
 
     /// Joins the shared group `(group, filter)`, creating its queue and binding
@@ -480,7 +480,7 @@ impl SessionRegistry {
             let bound = std::mem::take(&mut *g.queue.bound_from.lock());
             for b in bound {
                 if let Some(ex) = b.exchange.upgrade() {
-                    ex.unbind(&dest, &b.key, b.key_form);
+                    ex.unbind(&dest, &b.key, b.key_form, None);
                 }
             }
             g.queue.delete();

@@ -150,6 +150,7 @@ impl VHost {
                 || ex.durable != options.durable
                 || ex.auto_delete != options.auto_delete
                 || ex.internal != options.internal
+                || ex.alternate != options.alternate
             {
                 return Err(VHostError::Mismatch(format!(
                     "exchange '{name}' in vhost '{}'",
@@ -195,7 +196,7 @@ impl VHost {
         let incoming: Vec<BoundFrom> = std::mem::take(&mut *ex.bound_from.lock());
         for b in incoming {
             if let Some(source) = b.exchange.upgrade() {
-                source.unbind(&dest, &b.key, b.key_form);
+                source.unbind(&dest, &b.key, b.key_form, None);
                 self.auto_delete_exchange(&source);
             }
         }
@@ -282,7 +283,7 @@ impl VHost {
         let bound: Vec<BoundFrom> = std::mem::take(&mut *q.bound_from.lock());
         for b in bound {
             if let Some(ex) = b.exchange.upgrade() {
-                ex.unbind(&dest, &b.key, b.key_form);
+                ex.unbind(&dest, &b.key, b.key_form, None);
                 self.auto_delete_exchange(&ex);
             }
         }
@@ -400,19 +401,26 @@ impl VHost {
         fresh
     }
 
-    /// Removes one binding of `queue`. Returns whether it existed.
+    /// Removes one binding of `queue` (with these arguments; `None`: any).
+    /// Returns whether it existed.
     pub fn unbind_queue(
         &self,
         exchange: &Arc<Exchange>,
         queue: &Arc<Queue>,
         key: &str,
         key_form: KeyForm,
+        args: Option<&FieldTable>,
     ) -> bool {
-        let removed = exchange.unbind(&Destination::Queue(queue.clone()), key, key_form);
+        let removed = exchange.unbind(&Destination::Queue(queue.clone()), key, key_form, args);
         if removed {
-            queue.bound_from.lock().retain(|b| {
-                !(b.key.as_str() == key && b.exchange.as_ptr() == Arc::as_ptr(exchange))
-            });
+            let mut bound = queue.bound_from.lock();
+            if let Some(at) = bound
+                .iter()
+                .position(|b| b.key.as_str() == key && b.exchange.as_ptr() == Arc::as_ptr(exchange))
+            {
+                bound.remove(at);
+            }
+            drop(bound);
             self.auto_delete_exchange(exchange);
         }
         removed
@@ -444,23 +452,30 @@ impl VHost {
         fresh
     }
 
-    /// Removes an exchange-to-exchange binding. Returns whether it existed.
+    /// Removes an exchange-to-exchange binding (with these arguments; `None`:
+    /// any). Returns whether it existed.
     pub fn unbind_exchange(
         &self,
         source: &Arc<Exchange>,
         destination: &Arc<Exchange>,
         key: &str,
+        args: Option<&FieldTable>,
     ) -> bool {
         let removed = source.unbind(
             &Destination::Exchange(destination.clone()),
             key,
             KeyForm::Amqp,
+            args,
         );
         if removed {
-            destination
-                .bound_from
-                .lock()
-                .retain(|b| !(b.key.as_str() == key && b.exchange.as_ptr() == Arc::as_ptr(source)));
+            let mut bound = destination.bound_from.lock();
+            if let Some(at) = bound
+                .iter()
+                .position(|b| b.key.as_str() == key && b.exchange.as_ptr() == Arc::as_ptr(source))
+            {
+                bound.remove(at);
+            }
+            drop(bound);
             self.auto_delete_exchange(source);
         }
         removed
@@ -747,7 +762,7 @@ mod tests {
             .unwrap();
         let (q, _) = v.declare_queue("q", QueueOptions::default(), None).unwrap();
         v.bind_queue(&ex, &q, "", KeyForm::Amqp, BindingOptions::plain());
-        v.unbind_queue(&ex, &q, "", KeyForm::Amqp);
+        v.unbind_queue(&ex, &q, "", KeyForm::Amqp, None);
         assert!(v.exchange("tmp").is_none());
         assert!(ex.is_deleted());
     }

@@ -487,7 +487,7 @@ impl Sns {
         };
         if let Ok(topic) = self.topic(&s.topic_arn) {
             self.vhost
-                .unbind_queue(&topic.exchange, &s.queue, &s.arn, KeyForm::Amqp);
+                .unbind_queue(&topic.exchange, &s.queue, &s.arn, KeyForm::Amqp, None);
         }
         if let Some(c) = s.delivery {
             c.cancel();
