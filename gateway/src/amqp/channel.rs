@@ -950,10 +950,10 @@ impl Conn {
             ch.unacked.remove(at).into_iter().collect()
         };
         for u in taken.iter().rev() {
-            if u.consumer != 0 {
-                if let Some(c) = ch.consumers.iter_mut().find(|c| c.serial == u.consumer) {
-                    c.unacked = c.unacked.saturating_sub(1);
-                }
+            if u.consumer != 0
+                && let Some(c) = ch.consumers.iter_mut().find(|c| c.serial == u.consumer)
+            {
+                c.unacked = c.unacked.saturating_sub(1);
             }
         }
         // Requeued messages go back newest first so they keep their order.

@@ -624,16 +624,15 @@ impl Conn {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Error(e)),
             };
-            if self.blocked
+            if (self.blocked
                 || !self.held.is_empty()
-                || (is_publish(&f) && self.ctx.core.memory.is_over())
+                || (is_publish(&f) && self.ctx.core.memory.is_over()))
+                && !passes_hold(&f)
             {
-                if !passes_hold(&f) {
-                    self.blocked = true;
-                    self.held_bytes += f.payload.len() + 8;
-                    self.held.push_back(f);
-                    continue;
-                }
+                self.blocked = true;
+                self.held_bytes += f.payload.len() + 8;
+                self.held.push_back(f);
+                continue;
             }
             self.handle_frame(f)?;
         }

@@ -223,7 +223,7 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
         .at(class, method));
     }
     match amq_protocol::protocol::parse_class(payload) {
-        Ok((rest, parsed)) if rest.is_empty() => Ok(parsed),
+        Ok(([], parsed)) => Ok(parsed),
         Ok(_) => Err(AmqpError::connection(
             code::SYNTAX_ERROR,
             "trailing bytes after method fields",
@@ -261,7 +261,7 @@ pub fn parse_header(payload: &Bytes) -> Result<ContentHeader, AmqpError> {
     let body_size = u64::from_be_bytes(payload[4..12].try_into().unwrap_or([0; 8]));
     let raw = payload.slice(12..);
     let properties = match amq_protocol::protocol::basic::parse_properties(&raw[..]) {
-        Ok((rest, p)) if rest.is_empty() => p,
+        Ok(([], p)) => p,
         _ => {
             return Err(AmqpError::connection(
                 code::FRAME_ERROR,

@@ -897,14 +897,15 @@ impl Queue {
                 skip += 1;
                 continue;
             }
-            if let Some(r) = &st.live.redrive {
-                if front.deliveries >= r.max_receive_count && !matches!(mode, PullMode::NoAck) {
-                    if let Some(e) = take_ready_at(&mut st, skip) {
-                        freed += e.size();
-                        dead.push((e, DeathReason::MaxReceives));
-                    }
-                    continue;
+            if let Some(r) = &st.live.redrive
+                && front.deliveries >= r.max_receive_count
+                && !matches!(mode, PullMode::NoAck)
+            {
+                if let Some(e) = take_ready_at(&mut st, skip) {
+                    freed += e.size();
+                    dead.push((e, DeathReason::MaxReceives));
                 }
+                continue;
             }
             let qos = match mode {
                 PullMode::NoAck => 0,
@@ -970,10 +971,8 @@ impl Queue {
         }
         let ran_dry = inactive
             || (st.ready_count == skip && taken < limits.max && leased < limits.max_leased);
-        if ran_dry {
-            if let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
-                slot.waiting = true;
-            }
+        if ran_dry && let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
+            slot.waiting = true;
         }
         drop(st);
         if let Some(t) = schedule {
@@ -1316,10 +1315,7 @@ impl Queue {
             }
         }
         for level in (0..st.levels.len()).rev() {
-            loop {
-                let Some(front) = st.levels[level].front() else {
-                    break;
-                };
+            while let Some(front) = st.levels[level].front() {
                 if front.is_past_retention(now) {
                     if let Some(e) = pop_level(&mut st, level) {
                         freed += e.size();

@@ -125,10 +125,10 @@ impl Rule {
     /// Evaluates the rule on a JSON payload: `Some(result)` when the WHERE
     /// clause holds (or is absent), `None` otherwise.
     pub fn evaluate(&self, payload: &Value, ctx: &Context<'_>) -> Option<Value> {
-        if let Some(cond) = &self.condition {
-            if eval(cond, payload, ctx) != Value::Bool(true) {
-                return None;
-            }
+        if let Some(cond) = &self.condition
+            && eval(cond, payload, ctx) != Value::Bool(true)
+        {
+            return None;
         }
         let mut out = Map::new();
         for item in &self.select {

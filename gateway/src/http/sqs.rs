@@ -460,13 +460,14 @@ impl Sqs {
                     .collect(),
             );
         }
-        if more && max.is_some() {
-            if let Some(last) = names.last() {
-                out.insert(
-                    "NextToken".into(),
-                    Value::String(URL_SAFE_NO_PAD.encode(last)),
-                );
-            }
+        if more
+            && max.is_some()
+            && let Some(last) = names.last()
+        {
+            out.insert(
+                "NextToken".into(),
+                Value::String(URL_SAFE_NO_PAD.encode(last)),
+            );
         }
         Ok(Value::Object(out))
     }
