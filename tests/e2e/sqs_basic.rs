@@ -157,3 +157,105 @@ async fn sns_topic_fans_out_to_sqs_queue_raw_and_enveloped() {
     assert_eq!(v["TopicArn"], topic);
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn mqtt_device_consumes_an_sqs_queue_through_dollar_queue() {
+    use tether_e2e::mqtt::v5;
+    let gw = Gateway::start();
+    let c = sqs_client(gw.http.unwrap());
+    let url = c
+        .create_queue()
+        .queue_name("jobs")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let (mut dev, _) = v5::Client::connect(v5::options(gw.mqtt_addr(), "worker-1")).await;
+    let codes = dev.subscribe("$queue/jobs", v5::QoS::AtLeastOnce).await;
+    assert_eq!(
+        codes,
+        vec![v5::SubscribeReasonCode::Success(v5::QoS::AtLeastOnce)]
+    );
+    c.send_message()
+        .queue_url(&url)
+        .message_body("job-1")
+        .send()
+        .await
+        .unwrap();
+    let p = dev.expect().await;
+    assert_eq!(&p.topic[..], b"$queue/jobs");
+    assert_eq!(&p.payload[..], b"job-1");
+    // Acknowledged by the device (rumqttc acks automatically): gone from the queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let attrs = c
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let key = |k| attrs.get(&k).cloned().unwrap_or_default();
+        if key(sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == "0"
+            && key(sqs::types::QueueAttributeName::ApproximateNumberOfMessages) == "0"
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the device's ack did not delete the message: {attrs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn amqp_visibility_timeout_returns_unacked_delivery() {
+    use tether_e2e::amqp::*;
+    let gw = Gateway::start();
+    let (_c, ch) = channel(gw.amqp.unwrap()).await;
+    let mut args = FieldTable::default();
+    args.insert("x-visibility-timeout".into(), AMQPValue::LongInt(300));
+    ch.queue_declare("leased".into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "leased".into(),
+        BasicPublishOptions::default(),
+        b"work",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let first = loop {
+        if let Some(m) = ch
+            .basic_get("leased".into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+        {
+            break m;
+        }
+    };
+    assert!(!first.delivery.redelivered);
+    // Not acked: after the visibility timeout it is delivered again.
+    let again = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Some(m) = ch
+                .basic_get("leased".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("redelivered after the visibility timeout");
+    assert!(again.delivery.redelivered);
+    assert_eq!(again.delivery.data, b"work");
+}

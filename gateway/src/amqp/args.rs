@@ -114,6 +114,12 @@ pub fn queue_options(
     };
     o.delivery_limit =
         non_negative(args, "x-delivery-limit")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    // SQS-style leases for AMQP consumers: an unacknowledged delivery returns
+    // to the queue (redelivered) after this many milliseconds.
+    o.settings.visibility_timeout = match non_negative(args, "x-visibility-timeout")? {
+        Some(0) => return Err(bad("x-visibility-timeout", "must be positive")),
+        other => other.map(Duration::from_millis),
+    };
     match string(args, "x-queue-type")?.as_deref() {
         None | Some("classic") | Some("quorum") => {}
         Some("stream") => return Err(bad("x-queue-type", "stream queues are not supported")),
@@ -183,6 +189,16 @@ mod tests {
         let e = queue_options(false, false, false, &args).unwrap_err();
         assert_eq!(e.code, code::PRECONDITION_FAILED);
         assert!(e.text.contains("x-message-ttl"));
+    }
+
+    #[test]
+    fn visibility_timeout_argument_sets_lease_deadline() {
+        let args = table(&[("x-visibility-timeout", AMQPValue::LongInt(1500))]);
+        let o = queue_options(false, false, false, &args).unwrap();
+        assert_eq!(
+            o.settings.visibility_timeout,
+            Some(Duration::from_millis(1500))
+        );
     }
 
     #[test]

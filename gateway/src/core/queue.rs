@@ -866,7 +866,7 @@ impl Queue {
             PullMode::NoAck => (0, None),
             PullMode::Lease { owner } => (owner, st.live.visibility_timeout.map(|v| now + v)),
             PullMode::Receive { visibility } => (0, Some(now + visibility)),
-            PullMode::ByQos { owner, .. } => (owner, None),
+            PullMode::ByQos { owner, .. } => (owner, st.live.visibility_timeout.map(|v| now + v)),
         };
         // FIFO: groups with messages in flight before this pull are skipped.
         let locked: SmallVec<[ByteStr; 4]> = if self.options.fifo {
@@ -1999,5 +1999,67 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(receive(&q, 10, Duration::from_secs(1)).is_empty());
         assert_eq!(q.ready_len(), 0);
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+    use crate::core::message::{KeyForm, Message};
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn lease_returns_when_its_visibility_timeout_passes() {
+        let q = Queue::new(
+            ByteStr::from("v"),
+            QueueOptions {
+                settings: LiveSettings {
+                    visibility_timeout: Some(Duration::from_millis(100)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            &QueueEnv::new(usize::MAX),
+        );
+        let m = Arc::new(Message {
+            id: 1,
+            routing_key: "v".into(),
+            key_form: KeyForm::Amqp,
+            exchange: ByteStr::from_static(""),
+            payload: Bytes::from_static(b"x"),
+            qos: 1,
+            retain: false,
+            persistent: false,
+            priority: 0,
+            published_at_ms: 0,
+            expires_at: None,
+            origin: 0,
+            props: None,
+        });
+        q.enqueue(
+            &m,
+            DeliveryHints {
+                qos: 1,
+                ..Default::default()
+            },
+        );
+        let mut out = Vec::new();
+        q.pull(
+            0,
+            PullLimits {
+                max: 1,
+                max_leased: 1,
+            },
+            PullMode::Lease { owner: 1 },
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(q.ready_len(), 0);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            q.ready_len(),
+            1,
+            "lease expired and the message is ready again"
+        );
     }
 }

@@ -50,6 +50,8 @@ pub struct Subscription {
     pub options: SubscriptionOptions,
     /// Subscription identifier (v5), 0 for none.
     pub id: u32,
+    /// For `$queue/{name}`: the named core queue this subscription consumes.
+    pub queue: Option<String>,
 }
 
 /// A message sent to the client and not yet fully acknowledged.

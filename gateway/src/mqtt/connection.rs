@@ -76,10 +76,13 @@ pub(super) struct Consumer {
 }
 
 /// A shared-subscription member's own options, applied to the group's deliveries.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct GroupOptions {
     pub subscription_id: u32,
     pub retain_as_published: bool,
+    /// The topic deliveries carry (`$queue/{name}` subscriptions), instead of
+    /// the message's own.
+    pub topic: Option<ByteStr>,
 }
 
 /// A live, connected MQTT client.
@@ -638,6 +641,7 @@ impl Conn {
                 let opts = GroupOptions {
                     subscription_id: s.id,
                     retain_as_published: s.options.retain_as_published,
+                    topic: None,
                 };
                 s.group
                     .clone()
@@ -646,6 +650,25 @@ impl Conn {
             .collect();
         for (group, filter, qos, opts) in groups {
             if let Some(q) = self.ctx.core.sessions.group_queue(&group, &filter) {
+                self.add_consumer(q, qos, Some(opts));
+            }
+        }
+        let named: Vec<(String, u8, GroupOptions)> = self
+            .state
+            .subscriptions
+            .iter()
+            .filter_map(|(filter, s)| {
+                let name = s.queue.clone()?;
+                let opts = GroupOptions {
+                    subscription_id: s.id,
+                    retain_as_published: false,
+                    topic: Some(ByteStr::from(filter.as_str())),
+                };
+                Some((name, s.options.qos as u8, opts))
+            })
+            .collect();
+        for (name, qos, opts) in named {
+            if let Some(q) = self.ctx.core.vhost.queue(&name) {
                 self.add_consumer(q, qos, Some(opts));
             }
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use tether_protocols::mqtt::{
     Packet, Properties, PubResponse, Publish, ReasonCode, RetainHandling, SubAck, Subscribe,
-    UnsubAck, Unsubscribe, UserProperties,
+    SubscriptionOptions, UnsubAck, Unsubscribe, UserProperties,
 };
 use tether_protocols::topic;
 
@@ -369,6 +369,10 @@ impl Conn {
         let mut retained_jobs: SmallVec<[(String, u8); 4]> = SmallVec::new();
         let mut denied = false;
         for (filter, opts) in s.filters.iter() {
+            if let Some(name) = filter.strip_prefix("$queue/") {
+                codes.push(self.subscribe_queue(filter, name, opts, sub_id));
+                continue;
+            }
             let shared = match topic::parse_shared(filter) {
                 Ok(s) => s,
                 Err(_) => {
@@ -441,6 +445,7 @@ impl Conn {
                         let opts = GroupOptions {
                             subscription_id: sub_id,
                             retain_as_published: opts.retain_as_published,
+                            topic: None,
                         };
                         self.add_consumer(q, granted, Some(opts));
                     }
@@ -453,6 +458,7 @@ impl Conn {
                     group: group.map(str::to_owned),
                     options: opts,
                     id: sub_id,
+                    queue: None,
                 },
             );
             codes.push(granted);
@@ -486,12 +492,79 @@ impl Conn {
         Ok(())
     }
 
+    /// Subscribes to `$queue/{name}`: the session consumes the named core queue
+    /// (an SQS or AMQP queue) like a shared-subscription member, its
+    /// visibility timeout and redrive policy applying to unacknowledged
+    /// deliveries. Returns the SUBACK code.
+    fn subscribe_queue(
+        &mut self,
+        filter: &str,
+        name: &str,
+        opts: SubscriptionOptions,
+        sub_id: u32,
+    ) -> u8 {
+        let v5 = self.version.is_v5();
+        if !self.acl.may_subscribe(filter) {
+            return if v5 {
+                ReasonCode::NOT_AUTHORIZED.0
+            } else {
+                0x80
+            };
+        }
+        let Some(queue) = self.ctx.core.vhost.queue(name) else {
+            return if v5 {
+                ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR.0
+            } else {
+                0x80
+            };
+        };
+        let existed = self.state.subscriptions.contains_key(filter);
+        if !existed
+            && self.state.subscriptions.len() >= self.ctx.config.max_subscriptions_per_client
+        {
+            return if v5 {
+                ReasonCode::QUOTA_EXCEEDED.0
+            } else {
+                0x80
+            };
+        }
+        let granted = opts.qos as u8;
+        let group = GroupOptions {
+            subscription_id: sub_id,
+            retain_as_published: false,
+            topic: Some(ByteStr::from(filter)),
+        };
+        self.add_consumer(queue, granted, Some(group));
+        self.state.subscriptions.insert(
+            filter.to_owned(),
+            Subscription {
+                filter: filter.to_owned(),
+                group: None,
+                options: opts,
+                id: sub_id,
+                queue: Some(name.to_owned()),
+            },
+        );
+        granted
+    }
+
     fn on_unsubscribe(&mut self, u: Unsubscribe<'_>) -> Result<(), End> {
         let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
         for filter in u.filters.iter() {
             let code = match self.state.subscriptions.remove(filter) {
                 Some(sub) => {
                     let sessions = self.ctx.core.sessions.clone();
+                    if let Some(name) = &sub.queue {
+                        if let Some(q) = self.ctx.core.vhost.queue(name) {
+                            self.remove_consumer(&q);
+                            self.state.outgoing.retain(|(_, o)| {
+                                !matches!(o, Outgoing::Publish { queue, .. } if Arc::ptr_eq(queue, &q))
+                            });
+                            q.release_owner(self.session.id);
+                        }
+                        codes.push(ReasonCode::SUCCESS.0);
+                        continue;
+                    }
                     match &sub.group {
                         None => {
                             sessions.unbind(&self.session, &sub.filter);

@@ -16,6 +16,7 @@ use tether_protocols::mqtt::{
 };
 
 use super::connection::{Conn, WRITE_HIGH_WATER};
+use crate::core::bytestr::ByteStr;
 use crate::core::exchange::swap_separators_into;
 use crate::core::message::KeyForm;
 use crate::core::queue::{Delivery, PullLimits, PullMode};
@@ -73,7 +74,7 @@ impl Conn {
                     &mut deliveries,
                 );
                 for mut d in deliveries.drain(..) {
-                    if let Some(g) = c.group {
+                    if let Some(g) = &c.group {
                         d.sub_ids.clear();
                         if g.subscription_id != 0 {
                             d.sub_ids.push(g.subscription_id);
@@ -98,7 +99,8 @@ impl Conn {
                         }
                         None => None,
                     };
-                    if !self.send_publish(&d, packet_id, false) {
+                    let topic = c.group.as_ref().and_then(|g| g.topic.as_ref());
+                    if !self.send_publish(&d, packet_id, false, topic) {
                         // Too large for the client: behave as if delivered (MQTT 5 §3.1.2.11.4).
                         if let (Some(tag), Some(pid)) = (d.tag, packet_id) {
                             self.state.take_outgoing(pid);
@@ -124,7 +126,7 @@ impl Conn {
                 Outgoing::Publish { queue, tag, qos } => match queue.leased_message(tag) {
                     Some(mut d) => {
                         d.qos = qos;
-                        self.send_publish(&d, Some(pid), true);
+                        self.send_publish(&d, Some(pid), true, None);
                     }
                     None => {
                         self.state.take_outgoing(pid);
@@ -143,12 +145,19 @@ impl Conn {
 
     /// Encodes one delivery as PUBLISH. Returns false when it exceeds the
     /// client's maximum packet size and was not sent.
-    fn send_publish(&mut self, d: &Delivery, packet_id: Option<u16>, dup: bool) -> bool {
+    fn send_publish(
+        &mut self,
+        d: &Delivery,
+        packet_id: Option<u16>,
+        dup: bool,
+        topic_override: Option<&ByteStr>,
+    ) -> bool {
         let msg = &d.msg;
         let v5 = self.version.is_v5();
-        let topic: &str = match msg.key_form {
-            KeyForm::Mqtt => &msg.routing_key,
-            KeyForm::Amqp => {
+        let topic: &str = match (topic_override, msg.key_form) {
+            (Some(t), _) => t,
+            (None, KeyForm::Mqtt) => &msg.routing_key,
+            (None, KeyForm::Amqp) => {
                 swap_separators_into(&msg.routing_key, &mut self.topic_scratch);
                 &self.topic_scratch
             }
@@ -200,9 +209,9 @@ impl Conn {
             return false;
         }
         if let Some(alias) = new_alias {
-            let key = match msg.key_form {
-                KeyForm::Mqtt => msg.routing_key.clone(),
-                KeyForm::Amqp => topic.into(),
+            let key = match (topic_override, msg.key_form) {
+                (None, KeyForm::Mqtt) => msg.routing_key.clone(),
+                _ => ByteStr::from(topic),
             };
             self.out_aliases.insert(key, alias);
         } else {
