@@ -4,7 +4,8 @@
 //! The map, room by room:
 //!
 //! * [`config`]: layered configuration (defaults < TOML < `TETHER_*` env).
-//! * [`server`]: binds the listeners, runs the front ends, shuts down cleanly.
+//! * [`server`]: binds the listeners, runs the front ends, shuts down cleanly;
+//!   [`listener`] is the accept loop they share.
 //! * [`core`]: the one router and its queues with SQS-style leases; sessions
 //!   and retained messages. Every protocol's messages take the same path here.
 //! * [`mqtt`]: the MQTT 3.1.1/5.0 front end (one task per connection).
@@ -19,5 +20,6 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod listener;
 pub mod mqtt;
 pub mod server;

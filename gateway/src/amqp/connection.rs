@@ -18,15 +18,16 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
+use super::Context;
 use super::channel::Channel;
 use super::frame::{
     self, AmqpError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER,
     RawFrame, Scope, code,
 };
-use super::{ConnectionSlot, Context};
 use crate::auth::LoginError;
 use crate::core::exchange::RouteScratch;
 use crate::core::vhost::VHost;
+use crate::listener::Slot;
 
 /// Stop pulling deliveries above this many buffered bytes.
 pub(super) const WRITE_HIGH_WATER: usize = 128 * 1024;
@@ -86,7 +87,7 @@ pub(super) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
-    slot: ConnectionSlot,
+    slot: Slot,
     over_limit: bool,
 ) {
     let _slot = slot;

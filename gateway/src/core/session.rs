@@ -475,8 +475,9 @@ impl SessionRegistry {
         };
         g.queue.release_owner(owner);
         g.members -= 1;
-        if g.members == 0 {
-            let g = groups.remove(&key).expect("present");
+        if g.members == 0
+            && let Some(g) = groups.remove(&key)
+        {
             drop(groups);
             let dest = super::exchange::Destination::Queue(g.queue.clone());
             let bound = std::mem::take(&mut *g.queue.bound_from.lock());

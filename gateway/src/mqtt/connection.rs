@@ -22,13 +22,14 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot, watch};
 
+use super::Context;
 use super::will::WillSpec;
-use super::{ConnectionSlot, Context};
 use crate::auth::{ClientAcl, LoginError};
 use crate::core::bytestr::ByteStr;
 use crate::core::exchange::RouteScratch;
 use crate::core::queue::{ConsumerId, Delivery, Queue, Wakeup};
 use crate::core::session::{Kick, Session, SessionState};
+use crate::listener::Slot;
 
 /// Write-buffer size above which no more deliveries are pulled until it drains.
 pub(super) const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -135,7 +136,7 @@ pub(super) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
-    slot: ConnectionSlot,
+    slot: Slot,
     over_limit: bool,
 ) {
     let _slot = slot;

@@ -18,8 +18,6 @@ mod outbound;
 mod will;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::MqttConfig;
 use crate::core::Core;
+use crate::listener::{Connections, accept_loop};
 
 /// What every MQTT connection task shares.
 #[derive(Debug)]
@@ -38,7 +37,7 @@ pub struct Context {
     /// Cancelled when the gateway stops.
     pub shutdown: CancellationToken,
     tasks: TaskTracker,
-    connections: AtomicUsize,
+    connections: Arc<Connections>,
 }
 
 impl Context {
@@ -49,50 +48,34 @@ impl Context {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
+        let max_connections = config.max_connections;
         Arc::new(Context {
             core,
             config,
             shutdown,
             tasks,
-            connections: AtomicUsize::new(0),
+            connections: Connections::new(max_connections),
         })
     }
 
     /// Open MQTT connections.
     pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts a connection for as long as it lives.
-struct ConnectionSlot(Arc<Context>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.connections.count()
     }
 }
 
 /// Accepts MQTT connections on `listener` until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
-    loop {
-        let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let over_limit =
-                    ctx.connections.fetch_add(1, Ordering::Relaxed) >= ctx.config.max_connections;
-                let slot = ConnectionSlot(ctx.clone());
-                ctx.tasks
-                    .spawn(connection::run(stream, peer, ctx.clone(), slot, over_limit));
-            }
-            Err(e) => {
-                // Typically EMFILE: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "mqtt accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let handler_ctx = ctx.clone();
+    accept_loop(
+        listener,
+        "mqtt",
+        ctx.shutdown.clone(),
+        ctx.tasks.clone(),
+        ctx.connections.clone(),
+        move |stream, peer, slot, over_limit| {
+            connection::run(stream, peer, handler_ctx.clone(), slot, over_limit)
+        },
+    )
+    .await;
 }

@@ -1,0 +1,80 @@
+//! Accepting TCP connections: the accept loop every front end shares, with a
+//! connection count and limit. A connection over the limit is still handed to
+//! its front end (marked as such), so the client is refused in its own
+//! protocol's terms (CONNACK, connection.close) rather than by a reset.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Open connections of one front end, and their limit.
+#[derive(Debug)]
+pub struct Connections {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl Connections {
+    /// A counter allowing `max` simultaneous connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Connections {
+            open: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One counted connection; dropping it frees its place.
+#[derive(Debug)]
+pub struct Slot(Arc<Connections>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections until `shutdown`, spawning `handle(stream, peer, slot,
+/// over_limit)` for each on `tasks`.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    protocol: &'static str,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    connections: Arc<Connections>,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Slot, bool) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let over_limit =
+                    connections.open.fetch_add(1, Ordering::Relaxed) >= connections.max;
+                let slot = Slot(connections.clone());
+                tasks.spawn(handle(stream, peer, slot, over_limit));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::warn!(protocol, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
