@@ -103,6 +103,8 @@ pub struct MessageProperties {
     pub dead_letter_source: Option<ByteStr>,
     /// SNS Subject.
     pub subject: Option<ByteStr>,
+    /// SQS AWSTraceHeader system attribute.
+    pub trace_header: Option<ByteStr>,
     /// SNS MessageStructure `json`: the body holds one message per protocol.
     pub per_protocol: bool,
     mqtt_user_properties: OnceLock<Bytes>,
@@ -123,6 +125,7 @@ impl Clone for MessageProperties {
             dedup_id: self.dedup_id.clone(),
             dead_letter_source: self.dead_letter_source.clone(),
             subject: self.subject.clone(),
+            trace_header: self.trace_header.clone(),
             per_protocol: self.per_protocol,
             mqtt_user_properties: OnceLock::new(),
             amqp_raw: OnceLock::new(),

@@ -724,7 +724,12 @@ impl Queue {
                     st.dedup_order.push_back((until, key));
                 }
                 let delay = send.delay.unwrap_or(st.live.delay);
-                let mut deadline = expires_at;
+                // The earliest of expiry, retention and (below) visibility.
+                let drop_at = st.live.retention.map(|r| now + r);
+                let mut deadline = match (expires_at, drop_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 if delay.is_zero() {
                     push_ready(&mut st, entry);
                     wake = self.take_waiting_consumer(&mut st);
@@ -1307,8 +1312,15 @@ impl Queue {
             }
             if st.leased.get(&tag).is_some_and(|l| l.deadline == Some(at)) {
                 if let Some(l) = unlease(&mut st, tag) {
-                    insert_ready(&mut st, l.entry);
-                    became_ready = true;
+                    // An expired lease is an unsuccessful delivery: past the
+                    // delivery limit it is dead-lettered instead of returned.
+                    if self.over_delivery_limit(&l.entry) {
+                        freed += l.entry.size();
+                        dead.push((l.entry, DeathReason::DeliveryLimit));
+                    } else {
+                        insert_ready(&mut st, l.entry);
+                        became_ready = true;
+                    }
                 }
             } else {
                 st.lease_deadlines.pop_first();

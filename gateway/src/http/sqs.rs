@@ -150,7 +150,8 @@ impl Sqs {
             "StartMessageMoveTask" => self.start_move_task(p),
             "CancelMessageMoveTask" => self.cancel_move_task(p),
             "ListMessageMoveTasks" => self.list_move_tasks(p),
-            "AddPermission" | "RemovePermission" => Ok(json!({})),
+            // Permissions are accepted (and not enforced) on existing queues.
+            "AddPermission" | "RemovePermission" => self.queue(p).map(|_| json!({})),
             other => Err(ApiError::sender_as(
                 "InvalidAction",
                 "InvalidAction",
@@ -263,10 +264,21 @@ impl Sqs {
             ..Default::default()
         };
         self.apply_attributes(&attrs, &mut settings, &mut meta, fifo)?;
-        meta.tags = p.string_map("Tags");
+        // The JSON protocol names the member `tags`; the query protocol's
+        // `Tag.N` arrives as `Tags`.
+        meta.tags = p.string_map("tags");
+        meta.tags.extend(p.string_map("Tags"));
         if let Some(existing) = self.vhost.queue(name) {
             // Same attributes: the existing queue; different ones: an error.
-            let same = existing.options().fifo == fifo && existing.settings() == settings;
+            let old = self.meta_of(name);
+            let same = existing.options().fifo == fifo
+                && existing.settings() == settings
+                && old.max_message_size == meta.max_message_size
+                && old.receive_wait == meta.receive_wait
+                && meta
+                    .extra
+                    .iter()
+                    .all(|(k, v)| old.extra(k) == Some(v.as_str()));
             if !same && !attrs.is_empty() {
                 return Err(ApiError::sender_as(
                     "QueueNameExists",
@@ -675,6 +687,7 @@ impl Sqs {
             ));
         }
         let attributes = parse_message_attributes(e.object("MessageAttributes"))?;
+        let trace_header = parse_system_attributes(e.object("MessageSystemAttributes"))?;
         let size = body.len() + attributes.iter().map(attribute_size).sum::<usize>();
         let max = self.meta_of(name).max_message_size as usize;
         if size > max {
@@ -725,11 +738,11 @@ impl Sqs {
             published_at_ms: now_ms(),
             expires_at: None,
             origin: 0,
-            props: Some(Box::new(MessageProperties::from_sqs(
-                attributes,
-                group,
-                dedup.clone(),
-            ))),
+            props: Some(Box::new({
+                let mut props = MessageProperties::from_sqs(attributes, group, dedup.clone());
+                props.trace_header = trace_header.map(ByteStr::from);
+                props
+            })),
         });
         let options = SendOptions {
             delay: delay.map(|d| Duration::from_secs(d as u64)),
@@ -788,7 +801,9 @@ impl Sqs {
             .iter()
             .map(|e| e.str("MessageBody").map_or(0, str::len))
             .sum();
-        let max = self.meta_of(&name).max_message_size as usize;
+        // Each message is checked against MaximumMessageSize when built; the
+        // batch as a whole may not exceed SQS's 1 MiB.
+        let max = DEFAULT_MAX_SIZE as usize;
         if total > max {
             return Err(ApiError::sender_as(
                 "BatchRequestTooLong",
@@ -920,6 +935,9 @@ impl Sqs {
             }
             if let Some(src) = &p.dead_letter_source {
                 put("DeadLetterQueueSourceArn", self.arn(src));
+            }
+            if let Some(t) = &p.trace_header {
+                put("AWSTraceHeader", t.to_string());
             }
         }
         if !attrs.is_empty() {
@@ -1447,6 +1465,33 @@ fn parse_message_attributes(
         });
     }
     Ok(out)
+}
+
+/// The message system attributes of a send: only AWSTraceHeader (a String).
+fn parse_system_attributes(m: Option<&Map<String, Value>>) -> Result<Option<String>, ApiError> {
+    let Some(m) = m else { return Ok(None) };
+    let mut trace = None;
+    for (name, v) in m {
+        if name != "AWSTraceHeader" {
+            return Err(ApiError::invalid(format!(
+                "Message system attribute name '{name}' is invalid."
+            )));
+        }
+        let data_type = v
+            .get("DataType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let value = v.get("StringValue").and_then(Value::as_str);
+        match (data_type, value) {
+            ("String", Some(t)) => trace = Some(t.to_owned()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "Message system attribute AWSTraceHeader must be of type String with a StringValue.",
+                ));
+            }
+        }
+    }
+    Ok(trace)
 }
 
 fn attribute_size(a: &MessageAttribute) -> usize {
