@@ -783,6 +783,13 @@ impl Sqs {
                 Value::String(md5_of_attributes(&attrs)),
             );
         }
+        if let Some(t) = msg.props.as_ref().and_then(|p| p.trace_header.as_ref()) {
+            let system = [MessageAttribute::text("AWSTraceHeader", t)];
+            out.insert(
+                "MD5OfMessageSystemAttributes".into(),
+                Value::String(md5_of_attributes(&system)),
+            );
+        }
         if queue.options().fifo {
             out.insert("SequenceNumber".into(), Value::String(format!("{seq:020}")));
         }
