@@ -229,11 +229,12 @@ impl Wakeup {
         })
     }
 
-    /// Rings the bell (idempotent until taken).
+    /// Rings the bell. The [`Notify`] keeps at most one permit, so ringing
+    /// again before the consumer looks costs little; a consumer that never
+    /// calls [`Wakeup::take`] is still woken every time.
     pub fn wake(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            self.notify.notify_one();
-        }
+        self.pending.store(true, Ordering::Release);
+        self.notify.notify_one();
     }
 
     /// Whether the bell rang since the last call; clears it.

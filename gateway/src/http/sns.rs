@@ -400,6 +400,8 @@ impl Sns {
                 ..Default::default()
             }),
         });
+        let mut attrs = attrs;
+        attrs.sort_by_key(|(k, _)| k != "FilterPolicyScope");
         for (k, v) in &attrs {
             apply_subscription_attribute(&hook, k, v)?;
         }
@@ -411,17 +413,17 @@ impl Sns {
                     .queue(name)
                     .filter(|_| endpoint.starts_with("arn:aws:sqs:"))
                     .ok_or_else(|| invalid_parameter("Invalid parameter: SQS endpoint ARN"))?;
-                if topic.fifo && !queue.options().fifo {
-                    return Err(invalid_parameter(
-                        "Invalid parameter: Invalid parameter: Endpoint Reason: FIFO topics can only be subscribed to by FIFO queues",
-                    ));
-                }
                 if !topic.fifo && queue.options().fifo {
                     return Err(invalid_parameter(
                         "Invalid parameter: Invalid parameter: Endpoint Reason: Please use FIFO SNS topic",
                     ));
                 }
                 (queue, None)
+            }
+            "http" | "https" if topic.fifo => {
+                return Err(invalid_parameter(
+                    "Invalid parameter: Endpoint Reason: FIFO topics support only SQS endpoints",
+                ));
             }
             "http" | "https" => {
                 let valid = endpoint.starts_with(&format!("{protocol}://"))
@@ -699,7 +701,9 @@ impl Sns {
     }
 
     fn tag_resource(&self, p: &Params) -> Result<Value, ApiError> {
-        let topic = self.topic(p.need_str("ResourceArn")?)?;
+        let topic = self
+            .topic(p.need_str("ResourceArn")?)
+            .map_err(|_| ApiError::sender("ResourceNotFound", "Resource does not exist").status(404))?;
         let tags = tags_of(p);
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get_mut(&topic.name) {
@@ -724,7 +728,9 @@ impl Sns {
     }
 
     fn untag_resource(&self, p: &Params) -> Result<Value, ApiError> {
-        let topic = self.topic(p.need_str("ResourceArn")?)?;
+        let topic = self
+            .topic(p.need_str("ResourceArn")?)
+            .map_err(|_| ApiError::sender("ResourceNotFound", "Resource does not exist").status(404))?;
         let keys = p.string_list("TagKeys");
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get_mut(&topic.name) {
@@ -748,7 +754,9 @@ impl Sns {
     }
 
     fn list_tags(&self, p: &Params) -> Result<Value, ApiError> {
-        let topic = self.topic(p.need_str("ResourceArn")?)?;
+        let topic = self
+            .topic(p.need_str("ResourceArn")?)
+            .map_err(|_| ApiError::sender("ResourceNotFound", "Resource does not exist").status(404))?;
         let tags: Vec<Value> = topic
             .tags
             .iter()
@@ -985,6 +993,11 @@ impl SubscriptionHook {
     /// The topic's ARN.
     pub fn topic_arn(&self) -> &str {
         &self.topic_arn
+    }
+
+    /// The MessageId of core message `id`, as envelopes carry it.
+    pub fn message_id(&self, id: u64) -> String {
+        message_id(self.id_prefix, id)
     }
 
     /// The subscription's redrive policy, if any.

@@ -52,9 +52,11 @@ pub fn spawn(
             return;
         };
         let notify = Arc::new(Notify::new());
-        let id = queue.attach(Wakeup::new(notify.clone()));
+        let wakeup = Wakeup::new(notify.clone());
+        let id = queue.attach(wakeup.clone());
         let mut out = Vec::with_capacity(1);
         loop {
+            wakeup.take();
             out.clear();
             queue.pull(
                 id,
@@ -114,7 +116,7 @@ async fn deliver(
         let req = hyper::Request::post(endpoint)
             .header("content-type", "text/plain; charset=UTF-8")
             .header("x-amz-sns-message-type", "Notification")
-            .header("x-amz-sns-message-id", message_id.to_string())
+            .header("x-amz-sns-message-id", hook.message_id(message_id))
             .header("x-amz-sns-topic-arn", hook.topic_arn())
             .header("x-amz-sns-subscription-arn", hook.arn())
             .header(
