@@ -362,3 +362,29 @@ fn rule_with_an_invalid_topic_filter_refuses_to_start() {
     assert_ne!(code, 0, "{text}");
     assert_one_line_naming(&text, &["bad-filter", "a/#/b"]);
 }
+
+/// Rules see every publish to `amq.topic`, whichever protocol made it: an AMQP
+/// application publishing with routing key `sensors.42.telemetry` is evaluated
+/// like a device publishing to `sensors/42/telemetry`.
+#[tokio::test]
+async fn amqp_publish_to_amq_topic_is_evaluated_by_rules() {
+    use tether_e2e::amqp::*;
+    let gw = Gateway::builder().config(HOT_TO_QUEUE).start();
+    let c = sqs_client(gw.http.unwrap());
+    let url = queue_url(&c, "hot-readings").await;
+    let (_conn, ch) = channel(gw.amqp.unwrap()).await;
+    ch.basic_publish(
+        "amq.topic".into(),
+        "sensors.42.telemetry".into(),
+        BasicPublishOptions::default(),
+        br#"{"temperature": 88}"#,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let m = receive_one(&c, &url).await;
+    assert_eq!(
+        parse(m.body.as_deref().unwrap()),
+        json!({"temperature": 88, "device": "42"})
+    );
+}

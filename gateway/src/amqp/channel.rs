@@ -1018,6 +1018,7 @@ impl Conn {
                             if mandatory && outcome.routed == 0 {
                                 self.put_return(id, &msg);
                             }
+                            self.apply_rules(exchange.as_ref(), &msg);
                         }
                         TxOp::Settle {
                             delivery_tag,
@@ -1186,6 +1187,7 @@ impl Conn {
         if p.mandatory && outcome.routed == 0 {
             self.put_return(id, &msg);
         }
+        self.apply_rules(p.exchange.as_ref(), &msg);
         let ch = self.channel_mut(id)?;
         if ch.confirm {
             let seq = ch.next_seq;
@@ -1201,6 +1203,17 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Topic rules see publishes to the default vhost's `amq.topic`, as they
+    /// see MQTT publishes.
+    fn apply_rules(&self, exchange: Option<&Arc<Exchange>>, msg: &Message) {
+        let core = &self.ctx.core;
+        if !core.rules.is_empty()
+            && exchange.is_some_and(|e| Arc::ptr_eq(e, core.vhost.amq_topic()))
+        {
+            core.rules.apply(core, msg, &self.user);
+        }
     }
 
     fn route(&mut self, exchange: Option<&Arc<Exchange>>, msg: &Arc<Message>) -> PublishOutcome {

@@ -857,28 +857,34 @@ impl RuleEngine {
         &self.rules
     }
 
-    /// Evaluates every rule whose filter matches `msg`'s topic and publishes
+    /// Evaluates every rule whose filter matches `msg`'s topic (an MQTT publish,
+    /// or an AMQP publish to `amq.topic`) and publishes
     /// the results to the rule's actions. Payloads that are not JSON objects
     /// are skipped; rules never see messages republished by rules.
     pub fn apply(&self, core: &super::Core, msg: &super::message::Message, client_id: &str) {
         use super::message::{KeyForm, Message, MessageProperties, now_ms};
         use std::sync::Arc;
-        if self.rules.is_empty() || msg.key_form != KeyForm::Mqtt || msg.origin == RULE_ORIGIN {
+        if self.rules.is_empty() || msg.origin == RULE_ORIGIN {
             return;
         }
+        // Rules see MQTT topics; an AMQP routing key on amq.topic is converted.
+        let topic: std::borrow::Cow<'_, str> = match msg.key_form {
+            KeyForm::Mqtt => std::borrow::Cow::Borrowed(&msg.routing_key),
+            KeyForm::Amqp => {
+                let mut t = String::new();
+                super::exchange::swap_separators_into(&msg.routing_key, &mut t);
+                std::borrow::Cow::Owned(t)
+            }
+        };
         let mut doc: Option<Option<Value>> = None;
-        for rule in self
-            .rules
-            .iter()
-            .filter(|r| r.matches_topic(&msg.routing_key))
-        {
+        for rule in self.rules.iter().filter(|r| r.matches_topic(&topic)) {
             let parsed =
                 doc.get_or_insert_with(|| serde_json::from_slice::<Value>(&msg.payload).ok());
             let Some(payload) = parsed.as_ref() else {
                 continue;
             };
             let ctx = Context {
-                topic: &msg.routing_key,
+                topic: &topic,
                 client_id,
                 timestamp_ms: msg.published_at_ms,
             };

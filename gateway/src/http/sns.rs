@@ -701,9 +701,9 @@ impl Sns {
     }
 
     fn tag_resource(&self, p: &Params) -> Result<Value, ApiError> {
-        let topic = self
-            .topic(p.need_str("ResourceArn")?)
-            .map_err(|_| ApiError::sender("ResourceNotFound", "Resource does not exist").status(404))?;
+        let topic = self.topic(p.need_str("ResourceArn")?).map_err(|_| {
+            ApiError::sender("ResourceNotFound", "Resource does not exist").status(404)
+        })?;
         let tags = tags_of(p);
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get_mut(&topic.name) {
@@ -728,9 +728,9 @@ impl Sns {
     }
 
     fn untag_resource(&self, p: &Params) -> Result<Value, ApiError> {
-        let topic = self
-            .topic(p.need_str("ResourceArn")?)
-            .map_err(|_| ApiError::sender("ResourceNotFound", "Resource does not exist").status(404))?;
+        let topic = self.topic(p.need_str("ResourceArn")?).map_err(|_| {
+            ApiError::sender("ResourceNotFound", "Resource does not exist").status(404)
+        })?;
         let keys = p.string_list("TagKeys");
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get_mut(&topic.name) {
@@ -754,9 +754,9 @@ impl Sns {
     }
 
     fn list_tags(&self, p: &Params) -> Result<Value, ApiError> {
-        let topic = self
-            .topic(p.need_str("ResourceArn")?)
-            .map_err(|_| ApiError::sender("ResourceNotFound", "Resource does not exist").status(404))?;
+        let topic = self.topic(p.need_str("ResourceArn")?).map_err(|_| {
+            ApiError::sender("ResourceNotFound", "Resource does not exist").status(404)
+        })?;
         let tags: Vec<Value> = topic
             .tags
             .iter()
