@@ -8,6 +8,7 @@ mod amqp_malformed;
 mod amqp_pika;
 mod amqp_topology;
 mod cross_protocol;
+mod firmware;
 mod mqtt_malformed;
 mod mqtt_mosquitto;
 mod mqtt_v4;
