@@ -284,20 +284,56 @@ pub enum RuleActionConfig {
     },
 }
 
-/// `[storage]`: the data directory.
+/// `[storage]`: where and how durable state is kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Directory holding the gateway's state; created if missing.
     pub path: PathBuf,
+    /// The storage engine: `fjall` (embedded, durable) or `memory` (nothing
+    /// survives a restart).
+    pub engine: StorageEngine,
+    /// When writes reach the disk before they are acknowledged.
+    pub sync: SyncMode,
+    /// With `sync = "interval"`: how often to fsync.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Block cache of the embedded engine.
+    pub cache_size: ByteSize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("./tether-data"),
+            engine: StorageEngine::Fjall,
+            sync: SyncMode::Always,
+            sync_interval: Duration::from_millis(100),
+            cache_size: ByteSize(64 * 1024 * 1024),
         }
     }
+}
+
+/// Which engine keeps durable state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageEngine {
+    /// The embedded fjall store under `storage.path`.
+    Fjall,
+    /// Nothing is stored; every restart starts empty.
+    Memory,
+}
+
+/// When acknowledged writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// fsync before acknowledging (group commit amortises it).
+    Always,
+    /// Acknowledge once written to the OS; fsync every `sync_interval`. A
+    /// crash of tether loses nothing acknowledged; a power loss may lose the
+    /// last interval.
+    Interval,
 }
 
 /// `[limits]`: gateway-wide resource limits.
@@ -437,6 +473,11 @@ pub enum LogFormat {
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
+    /// The size in bytes.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
     /// The size as `usize`, saturating on 32-bit hosts.
     pub fn as_usize(self) -> usize {
         usize::try_from(self.0).unwrap_or(usize::MAX)
@@ -624,6 +665,12 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "storage.path",
                 reason: "must not be empty".into(),
+            });
+        }
+        if self.storage.sync == SyncMode::Interval && self.storage.sync_interval.is_zero() {
+            return Err(ConfigError::Value {
+                key: "storage.sync_interval",
+                reason: "must be longer than zero with sync = \"interval\"".into(),
             });
         }
         for (i, user) in self.auth.users.iter().enumerate() {

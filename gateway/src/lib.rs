@@ -12,6 +12,8 @@
 //! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
 //! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
 //! * [`auth`]: users and ACLs shared by every front end.
+//! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
+//!   group commit, recovery).
 //!
 //! Protocol codecs live in the `tether-protocols` crate, sans-IO and `no_std`.
 
@@ -23,3 +25,4 @@ pub mod http;
 pub mod listener;
 pub mod mqtt;
 pub mod server;
+pub mod store;

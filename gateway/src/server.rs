@@ -39,6 +39,14 @@ pub enum StartError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The store could not be opened or read back.
+    #[error("storage ({path}): {source}")]
+    Store {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        source: crate::store::StoreError,
+    },
 }
 
 /// A running gateway.
@@ -59,7 +67,12 @@ impl Gateway {
             path: storage.display().to_string(),
             source,
         })?;
-        let core = Core::new(&config);
+        let store_error = |source| StartError::Store {
+            path: storage.display().to_string(),
+            source,
+        };
+        let store = crate::store::open(&config.storage).map_err(store_error)?;
+        let core = Core::new(&config, store).map_err(store_error)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut listeners = Vec::new();
@@ -99,6 +112,7 @@ impl Gateway {
             api.ensure_rule_targets(&config.rules);
             tasks.spawn(crate::http::serve(listener, api, shutdown.clone()));
         }
+        core.finish_recovery();
         for (protocol, address) in &listeners {
             tracing::info!(%protocol, %address, "listening");
         }
@@ -145,6 +159,9 @@ impl Gateway {
                 remaining = self.tasks.len(),
                 "shutdown timeout reached with tasks still running; exiting anyway"
             );
+        }
+        if let Err(e) = self.core.store.flush() {
+            tracing::error!(error = %e, "storage could not be flushed at shutdown");
         }
     }
 }

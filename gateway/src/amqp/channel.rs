@@ -21,6 +21,7 @@ use crate::core::exchange::{BindingOptions, Exchange, ExchangeKind, ExchangeOpti
 use crate::core::message::{KeyForm, Message, MessageProperties, now_ms};
 use crate::core::queue::{ConsumerId, PullLimits, PullMode, Queue, Wakeup};
 use crate::core::vhost::{PublishOutcome, VHostError};
+use crate::store::{Lsn, Store, tracked};
 
 /// A message being assembled from publish, header and body frames.
 #[derive(Debug)]
@@ -133,6 +134,9 @@ pub(super) struct Channel {
     next_seq: u64,
     /// Confirms owed to the publisher, all positive, up to this sequence number.
     ack_upto: Option<u64>,
+    /// Publishes whose confirm waits for the store: `(ticket, sequence
+    /// number, negative)`, in order.
+    unconfirmed: VecDeque<(Lsn, u64, bool)>,
     tx: Option<Vec<TxOp>>,
     pub consumers: Vec<Consumer>,
     next_serial: u64,
@@ -158,6 +162,7 @@ impl Channel {
             confirm: false,
             next_seq: 1,
             ack_upto: None,
+            unconfirmed: VecDeque::new(),
             tx: None,
             consumers: Vec::new(),
             next_serial: 1,
@@ -170,10 +175,40 @@ impl Channel {
         }
     }
 
-    /// Writes the publisher confirms owed, as one multiple-ack.
-    pub fn flush_confirms(&mut self, buf: &mut BytesMut) {
+    /// Writes the publisher confirms owed whose writes are durable (`done`):
+    /// positive ones coalesced into one multiple-ack, a nack for a publish a
+    /// queue refused or the store could not keep.
+    pub fn flush_confirms(&mut self, buf: &mut BytesMut, done: Lsn, store: &dyn Store) {
+        while let Some(&(lsn, seq, nack)) = self.unconfirmed.front() {
+            if lsn > done {
+                break;
+            }
+            self.unconfirmed.pop_front();
+            if nack || (lsn != 0 && store.outcome(lsn).is_err()) {
+                if let Some(upto) = self.ack_upto.take() {
+                    frame::put_confirm(buf, self.id, true, upto, true);
+                }
+                frame::put_confirm(buf, self.id, false, seq, false);
+            } else {
+                self.ack_upto = Some(seq);
+            }
+        }
         if let Some(upto) = self.ack_upto.take() {
             frame::put_confirm(buf, self.id, true, upto, true);
+        }
+    }
+
+    /// Whether confirms wait for the store.
+    pub fn awaits_store(&self) -> bool {
+        !self.unconfirmed.is_empty()
+    }
+
+    /// Owes a confirm for publish `seq`, sent once `lsn` is durable.
+    fn owe_confirm(&mut self, lsn: Lsn, seq: u64, nack: bool) {
+        if lsn == 0 && !nack && self.unconfirmed.is_empty() {
+            self.ack_upto = Some(seq);
+        } else {
+            self.unconfirmed.push_back((lsn, seq, nack));
         }
     }
 
@@ -229,6 +264,15 @@ fn expiration(props: &basic::AMQPProperties) -> Result<Option<Instant>, AmqpErro
 }
 
 impl Conn {
+    /// Runs a declaration-like method whose reply may only go out once what
+    /// it changed is durable: output from here on is held until then.
+    fn after_durable<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let start = self.wbuf.len();
+        let (r, lsn) = tracked(|| f(self));
+        self.hold_output(lsn, start);
+        r
+    }
+
     fn reply(&mut self, channel: u16, method: AMQPClass) {
         frame::put_method(&mut self.wbuf, &mut self.scratch, channel, method);
     }
@@ -306,8 +350,8 @@ impl Conn {
     fn dispatch(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
         match method {
             AMQPClass::Channel(m) => self.on_channel_class(id, m),
-            AMQPClass::Exchange(m) => self.on_exchange(id, m),
-            AMQPClass::Queue(m) => self.on_queue(id, m),
+            AMQPClass::Exchange(m) => self.after_durable(|c| c.on_exchange(id, m)),
+            AMQPClass::Queue(m) => self.after_durable(|c| c.on_queue(id, m)),
             AMQPClass::Basic(m) => self.on_basic(id, m),
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
                 let ch = self.channel_mut(id)?;
@@ -326,7 +370,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            AMQPClass::Tx(m) => self.on_tx(id, m),
+            AMQPClass::Tx(m) => self.after_durable(|c| c.on_tx(id, m)),
             AMQPClass::Access(access::AMQPMethod::Request(_)) => {
                 self.reply(
                     id,
@@ -1183,24 +1227,28 @@ impl Conn {
             });
             return Ok(());
         }
-        let outcome = self.route(p.exchange.as_ref(), &msg);
+        let confirm = self.channel_mut(id)?.confirm;
+        if confirm && persistent && self.ctx.core.store.health().is_err() {
+            // Refused (nack) rather than confirmed without being kept.
+            let ch = self.channel_mut(id)?;
+            let seq = ch.next_seq;
+            ch.next_seq += 1;
+            ch.owe_confirm(0, seq, true);
+            return Ok(());
+        }
+        let (outcome, lsn) = tracked(|| {
+            let outcome = self.route(p.exchange.as_ref(), &msg);
+            self.apply_rules(p.exchange.as_ref(), &msg);
+            outcome
+        });
         if p.mandatory && outcome.routed == 0 {
             self.put_return(id, &msg);
         }
-        self.apply_rules(p.exchange.as_ref(), &msg);
         let ch = self.channel_mut(id)?;
         if ch.confirm {
             let seq = ch.next_seq;
             ch.next_seq += 1;
-            if outcome.rejected > 0 {
-                let mut buf = std::mem::take(&mut self.wbuf);
-                let ch = self.channel_mut(id)?;
-                ch.flush_confirms(&mut buf);
-                frame::put_confirm(&mut buf, id, false, seq, false);
-                self.wbuf = buf;
-            } else {
-                ch.ack_upto = Some(seq);
-            }
+            ch.owe_confirm(lsn, seq, outcome.rejected > 0);
         }
         Ok(())
     }
@@ -1236,11 +1284,13 @@ impl Conn {
         self.put_message_content(id, msg);
     }
 
-    /// Writes the confirms every channel owes.
+    /// Writes the confirms every channel owes (as far as the store allows).
     pub(super) fn flush_confirms(&mut self) {
+        let done = *self.durable.borrow_and_update();
         let mut buf = std::mem::take(&mut self.wbuf);
+        let store = self.ctx.core.store.clone();
         for ch in self.channels.values_mut() {
-            ch.flush_confirms(&mut buf);
+            ch.flush_confirms(&mut buf, done, &*store);
         }
         self.wbuf = buf;
     }

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::Context;
 use super::channel::Channel;
@@ -28,6 +28,7 @@ use crate::auth::LoginError;
 use crate::core::exchange::RouteScratch;
 use crate::core::vhost::VHost;
 use crate::listener::Slot;
+use crate::store::Lsn;
 
 /// Stop pulling deliveries above this many buffered bytes.
 pub(super) const WRITE_HIGH_WATER: usize = 128 * 1024;
@@ -80,6 +81,11 @@ pub(super) struct Conn {
     blocked_sent: bool,
     held: VecDeque<RawFrame>,
     held_bytes: usize,
+    /// The store's progress.
+    pub durable: watch::Receiver<Lsn>,
+    /// Output from this offset of `wbuf` on waits until this ticket is
+    /// durable (replies to declarations, bindings, deletions, tx.commit).
+    barrier: Option<(Lsn, usize)>,
 }
 
 /// Runs one AMQP connection from accept to close.
@@ -492,6 +498,8 @@ async fn handshake(
         blocked_sent: false,
         held: VecDeque::new(),
         held_bytes: 0,
+        durable: ctx.core.store.done(),
+        barrier: None,
     };
     Some(conn)
 }
@@ -516,15 +524,22 @@ impl Conn {
             return end;
         }
         loop {
+            if let Err(end) = self.lift_barrier() {
+                return end;
+            }
             self.flush_confirms();
             if self.want_pull {
                 self.fill_outbound();
             }
             self.update_blocked();
-            if !self.wbuf.is_empty() {
-                match wr.try_write(&self.wbuf) {
+            let writable = self.writable_len();
+            if writable > 0 {
+                match wr.try_write(&self.wbuf[..writable]) {
                     Ok(n) => {
                         let _ = self.wbuf.split_to(n);
+                        if let Some((_, at)) = &mut self.barrier {
+                            *at -= n;
+                        }
                         last_write = Instant::now();
                         if self.wbuf.len() < WRITE_HIGH_WATER / 2 {
                             self.want_pull = true;
@@ -553,12 +568,17 @@ impl Conn {
                         }
                     }
                 },
-                r = wr.writable(), if !self.wbuf.is_empty() => {
+                r = wr.writable(), if self.writable_len() > 0 => {
                     if r.is_err() {
                         return End::Closed;
                     }
                 }
                 _ = self.notify.notified() => self.want_pull = true,
+                r = self.durable.changed(), if self.awaits_store() => {
+                    if r.is_err() {
+                        return End::Closed;
+                    }
+                }
                 _ = ticker.tick() => {
                     if let Some(hb) = self.heartbeat {
                         let now = Instant::now();
@@ -586,6 +606,49 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Holds output from `wbuf` offset `start` on until ticket `lsn` is durable.
+    pub(super) fn hold_output(&mut self, lsn: Lsn, start: usize) {
+        if lsn == 0 {
+            return;
+        }
+        self.barrier = Some(match self.barrier {
+            Some((l, at)) => (l.max(lsn), at.min(start)),
+            None => (lsn, start),
+        });
+    }
+
+    /// Bytes of `wbuf` that may be written now.
+    fn writable_len(&self) -> usize {
+        match self.barrier {
+            Some((_, at)) => at,
+            None => self.wbuf.len(),
+        }
+    }
+
+    /// Whether output or confirms wait for the store.
+    fn awaits_store(&self) -> bool {
+        self.barrier.is_some() || self.channels.values().any(|c| c.awaits_store())
+    }
+
+    /// Lifts the output barrier once its ticket is durable; if the store
+    /// failed, the connection ends with 541 (what was declared is not kept).
+    fn lift_barrier(&mut self) -> Result<(), End> {
+        let Some((lsn, _)) = self.barrier else {
+            return Ok(());
+        };
+        if *self.durable.borrow() < lsn {
+            return Ok(());
+        }
+        self.barrier = None;
+        if self.ctx.core.store.outcome(lsn).is_err() {
+            return Err(End::Error(AmqpError::connection(
+                code::INTERNAL_ERROR,
+                "INTERNAL_ERROR - the gateway could not store the change",
+            )));
+        }
+        Ok(())
     }
 
     /// Sends connection.blocked / unblocked as the memory gauge crosses the watermark.

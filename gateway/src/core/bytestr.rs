@@ -82,6 +82,28 @@ impl From<String> for ByteStr {
     }
 }
 
+impl TryFrom<Bytes> for ByteStr {
+    type Error = std::str::Utf8Error;
+
+    /// Checks that `b` is UTF-8 and shares it.
+    fn try_from(b: Bytes) -> Result<Self, Self::Error> {
+        std::str::from_utf8(&b)?;
+        Ok(ByteStr(b))
+    }
+}
+
+impl serde::Serialize for ByteStr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(ByteStr::from)
+    }
+}
+
 impl fmt::Debug for ByteStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)

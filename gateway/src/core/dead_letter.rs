@@ -48,7 +48,7 @@ impl DeathReason {
 }
 
 /// Where a queue sends its dead letters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetterTarget {
     /// The dead-letter exchange (`""` is the default exchange).
     pub exchange: ByteStr,

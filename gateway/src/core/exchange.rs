@@ -66,7 +66,8 @@ pub enum Destination {
 }
 
 impl Destination {
-    fn same(&self, other: &Destination) -> bool {
+    /// Whether both lead to the same object.
+    pub fn same(&self, other: &Destination) -> bool {
         match (self, other) {
             (Destination::Queue(a), Destination::Queue(b)) => Arc::ptr_eq(a, b),
             (Destination::Exchange(a), Destination::Exchange(b)) => Arc::ptr_eq(a, b),
@@ -495,7 +496,8 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
 }
 
 /// Binding-argument equality, where no arguments equal an empty table.
-fn same_args(a: Option<&FieldTable>, b: Option<&FieldTable>) -> bool {
+/// Binding arguments compare equal (no arguments equals an empty table).
+pub(crate) fn same_args(a: Option<&FieldTable>, b: Option<&FieldTable>) -> bool {
     let empty = FieldTable::default();
     a.unwrap_or(&empty) == b.unwrap_or(&empty)
 }

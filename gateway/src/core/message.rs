@@ -94,16 +94,60 @@ impl Message {
     }
 }
 
-/// Allocates message ids and stamps publish times.
+/// Ids reserved in the store at a time: a restart continues above the last
+/// reservation, so ids are never reused.
+const ID_BLOCK: u64 = 1 << 20;
+
+/// Allocates message ids, unique across restarts when given a store.
 #[derive(Debug, Default)]
 pub struct MessageIds {
     next: AtomicU64,
+    /// Ids below this are reserved in the store.
+    reserved: AtomicU64,
+    store: Option<crate::store::SharedStore>,
+    reserving: parking_lot::Mutex<()>,
 }
 
 impl MessageIds {
+    /// Ids continuing after `start` (the last reservation), reserving further
+    /// blocks in `store`.
+    pub fn with_store(store: crate::store::SharedStore, start: u64) -> Self {
+        MessageIds {
+            next: AtomicU64::new(start),
+            reserved: AtomicU64::new(start),
+            store: store.is_persistent().then_some(store),
+            reserving: parking_lot::Mutex::new(()),
+        }
+    }
+
     /// The next id (starts at 1).
     pub fn next(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed) + 1
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.store.is_some() && id >= self.reserved.load(Ordering::Acquire) {
+            self.reserve(id);
+        }
+        id
+    }
+
+    /// Stores a new reservation covering `id`. Its write precedes, in the
+    /// store's order, every write of the message that uses the id.
+    fn reserve(&self, id: u64) {
+        let _one = self.reserving.lock();
+        if id < self.reserved.load(Ordering::Acquire) {
+            return;
+        }
+        let upto = id + ID_BLOCK;
+        if let Some(store) = &self.store {
+            use crate::store::{Op, Ops, Space, keys};
+            let mut ops = Ops::new();
+            ops.push(Op::Put(
+                Space::Meta,
+                keys::meta_key(keys::IDENTITY, &[b"message-ids"]),
+                Bytes::copy_from_slice(&upto.to_be_bytes()),
+            ));
+            store.submit(ops);
+        }
+        self.reserved.store(upto, Ordering::Release);
     }
 }
 

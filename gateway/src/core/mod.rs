@@ -25,8 +25,12 @@ pub mod vhost;
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use crate::auth::Authenticator;
 use crate::config::{Config, OverflowPolicy};
+use crate::store::recovery::{MetaRecord, Recovered};
+use crate::store::{SharedStore, StoreError, keys};
 
 use message::MessageIds;
 use queue::{MemoryGauge, Overflow, QueueEnv, QueueLimits, QueueOptions};
@@ -53,6 +57,11 @@ pub struct Core {
     pub ids: MessageIds,
     /// Topic rules applied to MQTT publishes.
     pub rules: rules::RuleEngine,
+    /// Where durable state is kept.
+    pub store: SharedStore,
+    /// Stored records not yet claimed by their owner (SQS and SNS take theirs
+    /// when they start).
+    recovered: Mutex<Recovered>,
 }
 
 impl Core {
@@ -61,9 +70,16 @@ impl Core {
         self.vhosts.get(name)
     }
 
-    /// Builds the core from configuration.
-    pub fn new(config: &Config) -> Arc<Self> {
-        let env = QueueEnv::new(config.limits.memory_high_watermark.as_usize());
+    /// Builds the core from configuration and whatever `store` kept: durable
+    /// exchanges, queues (with their messages) and bindings, persistent MQTT
+    /// sessions and retained messages.
+    pub fn new(config: &Config, store: SharedStore) -> Result<Arc<Self>, StoreError> {
+        let mut recovered = crate::store::recovery::load(&*store)?;
+        let env = QueueEnv::with_store(
+            config.limits.memory_high_watermark.as_usize(),
+            store.clone(),
+        );
+        *env.recovered.lock() = std::mem::take(&mut recovered.queues);
         let memory = env.memory.clone();
         let vhost = VHost::new("/", env.clone());
         let mut vhosts = std::collections::HashMap::new();
@@ -72,6 +88,33 @@ impl Core {
             vhosts
                 .entry(name.clone())
                 .or_insert_with(|| VHost::new(name, env.clone()));
+        }
+        // Exchanges, then queues (which take their entries), then bindings.
+        let in_vhost = |r: &MetaRecord, what: &str| {
+            let v = vhosts.get(&r.part(0));
+            if v.is_none() {
+                tracing::warn!(
+                    vhost = %r.part(0),
+                    name = %r.part(1),
+                    "a stored {what} belongs to a vhost that is no longer configured; ignored"
+                );
+            }
+            v.cloned()
+        };
+        for r in recovered.take(keys::EXCHANGE) {
+            if let Some(v) = in_vhost(&r, "exchange") {
+                v.restore_exchange(&r);
+            }
+        }
+        for r in recovered.take(keys::QUEUE) {
+            if let Some(v) = in_vhost(&r, "queue") {
+                v.restore_queue(&r);
+            }
+        }
+        for r in recovered.take(keys::BINDING) {
+            if let Some(v) = vhosts.get(&r.part(0)) {
+                v.restore_binding(&r);
+            }
         }
         let session_queues = QueueOptions {
             durable: false,
@@ -88,15 +131,80 @@ impl Core {
             },
             ..Default::default()
         };
-        Arc::new(Core {
-            sessions: Arc::new(SessionRegistry::new(vhost.clone(), session_queues)),
+        let sessions = Arc::new(SessionRegistry::new(vhost.clone(), session_queues));
+        sessions.restore(recovered.take(keys::SESSION), recovered.take(keys::PACKET));
+        let retained = RetainedStore::with_store(store.clone());
+        retained.restore(recovered.take(keys::RETAINED));
+        let reserved = recovered
+            .meta
+            .get(&keys::IDENTITY)
+            .and_then(|rs| rs.iter().find(|r| r.part(0) == "message-ids"))
+            .and_then(|r| <[u8; 8]>::try_from(&r.value[..]).ok())
+            .map_or(0, u64::from_be_bytes);
+        let ids = MessageIds::with_store(store.clone(), reserved.max(recovered.max_message_id));
+        Ok(Arc::new(Core {
+            sessions,
             vhost,
             vhosts,
-            retained: RetainedStore::default(),
+            retained,
             auth: Arc::new(Authenticator::new(&config.auth)),
             memory,
-            ids: MessageIds::default(),
+            ids,
             rules: rules::RuleEngine::new(&config.rules),
-        })
+            store,
+            recovered: Mutex::new(recovered),
+        }))
+    }
+
+    /// A stable random identity named `name` (an id prefix, say): the stored
+    /// one, or a new one that is stored for next time.
+    pub fn identity(&self, name: &str) -> u64 {
+        let stored = self
+            .recovered
+            .lock()
+            .meta
+            .get(&keys::IDENTITY)
+            .and_then(|rs| rs.iter().find(|r| r.part(0) == name))
+            .and_then(|r| <[u8; 8]>::try_from(&r.value[..]).ok())
+            .map(u64::from_be_bytes);
+        if let Some(v) = stored {
+            return v;
+        }
+        let v: u64 = rand::random();
+        let mut ops = crate::store::Ops::new();
+        ops.push(crate::store::Op::Put(
+            crate::store::Space::Meta,
+            keys::meta_key(keys::IDENTITY, &[name.as_bytes()]),
+            bytes::Bytes::copy_from_slice(&v.to_be_bytes()),
+        ));
+        self.store.submit(ops);
+        v
+    }
+
+    /// Takes the stored records of `kind` that were not claimed yet (the SQS
+    /// and SNS services call it when they start).
+    pub fn take_recovered(&self, kind: u8) -> Vec<MetaRecord> {
+        self.recovered.lock().take(kind)
+    }
+
+    /// Ends recovery once every front end has rebuilt its state: stored
+    /// messages of queues nobody claimed are removed, and one line reports
+    /// what came back.
+    pub fn finish_recovery(&self) {
+        let orphans: Vec<u64> = {
+            let env = self.vhost.env();
+            let mut left = env.recovered.lock();
+            left.drain().map(|(q, _)| q).collect()
+        };
+        crate::store::recovery::drop_orphans(&*self.store, &orphans);
+        let queues: usize = self.vhosts.values().map(|v| v.queue_count()).sum();
+        if self.store.is_persistent() {
+            tracing::info!(
+                queues,
+                sessions = self.sessions.len(),
+                retained = self.retained.len(),
+                "recovered stored state"
+            );
+        }
     }
 }

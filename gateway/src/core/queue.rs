@@ -23,6 +23,11 @@ use super::bytestr::ByteStr;
 use super::dead_letter::{DeadLetterTarget, DeathReason, dead_lettered};
 use super::message::{Qos, SharedMessage, now_ms};
 use super::scheduler::Scheduler;
+use crate::store::codec::{
+    EntryRecord, Reader, Writer, encode_message, instant_to_ms, ms_to_instant,
+};
+use crate::store::memory::MemoryStore;
+use crate::store::{Key, Op, Ops, SharedStore, Space, keys};
 
 /// MQTT subscription identifiers carried to a delivery (usually zero or one).
 pub type SubIds = SmallVec<[u32; 2]>;
@@ -40,7 +45,7 @@ pub struct DeliveryHints {
 }
 
 /// What to do when a queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Overflow {
     /// Drop (or dead-letter) the oldest ready message to make room.
     #[default]
@@ -54,7 +59,8 @@ pub enum Overflow {
 }
 
 /// Bounds on what a queue holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct QueueLimits {
     /// Most ready messages.
     pub max_messages: Option<usize>,
@@ -67,7 +73,8 @@ pub struct QueueLimits {
 }
 
 /// Fixed properties of a queue, from its declaration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct QueueOptions {
     /// Survives a restart (with the durable store).
     pub durable: bool,
@@ -101,7 +108,8 @@ pub struct QueueOptions {
 }
 
 /// Queue settings that may change after declaration (SQS SetQueueAttributes).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LiveSettings {
     /// How long a leased message stays invisible before it returns (SQS
     /// VisibilityTimeout, AMQP `x-visibility-timeout`); `None`: until released.
@@ -122,7 +130,7 @@ pub struct LiveSettings {
 
 /// A redrive policy: after `max_receive_count` receives, the next receive moves
 /// the message to `target` (a queue in the same vhost) instead of delivering it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Redrive {
     /// Receives allowed before the move.
     pub max_receive_count: u32,
@@ -257,6 +265,11 @@ struct Entry {
     /// Deleted (not dead-lettered) at this instant: SQS retention.
     drop_at: Option<Instant>,
     level: u8,
+    /// Has a record in the store.
+    stored: bool,
+    /// Read back from the store after a restart: it may have been delivered
+    /// before, so it goes out marked redelivered.
+    recovered: bool,
 }
 
 impl Entry {
@@ -442,23 +455,70 @@ impl MemoryGauge {
     }
 }
 
-/// What every queue shares: the memory gauge and the deadline scheduler.
+/// What every queue shares: the memory gauge, the deadline scheduler and the
+/// store.
 #[derive(Debug, Clone)]
 pub struct QueueEnv {
     /// Gateway-wide queued bytes.
     pub memory: Arc<MemoryGauge>,
     /// Timer service for TTLs and idle expiry.
     pub scheduler: Arc<Scheduler>,
+    /// Where durable queues keep their entries.
+    pub store: SharedStore,
+    /// Entries read back at start-up, by queue id, until their queue is rebuilt.
+    pub recovered: Arc<Mutex<HashMap<u64, RecoveredQueue>>>,
 }
 
 impl QueueEnv {
-    /// An environment with a gauge at `high_watermark` bytes.
+    /// An environment with a gauge at `high_watermark` bytes and no storage.
     pub fn new(high_watermark: usize) -> Self {
+        Self::with_store(high_watermark, Arc::new(MemoryStore::default()))
+    }
+
+    /// An environment whose durable queues keep their entries in `store`.
+    pub fn with_store(high_watermark: usize, store: SharedStore) -> Self {
         QueueEnv {
             memory: Arc::new(MemoryGauge::new(high_watermark)),
             scheduler: Arc::new(Scheduler::default()),
+            store,
+            recovered: Arc::new(Mutex::new(HashMap::new())),
         }
     }
+}
+
+/// One queue entry read back from the store.
+#[derive(Debug)]
+pub struct RecoveredEntry {
+    /// Its position.
+    pub seq: u64,
+    /// What the queue kept about it.
+    pub record: EntryRecord,
+    /// The message.
+    pub msg: SharedMessage,
+}
+
+/// A FIFO deduplication record read back from the store.
+#[derive(Debug)]
+pub struct RecoveredDedup {
+    /// The group scope, if deduplication is per group.
+    pub scope: Option<ByteStr>,
+    /// The deduplication id.
+    pub id: ByteStr,
+    /// The message it stood for.
+    pub message_id: u64,
+    /// Its position.
+    pub seq: u64,
+    /// When it is forgotten (ms since the epoch).
+    pub until_ms: u64,
+}
+
+/// Everything stored for one queue.
+#[derive(Debug, Default)]
+pub struct RecoveredQueue {
+    /// Entries in sequence order.
+    pub entries: Vec<RecoveredEntry>,
+    /// Deduplication records.
+    pub dedup: Vec<RecoveredDedup>,
 }
 
 /// Where a queue is bound from, so deleting it removes exactly its bindings
@@ -486,6 +546,9 @@ pub struct Queue {
     options: QueueOptions,
     /// The connection owning an exclusive queue.
     owner: Option<u64>,
+    /// The store keeping this queue's persistent entries (keyed by `uid`);
+    /// `None` for queues that keep nothing.
+    store: Option<SharedStore>,
     me: Weak<Queue>,
     state: Mutex<State>,
     env: QueueEnv,
@@ -508,11 +571,36 @@ impl Queue {
         owner: Option<u64>,
         env: &QueueEnv,
     ) -> Arc<Self> {
+        Self::build(name, options, owner, env, None)
+    }
+
+    /// A durable queue rebuilt after a restart under its old identity, with
+    /// the entries the store kept for it.
+    pub fn restored(name: ByteStr, options: QueueOptions, uid: u64, env: &QueueEnv) -> Arc<Self> {
+        let q = Self::build(name, options, None, env, Some(uid));
+        let kept = env.recovered.lock().remove(&uid);
+        if let Some(kept) = kept {
+            q.restore(kept);
+        }
+        q
+    }
+
+    fn build(
+        name: ByteStr,
+        options: QueueOptions,
+        owner: Option<u64>,
+        env: &QueueEnv,
+        uid: Option<u64>,
+    ) -> Arc<Self> {
         let levels = options.max_priority.map_or(1, |m| usize::from(m) + 1);
+        let store = (options.durable && !options.exclusive && env.store.is_persistent())
+            .then(|| env.store.clone());
         let q = Arc::new_cyclic(|me| Queue {
             name,
-            uid: rand::random(),
+            // Never 0, so a receipt handle of 0 names no queue.
+            uid: uid.unwrap_or_else(|| rand::random::<u64>().max(1)),
             owner,
+            store,
             me: me.clone(),
             state: Mutex::new(State {
                 levels: (0..levels).map(|_| VecDeque::new()).collect(),
@@ -557,9 +645,14 @@ impl Queue {
         &self.name
     }
 
-    /// This incarnation's random identity.
+    /// This incarnation's random identity (also its key in the store).
     pub fn uid(&self) -> u64 {
         self.uid
+    }
+
+    /// Whether the queue keeps its persistent messages in the store.
+    pub fn is_stored(&self) -> bool {
+        self.store.is_some()
     }
 
     /// The options it was declared with.
@@ -619,6 +712,10 @@ impl Queue {
         let wake;
         let mut schedule = None;
         let outcome;
+        // Encoded outside the lock; only what the store keeps is encoded.
+        let body =
+            (self.store.is_some() && msg.persistent && hints.qos > 0).then(|| encode_message(msg));
+        let mut ops = Ops::new();
         {
             let mut st = self.state.lock();
             if st.deleted {
@@ -638,7 +735,7 @@ impl Queue {
                 None
             };
             if let Some(key) = &dedup_key {
-                forget_old_dedup(&mut st, now);
+                self.forget_old_dedup(&mut st, now, &mut ops);
                 if let Some(d) = st.dedup.get(key) {
                     return Sent::Duplicate {
                         message_id: d.message_id,
@@ -676,6 +773,8 @@ impl Queue {
                 expires_at,
                 drop_at: st.live.retention.map(|r| now + r),
                 level,
+                stored: false,
+                recovered: false,
             };
             let mut admit = true;
             if full(&st) {
@@ -715,6 +814,13 @@ impl Queue {
                 self.env.memory.add(size);
                 if let Some(key) = dedup_key {
                     let until = now + st.live.dedup_window;
+                    if self.store.is_some() {
+                        ops.push(Op::Put(
+                            Space::Meta,
+                            self.dedup_store_key(&key),
+                            encode_dedup(msg.id, seq, instant_to_ms(until)),
+                        ));
+                    }
                     st.dedup.insert(
                         key.clone(),
                         Deduped {
@@ -731,6 +837,14 @@ impl Queue {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+                if let Some(body) = body {
+                    entry.stored = true;
+                    let visible_at = (!delay.is_zero()).then(|| now + delay);
+                    let key = keys::entry_key(self.uid, seq);
+                    let record = record_of(&entry, visible_at, None);
+                    ops.push(Op::Put(Space::Index, key.clone(), record.encode()));
+                    ops.push(Op::Put(Space::Body, key, body));
+                }
                 if delay.is_zero() {
                     push_ready(&mut st, entry);
                     wake = self.take_waiting_consumer(&mut st);
@@ -750,6 +864,7 @@ impl Queue {
                 wake = None;
                 outcome = Sent::Refused(EnqueueOutcome::Rejected);
             }
+            self.commit(&mut ops);
         }
         if let Some(t) = schedule {
             self.env.scheduler.schedule(t, self.me.clone());
@@ -864,7 +979,14 @@ impl Queue {
         let mut taken = 0usize;
         let mut leased = 0usize;
         let mut dead = Dead::new();
+        let mut ops = Ops::new();
         let mut st = self.state.lock();
+        // Receive counts are stored where they decide something (SQS receives,
+        // delivery limits, redrive); otherwise a restart marks every message
+        // it recovers as possibly delivered, which costs no write per delivery.
+        let count_matters = matches!(mode, PullMode::Receive { .. })
+            || self.options.delivery_limit.is_some()
+            || st.live.redrive.is_some();
         let inactive = self.options.single_active_consumer
             && id != 0
             && st.consumers.first().is_none_or(|c| c.id != id);
@@ -888,6 +1010,7 @@ impl Queue {
             if front.is_past_retention(now) {
                 if let Some(e) = take_ready_at(&mut st, skip) {
                     freed += e.size();
+                    self.forget(&e, &mut ops);
                 }
                 continue;
             }
@@ -936,7 +1059,7 @@ impl Queue {
                 qos,
                 retain_as_published: entry.hints.retain_as_published,
                 sub_ids: entry.hints.sub_ids.clone(),
-                redelivered: entry.deliveries > 1,
+                redelivered: entry.deliveries > 1 || entry.recovered,
                 delivery_count: entry.deliveries,
                 first_delivery_ms: entry.first_delivery_ms,
                 seq: entry.seq,
@@ -951,6 +1074,17 @@ impl Queue {
                 if let Some(d) = deadline {
                     st.lease_deadlines.insert((d, tag));
                 }
+                if entry.stored && count_matters {
+                    let lease = matches!(mode, PullMode::Receive { .. })
+                        .then_some((tag, deadline))
+                        .and_then(|(t, d)| d.map(|d| (t, d)));
+                    let record = record_of(&entry, None, lease);
+                    ops.push(Op::Put(
+                        Space::Index,
+                        keys::entry_key(self.uid, entry.seq),
+                        record.encode(),
+                    ));
+                }
                 st.leased.insert(
                     tag,
                     Leased {
@@ -962,6 +1096,7 @@ impl Queue {
                 leased += 1;
             } else {
                 freed += entry.size();
+                self.forget(&entry, &mut ops);
             }
             out.push(delivery);
             taken += 1;
@@ -980,6 +1115,7 @@ impl Queue {
         if ran_dry && let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
             slot.waiting = true;
         }
+        self.commit(&mut ops);
         drop(st);
         if let Some(t) = schedule {
             self.env.scheduler.schedule(t, self.me.clone());
@@ -1013,8 +1149,13 @@ impl Queue {
         let (removed, wake) = {
             let mut st = self.state.lock();
             let removed = unlease(&mut st, tag);
-            if removed.is_some() {
+            if let Some(l) = &removed {
                 st.stats.acked += 1;
+                if l.entry.stored {
+                    let mut ops = Ops::new();
+                    self.forget(&l.entry, &mut ops);
+                    self.commit(&mut ops);
+                }
             }
             let wake = self.wake_for_unlocked(&mut st, removed.as_ref());
             (removed, wake)
@@ -1140,6 +1281,15 @@ impl Queue {
             let Some(l) = unlease(&mut st, tag) else {
                 return false;
             };
+            if l.entry.stored {
+                let mut ops = Ops::new();
+                ops.push(Op::Put(
+                    Space::Index,
+                    keys::entry_key(self.uid, l.entry.seq),
+                    record_of(&l.entry, None, None).encode(),
+                ));
+                self.commit(&mut ops);
+            }
             insert_ready(&mut st, l.entry);
             let wake = self.take_waiting_consumer(&mut st);
             drop(st);
@@ -1156,6 +1306,17 @@ impl Queue {
         st.lease_deadlines.insert((deadline, tag));
         if let Some(l) = st.leased.get_mut(&tag) {
             l.deadline = Some(deadline);
+        }
+        if let Some(l) = st.leased.get(&tag)
+            && l.entry.stored
+        {
+            let mut ops = Ops::new();
+            ops.push(Op::Put(
+                Space::Index,
+                keys::entry_key(self.uid, l.entry.seq),
+                record_of(&l.entry, None, Some((tag, deadline))).encode(),
+            ));
+            self.commit(&mut ops);
         }
         let schedule = st.timer_at.is_none_or(|at| deadline < at);
         if schedule {
@@ -1192,6 +1353,7 @@ impl Queue {
         let bytes = st.ready_bytes
             + st.delayed_bytes
             + st.leased.values().map(|l| l.entry.size()).sum::<usize>();
+        self.forget_all(false);
         st.levels.iter_mut().for_each(VecDeque::clear);
         st.ready_count = 0;
         st.ready_bytes = 0;
@@ -1222,6 +1384,13 @@ impl Queue {
         let mut st = self.state.lock();
         let n = st.ready_count;
         let bytes = st.ready_bytes;
+        if self.store.is_some() {
+            let mut ops = Ops::new();
+            for e in st.levels.iter().flatten() {
+                self.forget(e, &mut ops);
+            }
+            self.commit(&mut ops);
+        }
         st.levels.iter_mut().for_each(VecDeque::clear);
         st.ready_count = 0;
         st.ready_bytes = 0;
@@ -1237,6 +1406,7 @@ impl Queue {
     pub fn delete(&self) -> Vec<Arc<Wakeup>> {
         let mut st = self.state.lock();
         st.deleted = true;
+        self.forget_all(true);
         let bytes = st.ready_bytes + st.leased.values().map(|l| l.entry.size()).sum::<usize>();
         let bytes = bytes + st.delayed_bytes;
         st.levels.iter_mut().for_each(VecDeque::clear);
@@ -1292,6 +1462,7 @@ impl Queue {
             return;
         }
         let mut became_ready = false;
+        let mut ops = Ops::new();
         while let Some((&(at, seq), _)) = st.delayed.first_key_value() {
             if at > now {
                 break;
@@ -1302,6 +1473,7 @@ impl Queue {
             st.delayed_bytes -= e.size();
             if e.is_past_retention(now) {
                 freed += e.size();
+                self.forget(&e, &mut ops);
             } else {
                 insert_ready(&mut st, e);
                 became_ready = true;
@@ -1332,6 +1504,7 @@ impl Queue {
                 if front.is_past_retention(now) {
                     if let Some(e) = pop_level(&mut st, level) {
                         freed += e.size();
+                        self.forget(&e, &mut ops);
                     }
                 } else if front.is_expired(now) {
                     if let Some(e) = pop_level(&mut st, level) {
@@ -1367,6 +1540,7 @@ impl Queue {
         .flatten()
         .min();
         st.timer_at = next;
+        self.commit(&mut ops);
         let wakes: SmallVec<[Arc<Wakeup>; 4]> = if became_ready {
             let sac = self.options.single_active_consumer;
             st.consumers
@@ -1405,7 +1579,15 @@ impl Queue {
             let bytes: usize = dead.iter().map(|(e, _)| e.size()).sum();
             self.env.memory.sub(bytes);
         }
+        // Stored entries are forgotten only after their dead letter was
+        // published, so a crash in between keeps the message rather than
+        // losing it.
+        let mut ops = Ops::new();
+        for (entry, _) in &dead {
+            self.forget(entry, &mut ops);
+        }
         let Some(vhost) = self.vhost.get().and_then(Weak::upgrade) else {
+            self.commit(&mut ops);
             return;
         };
         let redrive = self.state.lock().live.redrive.clone();
@@ -1429,6 +1611,146 @@ impl Queue {
             vhost.publish_dead_letter(&target.exchange, &copy, &self.name, None);
         }
         self.state.lock().stats.dead_lettered += moved;
+        self.commit(&mut ops);
+    }
+
+    /// Adds the removal of `e`'s stored record to `ops` (nothing if it has none).
+    fn forget(&self, e: &Entry, ops: &mut Ops) {
+        if e.stored {
+            let key = keys::entry_key(self.uid, e.seq);
+            ops.push(Op::Remove(Space::Index, key.clone()));
+            ops.push(Op::Remove(Space::Body, key));
+        }
+    }
+
+    /// Removes every stored entry (and, when the queue goes, its
+    /// deduplication records).
+    fn forget_all(&self, with_dedup: bool) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut ops = Ops::new();
+        let prefix = keys::queue_prefix(self.uid);
+        ops.push(Op::RemovePrefix(Space::Index, prefix.clone()));
+        ops.push(Op::RemovePrefix(Space::Body, prefix));
+        if with_dedup {
+            ops.push(Op::RemovePrefix(
+                Space::Meta,
+                keys::meta_key(keys::DEDUP, &[&self.uid.to_be_bytes()]),
+            ));
+        }
+        store.submit(ops);
+    }
+
+    /// Hands `ops` to the store (called with the state lock held, so one
+    /// queue's writes reach the store in the order they happened).
+    fn commit(&self, ops: &mut Ops) {
+        if ops.is_empty() {
+            return;
+        }
+        if let Some(store) = &self.store {
+            store.submit(std::mem::take(ops));
+        } else {
+            ops.clear();
+        }
+    }
+
+    /// The store key of a deduplication record.
+    fn dedup_store_key(&self, key: &(Option<ByteStr>, ByteStr)) -> Key {
+        let scope = key.0.as_ref().map_or(&b""[..], |s| s.as_bytes().as_ref());
+        keys::meta_key(
+            keys::DEDUP,
+            &[&self.uid.to_be_bytes(), scope, key.1.as_bytes()],
+        )
+    }
+
+    /// Forgets deduplication ids older than the window.
+    fn forget_old_dedup(&self, st: &mut State, now: Instant, ops: &mut Ops) {
+        while st.dedup_order.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, key)) = st.dedup_order.pop_front() {
+                st.dedup.remove(&key);
+                if self.store.is_some() {
+                    ops.push(Op::Remove(Space::Meta, self.dedup_store_key(&key)));
+                }
+            }
+        }
+    }
+
+    /// Puts entries read back from the store in place: in flight (an SQS
+    /// receive whose visibility has not run out), delayed, or ready.
+    fn restore(&self, kept: RecoveredQueue) {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        let levels = st.levels.len();
+        let mut bytes = 0usize;
+        for r in kept.entries {
+            let rec = r.record;
+            let at = |ms: u64| (ms != 0).then(|| ms_to_instant(ms));
+            let entry = Entry {
+                msg: r.msg,
+                seq: r.seq,
+                hints: DeliveryHints {
+                    qos: rec.qos,
+                    retain_as_published: rec.retain_as_published,
+                    sub_ids: rec.sub_ids.clone(),
+                },
+                deliveries: rec.deliveries,
+                first_delivery_ms: rec.first_delivery_ms,
+                expires_at: at(rec.expires_at_ms),
+                drop_at: at(rec.drop_at_ms),
+                level: rec.level.min(u8::try_from(levels - 1).unwrap_or(u8::MAX)),
+                stored: true,
+                recovered: true,
+            };
+            bytes += entry.size();
+            st.next_seq = st.next_seq.max(r.seq + 1);
+            let lease_deadline = at(rec.lease_deadline_ms).filter(|d| *d > now);
+            let visible_at = at(rec.visible_at_ms).filter(|t| *t > now);
+            if rec.lease_tag != 0
+                && let Some(deadline) = lease_deadline
+            {
+                let tag = rec.lease_tag;
+                st.next_tag = st.next_tag.max(tag);
+                if let Some(g) = entry.group().filter(|_| self.options.fifo) {
+                    *st.locked_groups.entry(g.clone()).or_insert(0) += 1;
+                }
+                st.lease_deadlines.insert((deadline, tag));
+                st.leased.insert(
+                    tag,
+                    Leased {
+                        entry,
+                        owner: 0,
+                        deadline: Some(deadline),
+                    },
+                );
+            } else if let Some(t) = visible_at {
+                st.delayed_bytes += entry.size();
+                st.delayed.insert((t, entry.seq), entry);
+            } else {
+                push_ready(&mut st, entry);
+            }
+        }
+        let mut dedup: Vec<RecoveredDedup> = kept.dedup;
+        dedup.sort_by_key(|d| d.until_ms);
+        for d in dedup {
+            let until = ms_to_instant(d.until_ms);
+            if until <= now {
+                continue;
+            }
+            let key = (d.scope, d.id);
+            st.dedup.insert(
+                key.clone(),
+                Deduped {
+                    message_id: d.message_id,
+                    seq: d.seq,
+                },
+            );
+            st.dedup_order.push_back((until, key));
+        }
+        drop(st);
+        self.env.memory.add(bytes);
+        // Let the timer sort out delays, leases, expiry and retention.
+        self.env.scheduler.schedule(now, self.me.clone());
     }
 
     /// Picks the next waiting consumer round-robin (only the active one with
@@ -1466,6 +1788,8 @@ fn entry_copy(e: &Entry) -> Entry {
         expires_at: e.expires_at,
         drop_at: e.drop_at,
         level: e.level,
+        stored: false,
+        recovered: e.recovered,
     }
 }
 
@@ -1527,12 +1851,43 @@ fn dedup_key(
     Some((scope, id))
 }
 
-/// Forgets deduplication ids older than the window.
-fn forget_old_dedup(st: &mut State, now: Instant) {
-    while st.dedup_order.front().is_some_and(|(t, _)| *t <= now) {
-        if let Some((_, key)) = st.dedup_order.pop_front() {
-            st.dedup.remove(&key);
-        }
+/// The stored form of a deduplication record.
+fn encode_dedup(message_id: u64, seq: u64, until_ms: u64) -> bytes::Bytes {
+    let mut w = Writer::with_capacity(24);
+    w.u8(1);
+    w.uvar(message_id);
+    w.uvar(seq);
+    w.uvar(until_ms);
+    w.finish()
+}
+
+/// Reads a deduplication record: `(message id, seq, until ms)`.
+pub fn decode_dedup(b: &bytes::Bytes) -> Option<(u64, u64, u64)> {
+    let mut r = Reader::new(b);
+    if r.u8().ok()? != 1 {
+        return None;
+    }
+    Some((r.uvar().ok()?, r.uvar().ok()?, r.uvar().ok()?))
+}
+
+/// What the store keeps about an entry: its visibility (delay) and, for an
+/// SQS receive, its lease.
+fn record_of(e: &Entry, visible_at: Option<Instant>, lease: Option<(u64, Instant)>) -> EntryRecord {
+    let ms = |t: Option<Instant>| t.map_or(0, |t| instant_to_ms(t).max(1));
+    EntryRecord {
+        msg_id: e.msg.id,
+        size: u32::try_from(e.size()).unwrap_or(u32::MAX),
+        level: e.level,
+        qos: e.hints.qos,
+        retain_as_published: e.hints.retain_as_published,
+        sub_ids: e.hints.sub_ids.clone(),
+        deliveries: e.deliveries,
+        first_delivery_ms: e.first_delivery_ms,
+        expires_at_ms: ms(e.expires_at),
+        drop_at_ms: ms(e.drop_at),
+        visible_at_ms: ms(visible_at),
+        lease_tag: lease.map_or(0, |(t, _)| t),
+        lease_deadline_ms: ms(lease.map(|(_, d)| d)),
     }
 }
 

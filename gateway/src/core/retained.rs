@@ -10,6 +10,9 @@ use std::time::Instant;
 use parking_lot::RwLock;
 
 use super::message::SharedMessage;
+use crate::store::codec::{decode_message, encode_message};
+use crate::store::recovery::MetaRecord;
+use crate::store::{Op, Ops, SharedStore, Space, keys};
 
 #[derive(Debug, Default)]
 struct Node {
@@ -28,21 +31,75 @@ impl Node {
 pub struct RetainedStore {
     root: RwLock<Node>,
     count: std::sync::atomic::AtomicUsize,
+    /// Keeps every retained message across restarts, when set.
+    store: Option<SharedStore>,
 }
 
 impl RetainedStore {
+    /// A store whose messages are also kept in `store`.
+    pub fn with_store(store: SharedStore) -> Self {
+        RetainedStore {
+            store: store.is_persistent().then_some(store),
+            ..Default::default()
+        }
+    }
+
+    /// Puts back the retained messages kept in the store (start-up); expired
+    /// ones are removed from it.
+    pub fn restore(&self, records: Vec<MetaRecord>) {
+        let now = Instant::now();
+        let mut ops = Ops::new();
+        for r in records {
+            let topic = r.part(0);
+            match decode_message(&r.value) {
+                Ok(m) if !m.is_expired(now) => self.insert(&topic, std::sync::Arc::new(m)),
+                Ok(_) => ops.push(Op::Remove(
+                    Space::Meta,
+                    keys::meta_key(keys::RETAINED, &[topic.as_bytes()]),
+                )),
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "skipping a stored retained message that does not decode");
+                }
+            }
+        }
+        if let Some(store) = &self.store {
+            store.submit(ops);
+        }
+    }
+
     /// Stores `msg` as the retained message of `topic` (an MQTT topic name), or
     /// clears the topic's retained message when the payload is empty.
     pub fn set(&self, topic: &str, msg: SharedMessage) {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut root = self.root.write();
+        if let Some(store) = &self.store {
+            // Under the tree's lock, so concurrent sets of one topic reach the
+            // store in the order they take effect here.
+            let key = keys::meta_key(keys::RETAINED, &[topic.as_bytes()]);
+            let mut ops = Ops::new();
+            ops.push(if msg.payload.is_empty() {
+                Op::Remove(Space::Meta, key)
+            } else {
+                Op::Put(Space::Meta, key, encode_message(&msg))
+            });
+            store.submit(ops);
+        }
+        self.insert_locked(&mut root, topic, msg);
+    }
+
+    fn insert(&self, topic: &str, msg: SharedMessage) {
+        let mut root = self.root.write();
+        self.insert_locked(&mut root, topic, msg);
+    }
+
+    fn insert_locked(&self, root: &mut Node, topic: &str, msg: SharedMessage) {
+        use std::sync::atomic::Ordering::Relaxed;
         if msg.payload.is_empty() {
-            if remove(&mut root, &mut topic.split('/')) {
+            if remove(root, &mut topic.split('/')) {
                 self.count.fetch_sub(1, Relaxed);
             }
             return;
         }
-        let mut node = &mut *root;
+        let mut node = root;
         for level in topic.split('/') {
             node = node.children.entry(level.into()).or_default();
         }

@@ -17,13 +17,71 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tether_protocols::mqtt::SubscriptionOptions;
+use serde::{Deserialize, Serialize};
+use tether_protocols::mqtt::{QoS, RetainHandling, SubscriptionOptions};
 use tokio::sync::{oneshot, watch};
 
 use super::exchange::BindingOptions;
-use super::message::KeyForm;
+use super::message::{KeyForm, now_ms};
 use super::queue::{Queue, QueueOptions};
 use super::vhost::VHost;
+use crate::store::records::{from_json, put_json};
+use crate::store::recovery::MetaRecord;
+use crate::store::{Key, Op, Ops, Space, keys};
+
+/// A persistent session as stored (`keys::SESSION`, `[client id]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The session queue's identity (its entries are keyed by it).
+    pub queue: u64,
+    /// Session expiry in seconds.
+    pub expiry_secs: u64,
+    /// When the client went away (ms since the epoch); 0 while connected.
+    pub offline_since_ms: u64,
+    /// Subscriptions.
+    pub subscriptions: Vec<SubscriptionRecord>,
+}
+
+/// One subscription as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// The filter as the client wrote it (with any `$share` prefix).
+    pub key: String,
+    /// The filter without the prefix.
+    pub filter: String,
+    /// Shared-subscription group.
+    pub group: Option<String>,
+    /// Granted QoS.
+    pub qos: u8,
+    /// MQTT 5 no-local.
+    pub no_local: bool,
+    /// MQTT 5 retain-as-published.
+    pub retain_as_published: bool,
+    /// MQTT 5 retain handling.
+    pub retain_handling: u8,
+    /// Subscription identifier.
+    pub id: u32,
+    /// `$queue/{name}`: the queue consumed.
+    pub queue: Option<String>,
+}
+
+/// Which side of a QoS 2 exchange a stored packet identifier belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketSide {
+    /// An incoming QoS 2 publish got PUBREC and awaits PUBREL.
+    Incoming,
+    /// An outgoing QoS 2 message got PUBREC; PUBREL was sent, PUBCOMP awaited.
+    Released,
+}
+
+impl PacketSide {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            PacketSide::Incoming => b"i",
+            PacketSide::Released => b"o",
+        }
+    }
+}
 
 /// Why a live connection is being told to go away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +234,17 @@ pub struct SessionRegistry {
     takeover_timeout: Duration,
 }
 
+fn session_key(client_id: &str) -> Key {
+    keys::meta_key(keys::SESSION, &[client_id.as_bytes()])
+}
+
+fn packet_key(client_id: &str, side: PacketSide, packet_id: u16) -> Key {
+    keys::meta_key(
+        keys::PACKET,
+        &[client_id.as_bytes(), side.tag(), &packet_id.to_be_bytes()],
+    )
+}
+
 impl SessionRegistry {
     /// A registry whose session queues live in `vhost` with `queue_options`.
     pub fn new(vhost: Arc<VHost>, queue_options: QueueOptions) -> Self {
@@ -216,15 +285,22 @@ impl SessionRegistry {
 
     /// Attaches a new connection to the session of `client_id`, kicking any live
     /// connection first and waiting for it to hand the state back. With
-    /// `clean_start` an existing session is ended and a new one begins.
-    pub async fn open(self: &Arc<Self>, client_id: &str, clean_start: bool) -> Opened {
+    /// `clean_start` an existing session is ended and a new one begins. A
+    /// session created with a non-zero `expiry` is persistent: it and its
+    /// QoS 1/2 messages survive a restart.
+    pub async fn open(
+        self: &Arc<Self>,
+        client_id: &str,
+        clean_start: bool,
+        expiry: Duration,
+    ) -> Opened {
         loop {
             let session = {
                 let mut map = self.sessions.lock();
                 match map.get(client_id) {
                     Some(s) => s.clone(),
                     None => {
-                        let s = self.new_session(client_id);
+                        let s = self.new_session(client_id, !expiry.is_zero());
                         map.insert(s.client_id.clone(), s.clone());
                         s
                     }
@@ -261,8 +337,12 @@ impl SessionRegistry {
                         });
                         inner.generation += 1;
                         let present = !clean_start && inner.generation > 1;
+                        inner.expiry = expiry;
+                        let generation = inner.generation;
+                        drop(inner);
+                        self.save(&session, &state, expiry, true);
                         return Opened {
-                            generation: inner.generation,
+                            generation,
                             session: session.clone(),
                             state,
                             present,
@@ -290,13 +370,16 @@ impl SessionRegistry {
         }
     }
 
-    fn new_session(&self, client_id: &str) -> Arc<Session> {
+    fn new_session(&self, client_id: &str, persistent: bool) -> Arc<Session> {
         let id = self.next_id();
         // The queue is private to the session; its name is not a vhost name, so
         // AMQP clients cannot declare over it.
         let queue = Queue::new(
             format!("mqtt-session:{client_id}").into(),
-            self.queue_options.clone(),
+            QueueOptions {
+                durable: persistent,
+                ..self.queue_options.clone()
+            },
             self.vhost.env(),
         );
         Arc::new(Session {
@@ -334,6 +417,9 @@ impl SessionRegistry {
                 }
                 return;
             }
+            if !expiry.is_zero() {
+                self.save(session, &state, expiry, false);
+            }
             inner.state = Some(state);
             inner.owner = None;
             inner.expiry = expiry;
@@ -353,6 +439,19 @@ impl SessionRegistry {
             Some((d, a)) => (Some(d.min(expiry)), Some(a)),
             None => (None, None),
         };
+        self.expire_later(session, generation, expiry, will_delay, will_action);
+    }
+
+    /// Ends the session after `expiry` unless it is resumed first, running
+    /// `will_action` after `will_delay`.
+    fn expire_later(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        generation: u64,
+        expiry: Duration,
+        will_delay: Option<Duration>,
+        will_action: Option<WillAction>,
+    ) {
         let this = self.clone();
         let session = session.clone();
         tokio::spawn(async move {
@@ -404,6 +503,15 @@ impl SessionRegistry {
                 }
             }
         }
+        if session.queue.is_stored() {
+            let mut ops = Ops::new();
+            ops.push(Op::Remove(Space::Meta, session_key(&session.client_id)));
+            ops.push(Op::RemovePrefix(
+                Space::Meta,
+                keys::meta_key(keys::PACKET, &[session.client_id.as_bytes()]),
+            ));
+            self.vhost.env().store.submit(ops);
+        }
         // Unbind and drop the session queue.
         let dest = super::exchange::Destination::Queue(session.queue.clone());
         let bound = std::mem::take(&mut *session.queue.bound_from.lock());
@@ -413,6 +521,171 @@ impl SessionRegistry {
             }
         }
         session.queue.delete();
+    }
+
+    /// Stores a persistent session's subscriptions and expiry (nothing for a
+    /// session that is not persistent). Call after every change; the ticket
+    /// is noted for [`crate::store::tracked`].
+    pub fn save(&self, session: &Session, state: &SessionState, expiry: Duration, online: bool) {
+        if !session.queue.is_stored() {
+            return;
+        }
+        let mut subscriptions: Vec<SubscriptionRecord> = state
+            .subscriptions
+            .iter()
+            .map(|(key, s)| SubscriptionRecord {
+                key: key.clone(),
+                filter: s.filter.clone(),
+                group: s.group.clone(),
+                qos: s.options.qos as u8,
+                no_local: s.options.no_local,
+                retain_as_published: s.options.retain_as_published,
+                retain_handling: s.options.retain_handling as u8,
+                id: s.id,
+                queue: s.queue.clone(),
+            })
+            .collect();
+        subscriptions.sort_by(|a, b| a.key.cmp(&b.key));
+        let record = SessionRecord {
+            queue: session.queue.uid(),
+            expiry_secs: expiry.as_secs(),
+            offline_since_ms: if online { 0 } else { now_ms() },
+            subscriptions,
+        };
+        let mut ops = Ops::new();
+        ops.push(put_json(session_key(&session.client_id), &record));
+        self.vhost.env().store.submit(ops);
+    }
+
+    /// Records (or forgets) a packet identifier in a QoS 2 exchange of a
+    /// persistent session, so exactly-once survives a restart.
+    pub fn save_packet(&self, session: &Session, side: PacketSide, packet_id: u16, held: bool) {
+        if !session.queue.is_stored() {
+            return;
+        }
+        let key = packet_key(&session.client_id, side, packet_id);
+        let mut ops = Ops::new();
+        ops.push(if held {
+            Op::Put(Space::Meta, key, bytes::Bytes::new())
+        } else {
+            Op::Remove(Space::Meta, key)
+        });
+        self.vhost.env().store.submit(ops);
+    }
+
+    /// Rebuilds the persistent sessions kept in the store (start-up): each
+    /// is offline, with its subscriptions bound, its queued messages back,
+    /// and its expiry counting from when its client went away.
+    pub fn restore(self: &Arc<Self>, sessions: Vec<MetaRecord>, packets: Vec<MetaRecord>) {
+        let mut held: HashMap<String, Vec<(PacketSide, u16)>> = HashMap::new();
+        for p in packets {
+            let side = match p.parts.get(1).map(Vec::as_slice) {
+                Some(b"i") => PacketSide::Incoming,
+                Some(b"o") => PacketSide::Released,
+                _ => continue,
+            };
+            let Some(id) = p
+                .parts
+                .get(2)
+                .and_then(|b| <[u8; 2]>::try_from(b.as_slice()).ok())
+                .map(u16::from_be_bytes)
+            else {
+                continue;
+            };
+            held.entry(p.part(0)).or_default().push((side, id));
+        }
+        let now = now_ms();
+        for r in sessions {
+            let client_id = r.part(0);
+            let Some(rec) = from_json::<SessionRecord>("session", &r.value) else {
+                continue;
+            };
+            let offline_since = if rec.offline_since_ms == 0 {
+                now
+            } else {
+                rec.offline_since_ms
+            };
+            let expiry = Duration::from_secs(rec.expiry_secs);
+            let left =
+                expiry.saturating_sub(Duration::from_millis(now.saturating_sub(offline_since)));
+            let queue = Queue::restored(
+                format!("mqtt-session:{client_id}").into(),
+                QueueOptions {
+                    durable: true,
+                    ..self.queue_options.clone()
+                },
+                rec.queue,
+                self.vhost.env(),
+            );
+            let session = Arc::new(Session {
+                client_id: client_id.as_str().into(),
+                id: self.next_id(),
+                queue,
+                inner: Mutex::new(Inner {
+                    state: None,
+                    owner: None,
+                    // Used before: a resuming client is told its session is present.
+                    generation: 1,
+                    expiry,
+                    ended: false,
+                }),
+            });
+            let mut state = SessionState::default();
+            for s in rec.subscriptions {
+                let options = SubscriptionOptions {
+                    qos: QoS::from_u8(s.qos).unwrap_or(QoS::AtMostOnce),
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    retain_handling: RetainHandling::from_u8(s.retain_handling).unwrap_or_default(),
+                };
+                if s.queue.is_none() {
+                    match &s.group {
+                        None => {
+                            self.bind(
+                                &session,
+                                &s.filter,
+                                BindingOptions {
+                                    max_qos: s.qos,
+                                    no_local_origin: s.no_local.then_some(session.id),
+                                    retain_as_published: s.retain_as_published,
+                                    subscription_id: s.id,
+                                },
+                            );
+                        }
+                        Some(g) => {
+                            self.join_group(g, &s.filter);
+                        }
+                    }
+                }
+                state.subscriptions.insert(
+                    s.key,
+                    Subscription {
+                        filter: s.filter,
+                        group: s.group,
+                        options,
+                        id: s.id,
+                        queue: s.queue,
+                    },
+                );
+            }
+            for (side, id) in held.remove(&client_id).unwrap_or_default() {
+                match side {
+                    PacketSide::Incoming => {
+                        state.incoming_qos2.insert(id);
+                    }
+                    PacketSide::Released => state.outgoing.push_back((id, Outgoing::Released)),
+                }
+            }
+            session.inner.lock().state = Some(state);
+            self.sessions
+                .lock()
+                .insert(session.client_id.clone(), session.clone());
+            if left.is_zero() {
+                self.end(&session);
+            } else {
+                self.expire_later(&session, 1, left, None, None);
+            }
+        }
     }
 
     /// Kicks every live connection (shutdown).

@@ -22,6 +22,11 @@ use super::message::{KeyForm, SharedMessage};
 use super::queue::{
     BoundFrom, DeliveryHints, EnqueueOutcome, MemoryGauge, Queue, QueueEnv, QueueOptions,
 };
+use crate::store::records::{
+    BindingRecord, ExchangeRecord, QueueRecord, binding_key, from_json, put_json,
+};
+use crate::store::recovery::MetaRecord;
+use crate::store::{Op, Ops, SharedStore, Space, keys};
 
 /// The exchange MQTT topics route through.
 pub const AMQ_TOPIC: &str = "amq.topic";
@@ -162,9 +167,194 @@ impl VHost {
         if name.starts_with("amq.") {
             return Err(VHostError::Reserved(format!("exchange '{name}'")));
         }
+        let durable = options.durable;
         let ex = Exchange::new(name.into(), kind, options, false);
         map.insert(name.into(), ex.clone());
+        drop(map);
+        if durable && let Some(store) = self.store() {
+            let record = ExchangeRecord {
+                kind: kind.as_str().to_owned(),
+                auto_delete: ex.auto_delete,
+                internal: ex.internal,
+                alternate: ex.alternate.as_ref().map(|a| a.to_string()),
+                args: ex.args.clone(),
+            };
+            let mut ops = Ops::new();
+            ops.push(put_json(self.exchange_key(name), &record));
+            store.submit(ops);
+        }
         Ok((ex, true))
+    }
+
+    /// The store, when it keeps anything.
+    fn store(&self) -> Option<&SharedStore> {
+        self.env.store.is_persistent().then_some(&self.env.store)
+    }
+
+    fn exchange_key(&self, name: &str) -> crate::store::Key {
+        keys::meta_key(keys::EXCHANGE, &[self.name.as_bytes(), name.as_bytes()])
+    }
+
+    fn queue_key(&self, name: &str) -> crate::store::Key {
+        keys::meta_key(keys::QUEUE, &[self.name.as_bytes(), name.as_bytes()])
+    }
+
+    /// Whether `q` is this vhost's queue of that name (not a session queue).
+    fn is_catalogued(&self, q: &Arc<Queue>) -> bool {
+        self.queues
+            .read()
+            .get(q.name().as_str())
+            .is_some_and(|x| Arc::ptr_eq(x, q))
+    }
+
+    /// The stored form of a binding from `source`, if it is kept: both ends
+    /// durable, and a queue destination must be one of this vhost's.
+    fn binding_record(&self, source: &Exchange, b: &Binding) -> Option<BindingRecord> {
+        if !source.durable || b.hook.is_some() {
+            return None;
+        }
+        let (to_exchange, destination) = match &b.destination {
+            Destination::Queue(q) => {
+                if !q.is_stored() || !self.is_catalogued(q) {
+                    return None;
+                }
+                (false, q.name().to_string())
+            }
+            Destination::Exchange(e) => {
+                if !e.durable {
+                    return None;
+                }
+                (true, e.name().to_string())
+            }
+        };
+        Some(BindingRecord {
+            source: source.name().to_string(),
+            to_exchange,
+            destination,
+            key: b.key.to_string(),
+            mqtt_key: b.key_form == KeyForm::Mqtt,
+            args: b.args.as_deref().cloned(),
+        })
+    }
+
+    /// Stores or forgets the bindings of `source` that lead to `dest` under
+    /// `key` (every key when `None`) and match `args` (any when `None`).
+    fn store_bindings(
+        &self,
+        source: &Exchange,
+        dest: &Destination,
+        key: Option<&str>,
+        args: Option<&FieldTable>,
+        put: bool,
+    ) {
+        let Some(store) = self.store() else {
+            return;
+        };
+        if !source.durable {
+            return;
+        }
+        let mut ops = Ops::new();
+        for b in source.bindings() {
+            if !b.destination.same(dest)
+                || key.is_some_and(|k| &*b.key != k)
+                || args.is_some_and(|a| !super::exchange::same_args(b.args.as_deref(), Some(a)))
+            {
+                continue;
+            }
+            if let Some(r) = self.binding_record(source, &b) {
+                let k = binding_key(&self.name, &r);
+                ops.push(if put {
+                    put_json(k, &r)
+                } else {
+                    Op::Remove(Space::Meta, k)
+                });
+            }
+        }
+        store.submit(ops);
+    }
+
+    /// Rewrites a durable queue's record (after its settings changed).
+    pub fn save_queue(&self, q: &Arc<Queue>) {
+        if !q.is_stored() || !self.is_catalogued(q) {
+            return;
+        }
+        if let Some(store) = self.store() {
+            let record = QueueRecord {
+                uid: q.uid(),
+                options: q.options().clone(),
+                live: q.settings(),
+            };
+            let mut ops = Ops::new();
+            ops.push(put_json(self.queue_key(q.name()), &record));
+            store.submit(ops);
+        }
+    }
+
+    /// Rebuilds a stored exchange (start-up; writes nothing).
+    pub fn restore_exchange(&self, r: &MetaRecord) {
+        let name = r.part(1);
+        let Some(rec) = from_json::<ExchangeRecord>("exchange", &r.value) else {
+            return;
+        };
+        let Some(kind) = ExchangeKind::parse(&rec.kind) else {
+            tracing::warn!(exchange = %name, kind = %rec.kind, "skipping a stored exchange of unknown type");
+            return;
+        };
+        if name.starts_with("amq.") || name.is_empty() {
+            return;
+        }
+        let options = ExchangeOptions {
+            durable: true,
+            auto_delete: rec.auto_delete,
+            internal: rec.internal,
+            alternate: rec.alternate.map(ByteStr::from),
+            args: rec.args,
+        };
+        let ex = Exchange::new(name.as_str().into(), kind, options, false);
+        self.exchanges.write().insert(name.into(), ex);
+    }
+
+    /// Rebuilds a stored queue with its messages (start-up; writes nothing).
+    pub fn restore_queue(self: &Arc<Self>, r: &MetaRecord) {
+        let name = r.part(1);
+        let Some(rec) = from_json::<QueueRecord>("queue", &r.value) else {
+            return;
+        };
+        let q = Queue::restored(name.as_str().into(), rec.options, rec.uid, &self.env);
+        q.update_settings(|l| *l = rec.live);
+        let _ = q.vhost.set(Arc::downgrade(self));
+        self.queues.write().insert(name.into(), q);
+    }
+
+    /// Rebuilds a stored binding (start-up; writes nothing). Bindings whose
+    /// ends are gone are skipped.
+    pub fn restore_binding(&self, r: &MetaRecord) {
+        let Some(rec) = from_json::<BindingRecord>("binding", &r.value) else {
+            return;
+        };
+        let Some(source) = self.exchange(&rec.source) else {
+            return;
+        };
+        let form = if rec.mqtt_key {
+            KeyForm::Mqtt
+        } else {
+            KeyForm::Amqp
+        };
+        if rec.to_exchange {
+            if let Some(dest) = self.exchange(&rec.destination) {
+                self.bind_exchange_inner(&source, &dest, &rec.key, rec.args);
+            }
+        } else if let Some(q) = self.queue(&rec.destination) {
+            self.bind_queue_inner(
+                &source,
+                &q,
+                &rec.key,
+                form,
+                BindingOptions::plain(),
+                rec.args,
+                None,
+            );
+        }
     }
 
     /// Deletes an exchange: its bindings and the bindings leading to it go too.
@@ -194,8 +384,20 @@ impl VHost {
     fn remove_exchange(&self, ex: &Arc<Exchange>) {
         let dest = Destination::Exchange(ex.clone());
         let incoming: Vec<BoundFrom> = std::mem::take(&mut *ex.bound_from.lock());
+        if ex.durable
+            && let Some(store) = self.store()
+        {
+            let mut ops = Ops::new();
+            ops.push(Op::Remove(Space::Meta, self.exchange_key(ex.name())));
+            ops.push(Op::RemovePrefix(
+                Space::Meta,
+                keys::meta_key(keys::BINDING, &[self.name.as_bytes(), ex.name().as_bytes()]),
+            ));
+            store.submit(ops);
+        }
         for b in incoming {
             if let Some(source) = b.exchange.upgrade() {
+                self.store_bindings(&source, &dest, Some(&b.key), None, false);
                 source.unbind(&dest, &b.key, b.key_form, None);
                 self.auto_delete_exchange(&source);
             }
@@ -262,6 +464,8 @@ impl VHost {
         let q = Queue::with_owner(name.into(), options, owner, &self.env);
         let _ = q.vhost.set(Arc::downgrade(self));
         map.insert(name.into(), q.clone());
+        drop(map);
+        self.save_queue(&q);
         Ok((q, true))
     }
 
@@ -278,9 +482,31 @@ impl VHost {
     /// Deletes a queue: removes its bindings, drops its messages and wakes its
     /// consumers so they notice. Returns it if it existed.
     pub fn delete_queue(&self, name: &str) -> Option<Arc<Queue>> {
-        let q = self.queues.write().remove(name)?;
+        let q = self.queue(name)?;
         let dest = Destination::Queue(q.clone());
         let bound: Vec<BoundFrom> = std::mem::take(&mut *q.bound_from.lock());
+        if q.is_stored() {
+            // While the queue is still catalogued, so its records are found.
+            for b in &bound {
+                if let Some(ex) = b.exchange.upgrade() {
+                    self.store_bindings(&ex, &dest, Some(&b.key), None, false);
+                }
+            }
+            if let Some(store) = self.store() {
+                let mut ops = Ops::new();
+                ops.push(Op::Remove(Space::Meta, self.queue_key(name)));
+                store.submit(ops);
+            }
+        }
+        {
+            let mut map = self.queues.write();
+            match map.get(name) {
+                Some(x) if Arc::ptr_eq(x, &q) => {
+                    map.remove(name);
+                }
+                _ => return None,
+            }
+        }
         for b in bound {
             if let Some(ex) = b.exchange.upgrade() {
                 ex.unbind(&dest, &b.key, b.key_form, None);
@@ -356,13 +582,38 @@ impl VHost {
         options: BindingOptions,
         args: Option<FieldTable>,
     ) -> bool {
+        let stored_args = args.clone();
+        let fresh = self.bind_queue_inner(exchange, queue, key, key_form, options, args, None);
+        if fresh {
+            self.store_bindings(
+                exchange,
+                &Destination::Queue(queue.clone()),
+                Some(key),
+                Some(stored_args.as_ref().unwrap_or(&FieldTable::default())),
+                true,
+            );
+        }
+        fresh
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bind_queue_inner(
+        &self,
+        exchange: &Arc<Exchange>,
+        queue: &Arc<Queue>,
+        key: &str,
+        key_form: KeyForm,
+        options: BindingOptions,
+        args: Option<FieldTable>,
+        hook: Option<Arc<dyn super::exchange::BindingHook>>,
+    ) -> bool {
         let fresh = exchange.bind(Binding {
             destination: Destination::Queue(queue.clone()),
             key: key.into(),
             key_form,
             options,
             args: args.map(Arc::new),
-            hook: None,
+            hook,
         });
         if fresh {
             queue.bound_from.lock().push(BoundFrom {
@@ -375,7 +626,7 @@ impl VHost {
     }
 
     /// Binds `queue` to `exchange` with a hook that filters and transforms what
-    /// passes (SNS subscriptions).
+    /// passes (SNS subscriptions; the SNS service stores them itself).
     pub fn bind_queue_hooked(
         &self,
         exchange: &Arc<Exchange>,
@@ -383,22 +634,15 @@ impl VHost {
         key: &str,
         hook: Arc<dyn super::exchange::BindingHook>,
     ) -> bool {
-        let fresh = exchange.bind(Binding {
-            destination: Destination::Queue(queue.clone()),
-            key: key.into(),
-            key_form: KeyForm::Amqp,
-            options: BindingOptions::plain(),
-            args: None,
-            hook: Some(hook),
-        });
-        if fresh {
-            queue.bound_from.lock().push(BoundFrom {
-                exchange: Arc::downgrade(exchange),
-                key: key.into(),
-                key_form: KeyForm::Amqp,
-            });
-        }
-        fresh
+        self.bind_queue_inner(
+            exchange,
+            queue,
+            key,
+            KeyForm::Amqp,
+            BindingOptions::plain(),
+            None,
+            Some(hook),
+        )
     }
 
     /// Removes one binding of `queue` (with these arguments; `None`: any).
@@ -411,7 +655,9 @@ impl VHost {
         key_form: KeyForm,
         args: Option<&FieldTable>,
     ) -> bool {
-        let removed = exchange.unbind(&Destination::Queue(queue.clone()), key, key_form, args);
+        let dest = Destination::Queue(queue.clone());
+        self.store_bindings(exchange, &dest, Some(key), args, false);
+        let removed = exchange.unbind(&dest, key, key_form, args);
         if removed {
             let mut bound = queue.bound_from.lock();
             if let Some(at) = bound
@@ -428,6 +674,27 @@ impl VHost {
 
     /// Binds exchange `destination` to `source` (exchange-to-exchange).
     pub fn bind_exchange(
+        &self,
+        source: &Arc<Exchange>,
+        destination: &Arc<Exchange>,
+        key: &str,
+        args: Option<FieldTable>,
+    ) -> bool {
+        let stored_args = args.clone();
+        let fresh = self.bind_exchange_inner(source, destination, key, args);
+        if fresh {
+            self.store_bindings(
+                source,
+                &Destination::Exchange(destination.clone()),
+                Some(key),
+                Some(stored_args.as_ref().unwrap_or(&FieldTable::default())),
+                true,
+            );
+        }
+        fresh
+    }
+
+    fn bind_exchange_inner(
         &self,
         source: &Arc<Exchange>,
         destination: &Arc<Exchange>,
@@ -461,12 +728,9 @@ impl VHost {
         key: &str,
         args: Option<&FieldTable>,
     ) -> bool {
-        let removed = source.unbind(
-            &Destination::Exchange(destination.clone()),
-            key,
-            KeyForm::Amqp,
-            args,
-        );
+        let dest = Destination::Exchange(destination.clone());
+        self.store_bindings(source, &dest, Some(key), args, false);
+        let removed = source.unbind(&dest, key, KeyForm::Amqp, args);
         if removed {
             let mut bound = destination.bound_from.lock();
             if let Some(at) = bound

@@ -50,7 +50,8 @@ pub struct Api {
 impl Api {
     /// Builds the API services from configuration.
     pub fn new(core: Arc<Core>, config: &Config, shutdown: CancellationToken) -> Arc<Self> {
-        let id_prefix = rand::random();
+        // Stable across restarts: message and subscription ids stay unique.
+        let id_prefix = core.identity("api-id-prefix");
         Arc::new(Api {
             sqs: sqs::Sqs::new(
                 core.clone(),
@@ -269,7 +270,18 @@ async fn dispatch(
 ) -> Response {
     let result = match svc {
         Service::Sqs => api.sqs.call(action, params, host).await,
-        Service::Sns => api.sns.call(action, params, host),
+        Service::Sns => {
+            let (r, lsn) = crate::store::tracked(|| api.sns.call(action, params, host));
+            match r {
+                Ok(v) => crate::store::durable(&*api.core.store, lsn)
+                    .await
+                    .map(|()| v)
+                    .map_err(|e| {
+                        ApiError::internal(format!("The change could not be stored: {e}"))
+                    }),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(v) => match protocol {

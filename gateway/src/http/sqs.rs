@@ -126,8 +126,29 @@ impl Sqs {
         }
     }
 
-    /// Runs one operation.
+    /// Runs one operation. Its response is sent only once what it changed
+    /// (a sent message, a deletion, a new queue) is durable; while the store
+    /// is failing, sends are refused with a 500 rather than acknowledged.
     pub async fn call(&self, action: &str, p: &Params, host: &str) -> Result<Value, ApiError> {
+        if action == "ReceiveMessage" {
+            return self.receive_message(p).await;
+        }
+        if matches!(action, "SendMessage" | "SendMessageBatch")
+            && let Err(e) = self.core.store.health()
+        {
+            return Err(ApiError::internal(format!(
+                "The message could not be stored: {e}"
+            )));
+        }
+        let (result, lsn) = crate::store::tracked(|| self.call_sync(action, p, host));
+        let value = result?;
+        crate::store::durable(&*self.core.store, lsn)
+            .await
+            .map_err(|e| ApiError::internal(format!("The change could not be stored: {e}")))?;
+        Ok(value)
+    }
+
+    fn call_sync(&self, action: &str, p: &Params, host: &str) -> Result<Value, ApiError> {
         match action {
             "CreateQueue" => self.create_queue(p, host),
             "GetQueueUrl" => self.get_queue_url(p, host),
@@ -138,7 +159,6 @@ impl Sqs {
             "PurgeQueue" => self.purge_queue(p),
             "SendMessage" => self.send_message(p),
             "SendMessageBatch" => self.send_message_batch(p),
-            "ReceiveMessage" => self.receive_message(p).await,
             "DeleteMessage" => self.delete_message(p),
             "DeleteMessageBatch" => self.delete_message_batch(p),
             "ChangeMessageVisibility" => self.change_visibility(p),

@@ -30,6 +30,7 @@ use crate::core::exchange::RouteScratch;
 use crate::core::queue::{ConsumerId, Delivery, Queue, Wakeup};
 use crate::core::session::{Kick, Session, SessionState};
 use crate::listener::Slot;
+use crate::store::Lsn;
 
 /// Write-buffer size above which no more deliveries are pulled until it drains.
 pub(super) const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -129,6 +130,42 @@ pub(super) struct Conn {
     pub kicked: Option<oneshot::Receiver<Kick>>,
     /// Tells a waiting successor that the session state is back in the registry.
     pub released: Option<watch::Sender<bool>>,
+    /// Replies that wait for the store, in the order they must be sent.
+    pub pending: VecDeque<(Lsn, PendingReply)>,
+    /// The store's progress.
+    pub durable: watch::Receiver<Lsn>,
+}
+
+/// A reply held until what it acknowledges is durable.
+#[derive(Debug)]
+pub(super) enum PendingReply {
+    /// PUBACK / PUBREC / PUBREL / PUBCOMP: on a storage failure a v5 client
+    /// gets an error code instead (a v3 client is disconnected, having no way
+    /// to hear it).
+    Ack {
+        /// Which acknowledgement.
+        kind: AckKind,
+        /// Its packet identifier.
+        packet_id: u16,
+        /// The reason code on success.
+        code: ReasonCode,
+    },
+    /// Any other packet, already encoded (SUBACK, UNSUBACK, or a reply queued
+    /// behind held ones to keep the order).
+    Raw(Bytes),
+}
+
+/// Which acknowledgement of a publish flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AckKind {
+    /// PUBACK.
+    Ack,
+    /// PUBREC.
+    Rec,
+    /// PUBREL.
+    Rel,
+    /// PUBCOMP.
+    Comp,
 }
 
 /// Runs one connection from accept to close.
@@ -374,7 +411,7 @@ async fn handshake(
     let opened = ctx
         .core
         .sessions
-        .open(&client_id, connect.clean_start)
+        .open(&client_id, connect.clean_start, session_expiry)
         .await;
 
     // Keepalive, possibly lowered by the server (v5 Server Keep Alive).
@@ -451,6 +488,8 @@ async fn handshake(
         keep_alive,
         kicked: Some(opened.kicked),
         released: Some(opened.released),
+        pending: VecDeque::new(),
+        durable: ctx.core.store.done(),
     };
     if conn.write_packet(&connack).is_err() {
         return None;
@@ -488,7 +527,12 @@ impl Conn {
             return end;
         }
         loop {
-            if self.want_pull {
+            if !self.pending.is_empty()
+                && let Err(end) = self.release_replies()
+            {
+                return end;
+            }
+            if self.want_pull && !self.holds_deliveries() {
                 self.fill_outbound();
             }
             if !self.wbuf.is_empty() {
@@ -539,6 +583,14 @@ impl Conn {
                     }
                 }
                 _ = self.notify.notified() => self.want_pull = true,
+                r = self.durable.changed(), if !self.pending.is_empty() => {
+                    if r.is_err() {
+                        return End::Closed;
+                    }
+                    if let Err(end) = self.release_replies() {
+                        return end;
+                    }
+                }
                 _ = &mut sleep => {
                     if let Some(k) = keep_alive {
                         if self.held_bytes >= max_packet + HELD_SLACK {

@@ -12,14 +12,15 @@ use tether_protocols::mqtt::{
 };
 use tether_protocols::topic;
 
-use super::connection::{Conn, End, GroupOptions};
+use super::connection::{AckKind, Conn, End, GroupOptions, PendingReply};
 use crate::core::Core;
 use crate::core::bytestr::ByteStr;
 use crate::core::exchange::{BindingOptions, RouteScratch};
 use crate::core::message::{KeyForm, Message, MessageProperties, now_ms};
 use crate::core::queue::DeliveryHints;
-use crate::core::session::{Outgoing, Subscription};
+use crate::core::session::{Outgoing, PacketSide, Subscription};
 use crate::core::vhost::PublishOutcome;
+use crate::store::{Lsn, tracked};
 
 /// Builds the protocol-neutral properties of a PUBLISH or will, sharing bytes
 /// with `frame`. `None` when there are none (the common case).
@@ -66,15 +67,6 @@ pub(super) fn publish_message(
     outcome
 }
 
-/// Which acknowledgement [`Conn::ack`] sends.
-#[derive(Clone, Copy)]
-enum AckKind {
-    Ack,
-    Rec,
-    Rel,
-    Comp,
-}
-
 fn protocol_error(why: impl Into<String>) -> End {
     End::Protocol(ReasonCode::PROTOCOL_ERROR, why.into())
 }
@@ -92,6 +84,12 @@ impl Conn {
             Packet::PubRel(r) => self.on_pubrel(r),
             Packet::PubComp(r) => {
                 if let Some(Outgoing::Released) = self.state.take_outgoing(r.packet_id) {
+                    self.ctx.core.sessions.save_packet(
+                        &self.session,
+                        PacketSide::Released,
+                        r.packet_id,
+                        false,
+                    );
                     self.want_pull = true;
                 }
                 Ok(())
@@ -122,8 +120,122 @@ impl Conn {
     }
 
     fn reply(&mut self, packet: &Packet<'_>) -> Result<(), End> {
+        self.reply_after(0, packet)
+    }
+
+    /// Sends `packet` once ticket `lsn` is durable (and after every reply
+    /// queued before it).
+    fn reply_after(&mut self, lsn: Lsn, packet: &Packet<'_>) -> Result<(), End> {
+        if self.pending.is_empty() && self.is_durable(lsn) {
+            return self.write_packet(packet).map_err(|e| {
+                End::Protocol(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, e.to_string())
+            });
+        }
+        let start = self.wbuf.len();
         self.write_packet(packet)
-            .map_err(|e| End::Protocol(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, e.to_string()))
+            .map_err(|e| End::Protocol(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, e.to_string()))?;
+        let encoded = self.wbuf.split_off(start).freeze();
+        self.pending.push_back((lsn, PendingReply::Raw(encoded)));
+        Ok(())
+    }
+
+    /// Stores the session's subscriptions (persistent sessions); the ticket to
+    /// wait for before acknowledging the change.
+    fn save_session(&self) -> Lsn {
+        let ((), lsn) = tracked(|| {
+            self.ctx
+                .core
+                .sessions
+                .save(&self.session, &self.state, self.session_expiry, true);
+        });
+        lsn
+    }
+
+    /// Whether ticket `lsn` is durable already.
+    fn is_durable(&self, lsn: Lsn) -> bool {
+        lsn == 0 || *self.durable.borrow() >= lsn
+    }
+
+    /// Sends a publish-flow acknowledgement once ticket `lsn` is durable.
+    fn ack_after(
+        &mut self,
+        lsn: Lsn,
+        kind: AckKind,
+        packet_id: u16,
+        code: ReasonCode,
+    ) -> Result<(), End> {
+        if self.pending.is_empty() && self.is_durable(lsn) && self.stored_ok(lsn) {
+            return self.ack(kind, packet_id, code, "");
+        }
+        self.pending.push_back((
+            lsn,
+            PendingReply::Ack {
+                kind,
+                packet_id,
+                code,
+            },
+        ));
+        Ok(())
+    }
+
+    fn stored_ok(&self, lsn: Lsn) -> bool {
+        lsn == 0 || self.ctx.core.store.outcome(lsn).is_ok()
+    }
+
+    /// Sends the held replies whose tickets are durable, in order. A reply
+    /// whose writes failed becomes an error: a v5 publisher gets reason 0x80,
+    /// anything else ends the connection (the client retries elsewhere or
+    /// later, and nothing unkept was acknowledged).
+    pub(super) fn release_replies(&mut self) -> Result<(), End> {
+        let done = *self.durable.borrow_and_update();
+        while let Some((lsn, _)) = self.pending.front() {
+            if *lsn > done {
+                break;
+            }
+            let Some((lsn, reply)) = self.pending.pop_front() else {
+                break;
+            };
+            let failed = !self.stored_ok(lsn);
+            match reply {
+                PendingReply::Raw(b) if !failed => self.wbuf.extend_from_slice(&b),
+                PendingReply::Ack {
+                    kind,
+                    packet_id,
+                    code,
+                } if !failed => self.ack(kind, packet_id, code, "")?,
+                PendingReply::Ack {
+                    kind: kind @ (AckKind::Ack | AckKind::Rec),
+                    packet_id,
+                    ..
+                } if self.version.is_v5() => {
+                    if kind == AckKind::Rec {
+                        self.state.incoming_qos2.remove(&packet_id);
+                    }
+                    self.ack(
+                        kind,
+                        packet_id,
+                        ReasonCode::UNSPECIFIED_ERROR,
+                        "the gateway could not store the message",
+                    )?;
+                }
+                _ => {
+                    return Err(End::Protocol(
+                        ReasonCode::UNSPECIFIED_ERROR,
+                        "the gateway could not store its state".into(),
+                    ));
+                }
+            }
+        }
+        self.want_pull = true;
+        Ok(())
+    }
+
+    /// Deliveries wait while a SUBACK is held, so retained messages still
+    /// follow it.
+    pub(super) fn holds_deliveries(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|(_, r)| matches!(r, PendingReply::Raw(_)))
     }
 
     /// A reason string for an error acknowledgement, if the client wants them.
@@ -268,6 +380,22 @@ impl Conn {
                 "payload is not UTF-8",
             );
         }
+        if qos > 0 && self.ctx.core.store.health().is_err() {
+            // Refused rather than acknowledged without being kept.
+            if !v5 {
+                return Err(End::Protocol(
+                    ReasonCode::UNSPECIFIED_ERROR,
+                    "the gateway cannot store messages".into(),
+                ));
+            }
+            let kind = if qos == 1 { AckKind::Ack } else { AckKind::Rec };
+            return self.ack(
+                kind,
+                packet_id,
+                ReasonCode::UNSPECIFIED_ERROR,
+                "the gateway cannot store messages",
+            );
+        }
         let msg = Arc::new(Message {
             id: self.ctx.core.ids.next(),
             routing_key: topic,
@@ -286,12 +414,23 @@ impl Conn {
             origin: self.session.id,
             props: message_properties(&p.properties, frame),
         });
-        let outcome = publish_message(
-            &self.ctx.core,
-            &msg,
-            &mut self.scratch,
-            &self.session.client_id,
-        );
+        let (outcome, lsn) = tracked(|| {
+            let outcome = publish_message(
+                &self.ctx.core,
+                &msg,
+                &mut self.scratch,
+                &self.session.client_id,
+            );
+            if qos == 2 {
+                self.ctx.core.sessions.save_packet(
+                    &self.session,
+                    PacketSide::Incoming,
+                    packet_id,
+                    true,
+                );
+            }
+            outcome
+        });
         let code = if outcome.routed == 0 && v5 {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
@@ -299,10 +438,10 @@ impl Conn {
         };
         match qos {
             0 => Ok(()),
-            1 => self.ack(AckKind::Ack, packet_id, code, ""),
+            1 => self.ack_after(lsn, AckKind::Ack, packet_id, code),
             _ => {
                 self.state.incoming_qos2.insert(packet_id);
-                self.ack(AckKind::Rec, packet_id, code, "")
+                self.ack_after(lsn, AckKind::Rec, packet_id, code)
             }
         }
     }
@@ -335,31 +474,51 @@ impl Conn {
                 "unknown packet identifier",
             );
         };
-        if let (_, Outgoing::Publish { queue, tag, .. }) = &self.state.outgoing[at] {
-            queue.ack(*tag);
-        }
-        if r.reason.is_error() {
+        let refused = r.reason.is_error();
+        let ((), lsn) = tracked(|| {
+            if let (_, Outgoing::Publish { queue, tag, .. }) = &self.state.outgoing[at] {
+                queue.ack(*tag);
+            }
+            if !refused {
+                self.ctx.core.sessions.save_packet(
+                    &self.session,
+                    PacketSide::Released,
+                    r.packet_id,
+                    true,
+                );
+            }
+        });
+        if refused {
             // The client refused the message: the flow ends here.
             self.state.outgoing.remove(at);
             self.want_pull = true;
             return Ok(());
         }
         self.state.outgoing[at].1 = Outgoing::Released;
-        self.ack(AckKind::Rel, r.packet_id, ReasonCode::SUCCESS, "")
+        self.ack_after(lsn, AckKind::Rel, r.packet_id, ReasonCode::SUCCESS)
     }
 
     fn on_pubrel(&mut self, r: PubResponse<'_>) -> Result<(), End> {
-        let reason = if self.state.incoming_qos2.remove(&r.packet_id) || !self.version.is_v5() {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        };
-        self.ack(
-            AckKind::Comp,
-            r.packet_id,
-            reason,
-            "unknown packet identifier",
-        )
+        let known = self.state.incoming_qos2.remove(&r.packet_id);
+        if !known && self.version.is_v5() {
+            return self.ack(
+                AckKind::Comp,
+                r.packet_id,
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                "unknown packet identifier",
+            );
+        }
+        let ((), lsn) = tracked(|| {
+            if known {
+                self.ctx.core.sessions.save_packet(
+                    &self.session,
+                    PacketSide::Incoming,
+                    r.packet_id,
+                    false,
+                );
+            }
+        });
+        self.ack_after(lsn, AckKind::Comp, r.packet_id, ReasonCode::SUCCESS)
     }
 
     fn on_subscribe(&mut self, s: Subscribe<'_>) -> Result<(), End> {
@@ -468,11 +627,15 @@ impl Conn {
         } else {
             Properties::new()
         };
-        self.reply(&Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            properties,
-            return_codes: &codes,
-        }))?;
+        let lsn = self.save_session();
+        self.reply_after(
+            lsn,
+            &Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                properties,
+                return_codes: &codes,
+            }),
+        )?;
         // Retained messages follow the SUBACK, through the session queue so they
         // take the normal QoS and in-flight path.
         for (filter, granted) in retained_jobs {
@@ -586,10 +749,14 @@ impl Conn {
             codes.push(code);
         }
         let reason_codes: &[u8] = if self.version.is_v5() { &codes } else { &[] };
-        self.reply(&Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            properties: Properties::new(),
-            reason_codes,
-        }))
+        let lsn = self.save_session();
+        self.reply_after(
+            lsn,
+            &Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Properties::new(),
+                reason_codes,
+            }),
+        )
     }
 }

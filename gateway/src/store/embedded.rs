@@ -1,0 +1,245 @@
+//! The embedded store: one data directory, one process, nothing to install.
+//!
+//! Layout of `storage.path`:
+//!
+//! * `tether.lock`: held (advisory `flock`) for as long as the process runs,
+//!   so a second `tether` on the same directory is refused with a clear error.
+//! * `fjall/`: the [fjall](https://docs.rs/fjall) database, one keyspace per
+//!   [`Space`]. Fjall journals every batch and recovers up to the last whole
+//!   one after a crash (a half-written tail is dropped, which is safe: nothing
+//!   in it was acknowledged).
+//!
+//! Writes go through [`GroupCommit`]; see `docs/storage.md` for why fjall and
+//! the measurements behind the choice.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::group_commit::{Engine, GroupCommit, SyncPolicy};
+use super::{Lsn, Op, Ops, Space, Store, StoreError, StoreStats};
+use crate::config::{StorageConfig, SyncMode};
+
+/// The fjall engine: a database with one keyspace per [`Space`].
+pub struct FjallEngine {
+    db: Database,
+    spaces: [Keyspace; 3],
+    dir: PathBuf,
+}
+
+impl FjallEngine {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = Database::builder(dir)
+            .cache_size(cache_bytes)
+            // Batches reach the OS as they are written; we decide when to fsync.
+            .manual_journal_persist(false)
+            .open()
+            .map_err(|e| fjall_error(dir, e))?;
+        let open = |s: Space| {
+            db.keyspace(s.name(), KeyspaceCreateOptions::default)
+                .map_err(|e| fjall_error(dir, e))
+        };
+        let spaces = [open(Space::Meta)?, open(Space::Index)?, open(Space::Body)?];
+        Ok(FjallEngine {
+            db,
+            spaces,
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn space(&self, s: Space) -> &Keyspace {
+        match s {
+            Space::Meta => &self.spaces[0],
+            Space::Index => &self.spaces[1],
+            Space::Body => &self.spaces[2],
+        }
+    }
+}
+
+fn fjall_error(dir: &Path, e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Locked => StoreError::Locked(dir.display().to_string()),
+        fjall::Error::Io(io) => StoreError::Io(io.to_string()),
+        fjall::Error::Poisoned => {
+            StoreError::Failed("an earlier write to the journal failed".into())
+        }
+        other => StoreError::Corrupt(format!("{other:?}")),
+    }
+}
+
+impl Engine for FjallEngine {
+    fn apply(&self, ops: &[Op], sync: bool) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for op in ops {
+            match op {
+                Op::Put(s, k, v) => batch.insert(self.space(*s), k.as_slice(), v.as_ref()),
+                Op::Remove(s, k) => batch.remove(self.space(*s), k.as_slice()),
+                Op::RemovePrefix(s, p) => {
+                    let ks = self.space(*s);
+                    for kv in ks.prefix(p.as_slice()) {
+                        let key = kv.key().map_err(|e| fjall_error(&self.dir, e))?;
+                        batch.remove(ks, key);
+                    }
+                }
+            }
+        }
+        batch.commit().map_err(|e| fjall_error(&self.dir, e))?;
+        if sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(|e| fjall_error(&self.dir, e))
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        self.space(space)
+            .get(key)
+            .map(|v| v.map(|v| Bytes::copy_from_slice(&v)))
+            .map_err(|e| fjall_error(&self.dir, e))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], Bytes),
+    ) -> Result<(), StoreError> {
+        for kv in self.space(space).prefix(prefix) {
+            let (k, v) = kv.into_inner().map_err(|e| fjall_error(&self.dir, e))?;
+            visit(&k, Bytes::copy_from_slice(&v));
+        }
+        Ok(())
+    }
+
+    fn disk_usage(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+/// The default [`Store`]: fjall behind group commit, in a locked directory.
+pub struct EmbeddedStore {
+    commit: GroupCommit<FjallEngine>,
+    _lock: File,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .field("commit", &self.commit)
+            .finish()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the store in `path`: takes the directory lock, opens the
+    /// database, and proves it can write (a read-only or full disk fails here,
+    /// at start-up, rather than on the first publish).
+    pub fn open(path: &Path, config: &StorageConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", path.display())))?;
+        let lock_path = path.join("tether.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(path.display().to_string()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
+        let engine = FjallEngine::open(&path.join("fjall"), config.cache_size.as_u64())?;
+        // Prove the disk takes writes and syncs now, not at the first publish.
+        let mut probe = Ops::new();
+        probe.push(Op::Put(
+            Space::Meta,
+            super::keys::meta_key(super::keys::PROBE, &[]),
+            Bytes::copy_from_slice(&super::codec::now_ms_bytes()),
+        ));
+        engine.apply(&probe, true).map_err(|e| match e {
+            StoreError::Io(m) => StoreError::Io(format!("cannot write to {}: {m}", path.display())),
+            other => other,
+        })?;
+        let policy = match config.sync {
+            SyncMode::Always => SyncPolicy::Always,
+            SyncMode::Interval => SyncPolicy::Interval(config.sync_interval),
+        };
+        Ok(EmbeddedStore {
+            commit: GroupCommit::start(engine, policy),
+            _lock: lock,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn is_persistent(&self) -> bool {
+        true
+    }
+
+    fn submit(&self, ops: Ops) -> Lsn {
+        self.commit.submit(ops)
+    }
+
+    fn done(&self) -> tokio::sync::watch::Receiver<Lsn> {
+        self.commit.done()
+    }
+
+    fn outcome(&self, lsn: Lsn) -> Result<(), StoreError> {
+        self.commit.outcome(lsn)
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.commit.health()
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        self.commit.engine().get(space, key)
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], Bytes),
+    ) -> Result<(), StoreError> {
+        self.commit.engine().scan(space, prefix, visit)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.commit.flush()
+    }
+
+    fn disk_usage(&self) -> u64 {
+        self.commit.engine().disk_usage()
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.commit.stats()
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.commit.close();
+    }
+}
