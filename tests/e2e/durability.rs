@@ -1,0 +1,464 @@
+//! Durability: state that survives a crash (SIGKILL) and a clean restart.
+//!
+//! Each test starts `tether` on a data directory it keeps, changes state
+//! through real clients, kills the process with SIGKILL, starts a new one on
+//! the same directory and checks what came back: durable AMQP topology and
+//! persistent messages (in-flight ones redelivered), MQTT persistent sessions
+//! with their queued messages and subscriptions, retained messages. Also: a
+//! second process on the same directory is refused, and an unusable directory
+//! is a clear start-up error.
+
+use std::time::Duration;
+
+use tether_e2e::Gateway;
+use tether_e2e::amqp::{self, *};
+use tether_e2e::mqtt::v4::{self, Client, QoS};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+/// Publishes with confirms and waits for every ack.
+async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    bodies: &[String],
+    props: BasicProperties,
+) {
+    for b in bodies {
+        let confirm = ch
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                b.as_bytes(),
+                props.clone(),
+            )
+            .await
+            .expect("publish");
+        let c = tokio::time::timeout(WAIT, confirm)
+            .await
+            .expect("confirm timed out")
+            .expect("confirm");
+        assert!(c.is_ack(), "publish of {b} was not confirmed: {c:?}");
+    }
+}
+
+fn restart(gw: &mut Gateway, dir: &tempfile::TempDir) -> Gateway {
+    gw.kill9();
+    Gateway::builder().data_dir(dir.path().join("data")).start()
+}
+
+#[tokio::test]
+async fn amqp_durable_topology_and_persistent_messages_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::builder().data_dir(dir.path().join("data")).start();
+    let (conn, ch) = amqp::channel(gw.amqp.unwrap()).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.exchange_declare(
+        "orders".into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let args = table(&[
+        ("x-max-length", AMQPValue::LongInt(100)),
+        ("x-dead-letter-exchange", long_str("")),
+        ("x-dead-letter-routing-key", long_str("orders.dlq")),
+    ]);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("orders.eu".into(), durable, args.clone())
+        .await
+        .unwrap();
+    ch.queue_declare("orders.dlq".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        "scratch".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    amqp::bind(&ch, "orders.eu", "orders", "eu.#", FieldTable::default()).await;
+
+    let kept: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    publish_confirmed(&ch, "orders", "eu.de", &kept, persistent()).await;
+    publish_confirmed(
+        &ch,
+        "orders",
+        "eu.fr",
+        &["transient".to_owned()],
+        BasicProperties::default(),
+    )
+    .await;
+    publish_confirmed(&ch, "", "scratch", &["gone".to_owned()], persistent()).await;
+
+    // Consume two: ack the first, keep the second in flight at the crash.
+    let cch = conn.create_channel().await.unwrap();
+    cch.basic_qos(2, BasicQosOptions::default()).await.unwrap();
+    let mut c = amqp::consume(&cch, "orders.eu", "c", false).await;
+    let first = amqp::next(&mut c, WAIT).await.expect("first delivery");
+    assert_eq!(first.data, b"p0");
+    first.ack(BasicAckOptions::default()).await.unwrap();
+    let second = amqp::next(&mut c, WAIT).await.expect("second delivery");
+    assert_eq!(second.data, b"p1");
+    assert!(!second.redelivered);
+    // A basic.ack has no reply. A durable declaration after it on the same
+    // channel does: its declare-ok waits until its write is durable, and the
+    // store keeps the order of writes, so the ack is durable by then too.
+    cch.queue_declare("sync-point".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+
+    let gw2 = restart(&mut gw, &dir);
+    let conn2 = amqp::connect(gw2.amqp.unwrap()).await;
+    assert!(
+        amqp::exchange_exists(&conn2, "orders").await,
+        "durable exchange lost"
+    );
+    assert!(
+        amqp::queue_exists(&conn2, "orders.eu").await,
+        "durable queue lost"
+    );
+    assert!(
+        !amqp::queue_exists(&conn2, "scratch").await,
+        "transient queue came back"
+    );
+    // Re-declaring with the same arguments is accepted: they were kept.
+    let ch2 = conn2.create_channel().await.unwrap();
+    ch2.queue_declare("orders.eu".into(), durable, args.clone())
+        .await
+        .expect("redeclare with the stored arguments");
+    // p1 (in flight) and p2..p9 are back; p0 (acked) and the transient one are not.
+    let mut c2 = amqp::consume(&ch2, "orders.eu", "c2", false).await;
+    let mut got = Vec::new();
+    while let Some(d) = amqp::next(&mut c2, Duration::from_secs(2)).await {
+        got.push((String::from_utf8(d.data.clone()).unwrap(), d.redelivered));
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        if got.len() == 9 {
+            break;
+        }
+    }
+    let bodies: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9"]
+    );
+    assert!(
+        got[0].1,
+        "the message in flight at the crash must be marked redelivered"
+    );
+    amqp::assert_quiet(&mut c2, "after the recovered messages").await;
+
+    // The binding came back too.
+    let ch3 = conn2.create_channel().await.unwrap();
+    ch3.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(&ch3, "orders", "eu.it", &["after".to_owned()], persistent()).await;
+    let d = amqp::next(&mut c2, WAIT)
+        .await
+        .expect("routed through the recovered binding");
+    assert_eq!(d.data, b"after");
+    d.ack(BasicAckOptions::default()).await.unwrap();
+
+    // The dead-letter settings came back: rejecting dead-letters.
+    publish_confirmed(
+        &ch3,
+        "orders",
+        "eu.es",
+        &["reject-me".to_owned()],
+        persistent(),
+    )
+    .await;
+    let d = amqp::next(&mut c2, WAIT).await.expect("delivery to reject");
+    d.reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    assert_eq!(
+        amqp::await_message_count(&ch3, "orders.dlq", 1, WAIT).await,
+        1,
+        "x-dead-letter-* arguments lost"
+    );
+}
+
+#[tokio::test]
+async fn deleted_topology_stays_deleted_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::builder().data_dir(dir.path().join("data")).start();
+    let (conn, ch) = amqp::channel(gw.amqp.unwrap()).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        "temp-x".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for q in ["q-keep", "q-delete"] {
+        ch.queue_declare(q.into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        amqp::bind(&ch, q, "temp-x", q, FieldTable::default()).await;
+    }
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(&ch, "", "q-delete", &["x".to_owned()], persistent()).await;
+    ch.queue_unbind(
+        "q-keep".into(),
+        "temp-x".into(),
+        "q-keep".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_delete("q-delete".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    drop(conn);
+
+    let gw2 = restart(&mut gw, &dir);
+    let (conn2, ch2) = amqp::channel(gw2.amqp.unwrap()).await;
+    assert!(
+        !amqp::queue_exists(&conn2, "q-delete").await,
+        "deleted queue came back"
+    );
+    assert!(amqp::queue_exists(&conn2, "q-keep").await);
+    ch2.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(&ch2, "temp-x", "q-keep", &["y".to_owned()], persistent()).await;
+    assert_eq!(
+        amqp::message_count(&ch2, "q-keep").await,
+        0,
+        "the removed binding came back"
+    );
+    // Declaring the deleted queue again gives an empty queue.
+    let q = ch2
+        .queue_declare("q-delete".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        q.message_count(),
+        0,
+        "messages of the deleted queue came back"
+    );
+}
+
+#[tokio::test]
+async fn mqtt_persistent_session_and_retained_messages_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::builder().data_dir(dir.path().join("data")).start();
+    let addr = gw.mqtt_addr();
+    let mut opts = v4::options(addr, "dev-sub");
+    opts.set_clean_session(false);
+    let mut sub = Client::connect(opts).await;
+    sub.subscribe("sensors/+/temp", QoS::AtLeastOnce).await;
+    sub.subscribe("sensors/+/noise", QoS::AtMostOnce).await;
+    sub.disconnect().await;
+
+    let mut publ = Client::connect(v4::options(addr, "dev-pub")).await;
+    for i in 0..5 {
+        publ.publish_acked(&format!("sensors/{i}/temp"), format!("t{i}"))
+            .await;
+    }
+    // A QoS 1 publish to a QoS 0 subscription is not kept for an offline session.
+    publ.publish_acked("sensors/1/noise", "n").await;
+    publ.publish("status/gw", QoS::AtLeastOnce, true, "online")
+        .await;
+    publ.publish_acked("status/ignored", "x").await;
+
+    let gw2 = restart(&mut gw, &dir);
+    let addr2 = gw2.mqtt_addr();
+    let mut opts = v4::options(addr2, "dev-sub");
+    opts.set_clean_session(false);
+    let mut sub = Client::start(opts);
+    let ack = sub.connack().await;
+    assert!(ack.session_present, "persistent session lost in the crash");
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let p = sub.expect().await;
+        got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+    }
+    assert_eq!(got, ["t0", "t1", "t2", "t3", "t4"]);
+    sub.expect_none(Duration::from_millis(300)).await;
+
+    // The subscriptions came back: a publish after the restart arrives.
+    let mut publ = Client::connect(v4::options(addr2, "dev-pub2")).await;
+    publ.publish_acked("sensors/9/temp", "after").await;
+    assert_eq!(&sub.expect().await.payload[..], b"after");
+
+    // The retained message came back.
+    let mut late = Client::connect(v4::options(addr2, "late")).await;
+    late.subscribe("status/#", QoS::AtLeastOnce).await;
+    let r = late.expect().await;
+    assert_eq!(
+        (r.topic.as_str(), &r.payload[..], r.retain),
+        ("status/gw", &b"online"[..], true)
+    );
+}
+
+#[tokio::test]
+async fn a_clean_session_is_not_kept_and_an_ended_session_stays_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::builder().data_dir(dir.path().join("data")).start();
+    let addr = gw.mqtt_addr();
+    let mut opts = v4::options(addr, "ephemeral");
+    opts.set_clean_session(true);
+    let mut c = Client::connect(opts).await;
+    c.subscribe("a/#", QoS::AtLeastOnce).await;
+    c.disconnect().await;
+    // A persistent session ended by a clean-session reconnect.
+    let mut opts = v4::options(addr, "ended");
+    opts.set_clean_session(false);
+    let mut c = Client::connect(opts).await;
+    c.subscribe("b/#", QoS::AtLeastOnce).await;
+    c.disconnect().await;
+    let mut opts = v4::options(addr, "ended");
+    opts.set_clean_session(true);
+    Client::connect(opts).await.disconnect().await;
+    // A PUBACK is sent once its publish is durable, and with it everything
+    // stored before it (the session's removal included).
+    Client::connect(v4::options(addr, "sync"))
+        .await
+        .publish_acked("sync/point", "x")
+        .await;
+
+    let gw2 = restart(&mut gw, &dir);
+    for id in ["ephemeral", "ended"] {
+        let mut opts = v4::options(gw2.mqtt_addr(), id);
+        opts.set_clean_session(false);
+        let mut c = Client::start(opts);
+        assert!(
+            !c.connack().await.session_present,
+            "{id}: session came back"
+        );
+        c.disconnect().await;
+    }
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_keeps_state_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::builder().data_dir(dir.path().join("data")).start();
+    let (_conn, ch) = amqp::channel(gw.amqp.unwrap()).await;
+    ch.queue_declare(
+        "kept".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(
+        &ch,
+        "",
+        "kept",
+        &["a".to_owned(), "b".to_owned()],
+        persistent(),
+    )
+    .await;
+    assert!(gw.terminate().success());
+    let gw2 = Gateway::builder().data_dir(dir.path().join("data")).start();
+    let (_c, ch2) = amqp::channel(gw2.amqp.unwrap()).await;
+    assert_eq!(amqp::message_count(&ch2, "kept").await, 2);
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _gw = Gateway::builder().data_dir(dir.path().join("data")).start();
+    let out = std::process::Command::new(tether_e2e::tether_bin())
+        .env_clear()
+        .env("TETHER_MQTT__LISTEN", "127.0.0.1:0")
+        .env("TETHER_AMQP__LISTEN", "127.0.0.1:0")
+        .env("TETHER_HTTP__LISTEN", "127.0.0.1:0")
+        .env("TETHER_STORAGE__PATH", dir.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tether");
+    assert!(!out.status.success(), "a second process started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another tether process"),
+        "unclear error: {err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_data_directory_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be.
+    let path = dir.path().join("not-a-dir");
+    std::fs::write(&path, b"x").unwrap();
+    let out = std::process::Command::new(tether_e2e::tether_bin())
+        .env_clear()
+        .env("TETHER_MQTT__LISTEN", "127.0.0.1:0")
+        .env("TETHER_AMQP__LISTEN", "127.0.0.1:0")
+        .env("TETHER_HTTP__LISTEN", "127.0.0.1:0")
+        .env("TETHER_STORAGE__PATH", &path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tether");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("storage") && err.contains("not-a-dir"),
+        "unclear error: {err}"
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+}
+
+#[tokio::test]
+async fn memory_engine_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::builder()
+        .data_dir(dir.path().join("data"))
+        .env("TETHER_STORAGE__ENGINE", "memory")
+        .start();
+    let (_conn, ch) = amqp::channel(gw.amqp.unwrap()).await;
+    ch.queue_declare(
+        "mem".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    gw.kill9();
+    let gw2 = Gateway::builder()
+        .data_dir(dir.path().join("data"))
+        .env("TETHER_STORAGE__ENGINE", "memory")
+        .start();
+    let conn2 = amqp::connect(gw2.amqp.unwrap()).await;
+    assert!(!amqp::queue_exists(&conn2, "mem").await);
+}
