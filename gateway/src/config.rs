@@ -290,7 +290,8 @@ pub enum RuleActionConfig {
 pub struct StorageConfig {
     /// Directory holding the gateway's state; created if missing.
     pub path: PathBuf,
-    /// The storage engine: `fjall` (embedded, durable) or `memory` (nothing
+    /// The storage engine: `fjall` (embedded, durable), `redb` (embedded,
+    /// durable; needs a build with the `redb` feature) or `memory` (nothing
     /// survives a restart).
     pub engine: StorageEngine,
     /// When writes reach the disk before they are acknowledged.
@@ -320,6 +321,9 @@ impl Default for StorageConfig {
 pub enum StorageEngine {
     /// The embedded fjall store under `storage.path`.
     Fjall,
+    /// The embedded redb store under `storage.path`. Always accepted here;
+    /// a binary built without the `redb` feature refuses it at start-up.
+    Redb,
     /// Nothing is stored; every restart starts empty.
     Memory,
 }
@@ -839,6 +843,18 @@ mod tests {
     fn empty_listen_disables_a_listener() {
         let c = Config::load_from(None, env(&[("TETHER_AMQP__LISTEN", "")])).unwrap();
         assert!(c.amqp_listen().is_none());
+    }
+
+    #[test]
+    fn storage_engine_parses_every_engine_name() {
+        for (name, engine) in [
+            ("fjall", StorageEngine::Fjall),
+            ("redb", StorageEngine::Redb),
+            ("memory", StorageEngine::Memory),
+        ] {
+            let c = Config::load_from(None, env(&[("TETHER_STORAGE__ENGINE", name)])).unwrap();
+            assert_eq!(c.storage.engine, engine);
+        }
     }
 
     #[test]

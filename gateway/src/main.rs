@@ -74,6 +74,10 @@ fn run(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Installed before anything starts: a SIGTERM that arrives while the
+        // gateway is starting (or right after it says so) must stop it
+        // cleanly, not kill it.
+        let signals = Signals::install();
         let gateway = match Gateway::start(config).await {
             Ok(g) => g,
             Err(e) => {
@@ -82,7 +86,7 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let signal = wait_for_signal().await;
+        let signal = signals.recv().await;
         tracing::info!(signal, "shutting down");
         gateway.shutdown().await;
         tracing::info!("stopped");
@@ -90,19 +94,32 @@ fn run(config: Config) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the only way out is being killed; wait forever.
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => Signals(None),
+        }
+    }
+
+    /// Waits for the first signal; its name.
+    async fn recv(mut self) -> &'static str {
+        let Some((term, int)) = self.0.as_mut() else {
+            // Without signal handlers the only way out is being killed.
+            std::future::pending::<()>().await;
+            unreachable!()
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 

@@ -57,6 +57,7 @@ pub struct Gateway {
     tasks: TaskTracker,
     listeners: Vec<(&'static str, SocketAddr)>,
     shutdown_timeout: Duration,
+    _pager: crate::core::pager::Pager,
 }
 
 impl Gateway {
@@ -113,6 +114,10 @@ impl Gateway {
             tasks.spawn(crate::http::serve(listener, api, shutdown.clone()));
         }
         core.finish_recovery();
+        let pager = crate::core::pager::Pager::start(
+            core.vhost.env().clone(),
+            config.limits.memory_high_watermark.as_usize(),
+        );
         for (protocol, address) in &listeners {
             tracing::info!(%protocol, %address, "listening");
         }
@@ -129,6 +134,7 @@ impl Gateway {
             tasks,
             listeners,
             shutdown_timeout: config.limits.shutdown_timeout,
+            _pager: pager,
         })
     }
 
@@ -162,6 +168,15 @@ impl Gateway {
         }
         if let Err(e) = self.core.store.flush() {
             tracing::error!(error = %e, "storage could not be flushed at shutdown");
+        }
+        let stats = self.core.store.stats();
+        if stats.batches > 0 {
+            tracing::info!(
+                batches = stats.batches,
+                ops = stats.ops,
+                syncs = stats.syncs,
+                "storage totals"
+            );
         }
     }
 }

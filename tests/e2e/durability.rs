@@ -462,3 +462,127 @@ async fn memory_engine_keeps_nothing() {
     let conn2 = amqp::connect(gw2.amqp.unwrap()).await;
     assert!(!amqp::queue_exists(&conn2, "mem").await);
 }
+
+#[tokio::test]
+async fn a_durable_queue_larger_than_the_memory_watermark_pages_to_disk() {
+    // 4 MiB watermark, 24 MiB of persistent messages: without paging the
+    // publisher would be blocked at the watermark until a consumer came.
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::builder()
+        .data_dir(dir.path().join("data"))
+        .env("TETHER_LIMITS__MEMORY_HIGH_WATERMARK", "4MiB")
+        .start();
+    let (_conn, ch) = amqp::channel(gw.amqp.unwrap()).await;
+    ch.queue_declare(
+        "big".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let body = vec![b'x'; 1024];
+    let total = 24 * 1024;
+    let publishing = async {
+        let mut pending = std::collections::VecDeque::new();
+        for i in 0..total {
+            let mut b = body.clone();
+            b[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let c = ch
+                .basic_publish(
+                    "".into(),
+                    "big".into(),
+                    BasicPublishOptions::default(),
+                    &b,
+                    persistent(),
+                )
+                .await
+                .expect("publish");
+            pending.push_back(c);
+            if pending.len() >= 256 {
+                let c = pending.pop_front().unwrap().await.expect("confirm");
+                assert!(c.is_ack());
+            }
+        }
+        for c in pending {
+            assert!(c.await.expect("confirm").is_ack());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), publishing)
+        .await
+        .expect("publishing stalled at the memory watermark: bodies were not paged out");
+    assert_eq!(amqp::message_count(&ch, "big").await, total as u32);
+    // Everything comes back, in order, read from disk as the consumer goes.
+    let cch = _conn.create_channel().await.unwrap();
+    cch.basic_qos(500, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut c = amqp::consume(&cch, "big", "c", false).await;
+    for i in 0..total {
+        let d = amqp::next(&mut c, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("message {i} did not arrive"));
+        assert_eq!(d.data.len(), 1024);
+        assert_eq!(
+            u64::from_be_bytes(d.data[..8].try_into().unwrap()),
+            i as u64
+        );
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn pipelined_pubacks_come_back_in_order_while_waiting_for_the_disk() {
+    use tether_e2e::raw::{self, Packet, ProtocolVersion, PubResponse, RawClient};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::builder().data_dir(dir.path().join("data")).start();
+    // A persistent subscriber makes QoS 1 publishes wait for the disk.
+    let mut opts = v4::options(gw.mqtt_addr(), "keeper");
+    opts.set_clean_session(false);
+    let mut keeper = Client::connect(opts).await;
+    keeper.subscribe("order/#", QoS::AtLeastOnce).await;
+    keeper.disconnect().await;
+
+    let v = ProtocolVersion::V3_1_1;
+    let mut c = RawClient::connect(gw.mqtt_addr(), v, "pipeliner").await;
+    let mut bytes = Vec::new();
+    for id in 1..=300u16 {
+        let mut p = raw::publish_packet("order/x", raw::QoS::AtLeastOnce, b"m");
+        p.packet_id = Some(id);
+        bytes.extend(raw::encode(v, &Packet::Publish(p)));
+        if id % 50 == 0 {
+            // Replies that need no disk, mixed in: they must not overtake.
+            bytes.extend(raw::encode(v, &Packet::PingReq));
+            let q0 = raw::publish_packet("order/y", raw::QoS::AtMostOnce, b"q0");
+            bytes.extend(raw::encode(v, &Packet::Publish(q0)));
+        }
+    }
+    c.send(&bytes).await;
+    let mut acked = Vec::new();
+    let mut pings = Vec::new();
+    while acked.len() < 300 {
+        let f = c.expect_frame(WAIT).await;
+        match f.packet(v) {
+            Packet::PubAck(PubResponse { packet_id, .. }) => acked.push(packet_id),
+            Packet::PingResp => pings.push(acked.len()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        acked,
+        (1..=300).collect::<Vec<u16>>(),
+        "PUBACKs out of order"
+    );
+    // Each PINGRESP follows the PUBACKs of the publishes sent before it.
+    for (i, after) in pings.iter().enumerate() {
+        assert!(
+            *after >= (i + 1) * 50,
+            "PINGRESP {i} overtook PUBACKs: {pings:?}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ mod amqp_topology;
 mod crash;
 mod cross_protocol;
 mod durability;
+mod durability_api;
 mod firmware;
 mod mqtt_malformed;
 mod mqtt_mosquitto;

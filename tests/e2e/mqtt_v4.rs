@@ -1202,8 +1202,11 @@ async fn count_pubacks(c: &mut Client, quiet: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_is_paused_not_disconnected_above_memory_watermark() {
     const N: usize = 40;
+    // With the memory engine nothing can be paged to disk, so the backlog
+    // stays in memory and the watermark must pause the publisher.
     let gw = Gateway::builder()
         .env("TETHER_LIMITS__MEMORY_HIGH_WATERMARK", WATERMARK)
+        .env("TETHER_STORAGE__ENGINE", "memory")
         .start();
     offline_session(&gw, "backlog", "hw/t", QoS::AtLeastOnce).await;
     let mut publ = connect(&gw, "pub").await;
@@ -1244,8 +1247,11 @@ async fn publisher_is_paused_not_disconnected_above_memory_watermark() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_paused_at_memory_watermark_is_not_dropped_for_keepalive() {
     const N: u16 = 30;
+    // With the memory engine nothing can be paged to disk, so the backlog
+    // stays in memory and the watermark must pause the publisher.
     let gw = Gateway::builder()
         .env("TETHER_LIMITS__MEMORY_HIGH_WATERMARK", WATERMARK)
+        .env("TETHER_STORAGE__ENGINE", "memory")
         .start();
     offline_session(&gw, "backlog", "hw/t", QoS::AtLeastOnce).await;
     let mut publ = raw_connect(&gw, &raw_connect_packet("pub", 1)).await;
@@ -1289,8 +1295,11 @@ async fn publisher_paused_at_memory_watermark_is_not_dropped_for_keepalive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_publishes_and_subscribes_is_not_deadlocked_by_memory_watermark() {
     const N: usize = 40;
+    // With the memory engine nothing can be paged to disk, so the backlog
+    // stays in memory and the watermark must pause the publisher.
     let gw = Gateway::builder()
         .env("TETHER_LIMITS__MEMORY_HIGH_WATERMARK", WATERMARK)
+        .env("TETHER_STORAGE__ENGINE", "memory")
         .start();
     // One client consumes its own stream: its PUBACKs for deliveries share the
     // socket with its publishes, so they must still be read while its

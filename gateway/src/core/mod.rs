@@ -6,6 +6,7 @@
 //! * [`vhost`]: namespaces of exchanges and queues; the publish entry point.
 //! * [`session`]: MQTT sessions that outlive connections, and shared groups.
 //! * [`retained`]: retained messages by topic.
+//! * [`pager`]: drops stored message bodies from memory under pressure.
 //!
 //! Front ends translate their protocol into calls on these types from their own
 //! connection tasks. Nothing here knows about sockets.
@@ -14,6 +15,7 @@ pub mod bytestr;
 pub mod dead_letter;
 pub mod exchange;
 pub mod message;
+pub mod pager;
 pub mod props;
 pub mod queue;
 pub mod retained;

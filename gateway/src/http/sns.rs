@@ -7,8 +7,19 @@
 //! receives (the message itself with raw delivery, or SNS's JSON envelope).
 //! `sqs` endpoints are core queues; `http`/`https` endpoints get a private
 //! core queue drained by a delivery task that POSTs with retries.
+//!
+//! Topics and subscriptions survive restarts. The core keeps a topic's
+//! exchange (it is durable) but not the bindings that carry hooks, so this
+//! module stores, as JSON in the Meta space, each topic under
+//! `keys::SNS_TOPIC [name]` (with its FIFO sequence high-water mark under
+//! `[name, "sequence"]`) and each subscription under
+//! `keys::SNS_SUBSCRIPTION [arn]`, while the request that changes them runs
+//! (so its response waits for them). [`Sns::new`] reads them back: topics
+//! take the exchange the core rebuilt, subscriptions are bound again with
+//! their hook, and HTTP subscriptions get their delivery queue (durable, with
+//! the messages it held) and task back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +27,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +42,13 @@ use crate::core::message::{
 };
 use crate::core::queue::{Queue, QueueOptions};
 use crate::core::vhost::VHost;
+use crate::store::records::{from_json, put_json};
+use crate::store::{Key, Op, Ops, SharedStore, Space, keys};
 
 const XMLNS: &str = "http://sns.amazonaws.com/doc/2010-03-31/";
+
+/// FIFO sequence numbers reserved (and stored) at a time.
+const SEQUENCE_BLOCK: u64 = 1024;
 
 /// A topic.
 #[derive(Debug)]
@@ -42,7 +59,101 @@ struct Topic {
     fifo: bool,
     attributes: BTreeMap<String, String>,
     tags: Vec<(String, String)>,
-    sequence: AtomicU64,
+    /// Shared by every version of the topic (attribute changes replace it).
+    sequence: Arc<Sequence>,
+}
+
+impl Topic {
+    /// This topic with other attributes or tags.
+    fn with(
+        &self,
+        attributes: BTreeMap<String, String>,
+        tags: Vec<(String, String)>,
+    ) -> Arc<Topic> {
+        Arc::new(Topic {
+            name: self.name.clone(),
+            arn: self.arn.clone(),
+            exchange: self.exchange.clone(),
+            fifo: self.fifo,
+            attributes,
+            tags,
+            sequence: self.sequence.clone(),
+        })
+    }
+
+    /// Stores the topic (called with the topic map locked, so the store sees
+    /// changes in the order they were made).
+    fn save(&self, store: &SharedStore) {
+        let record = TopicRecord {
+            arn: self.arn.clone(),
+            fifo: self.fifo,
+            attributes: self.attributes.clone(),
+            tags: self.tags.clone(),
+        };
+        let mut ops = Ops::new();
+        ops.push(put_json(topic_key(&self.name), &record));
+        store.submit(ops);
+    }
+}
+
+/// A topic as stored under `keys::SNS_TOPIC [name]`.
+#[derive(Debug, Serialize, Deserialize)]
+struct TopicRecord {
+    arn: String,
+    fifo: bool,
+    attributes: BTreeMap<String, String>,
+    tags: Vec<(String, String)>,
+}
+
+/// A FIFO topic's SequenceNumber counter. Numbers only grow, across restarts
+/// too: blocks of [`SEQUENCE_BLOCK`] are reserved in the store (under
+/// `keys::SNS_TOPIC [name, "sequence"]`) before a number of the block is
+/// handed out, and a restart continues after the last reservation. That
+/// costs one small write per block rather than one per publish; the numbers
+/// a restart skips are gaps, which SNS sequence numbers may have.
+#[derive(Debug)]
+struct Sequence {
+    next: AtomicU64,
+    reserved: AtomicU64,
+    reserving: Mutex<()>,
+}
+
+impl Sequence {
+    fn starting_after(n: u64) -> Arc<Self> {
+        Arc::new(Sequence {
+            next: AtomicU64::new(n),
+            reserved: AtomicU64::new(n),
+            reserving: Mutex::new(()),
+        })
+    }
+
+    /// The next number of topic `name`, reserving a block first when needed.
+    fn next(&self, name: &str, store: &SharedStore) -> u64 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.reserved.load(Ordering::Acquire) {
+            let _one = self.reserving.lock();
+            if n > self.reserved.load(Ordering::Acquire) {
+                let upto = n + SEQUENCE_BLOCK;
+                let mut ops = Ops::new();
+                ops.push(put_json(sequence_key(name), &upto));
+                store.submit(ops);
+                self.reserved.store(upto, Ordering::Release);
+            }
+        }
+        n
+    }
+}
+
+fn topic_key(name: &str) -> Key {
+    keys::meta_key(keys::SNS_TOPIC, &[name.as_bytes()])
+}
+
+fn sequence_key(name: &str) -> Key {
+    keys::meta_key(keys::SNS_TOPIC, &[name.as_bytes(), b"sequence"])
+}
+
+fn subscription_key(arn: &str) -> Key {
+    keys::meta_key(keys::SNS_SUBSCRIPTION, &[arn.as_bytes()])
 }
 
 /// A subscription's settings, changeable with SetSubscriptionAttributes.
@@ -66,6 +177,25 @@ pub struct SubscriptionHook {
     base_url: String,
     id_prefix: u64,
     settings: RwLock<SubSettings>,
+}
+
+/// A subscription as stored under `keys::SNS_SUBSCRIPTION [arn]`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SubscriptionRecord {
+    topic_arn: String,
+    protocol: String,
+    endpoint: String,
+    /// Base URL of envelope links (from the Subscribe request's host).
+    base_url: String,
+    raw: bool,
+    filter_policy: Option<String>,
+    filter_policy_scope: String,
+    redrive_policy: Option<String>,
+    delivery_policy: Option<String>,
+    /// `http`/`https`: the identity of the private delivery queue, whose
+    /// messages the store keeps under it.
+    #[serde(default)]
+    delivery_queue: Option<u64>,
 }
 
 /// A subscription.
@@ -95,7 +225,8 @@ pub struct Sns {
 }
 
 impl Sns {
-    /// The SNS API over the default vhost.
+    /// The SNS API over the default vhost, with the topics and subscriptions
+    /// the store kept.
     pub fn new(
         core: Arc<Core>,
         aws: AwsConfig,
@@ -103,7 +234,7 @@ impl Sns {
         id_prefix: u64,
         shutdown: CancellationToken,
     ) -> Self {
-        Sns {
+        let sns = Sns {
             vhost: core.vhost.clone(),
             core,
             aws,
@@ -112,7 +243,212 @@ impl Sns {
             subscriptions: Mutex::new(BTreeMap::new()),
             id_prefix,
             shutdown,
+        };
+        sns.restore_topics();
+        sns.restore_subscriptions();
+        sns
+    }
+
+    /// Takes back the stored topics. Each reuses the fanout exchange the core
+    /// rebuilt (or declares it again if that record was lost), and FIFO
+    /// topics continue their SequenceNumbers after the last reservation.
+    fn restore_topics(&self) {
+        let records = self.core.take_recovered(keys::SNS_TOPIC);
+        let mut sequences: HashMap<String, u64> = HashMap::new();
+        for r in records.iter().filter(|r| r.parts.len() == 2) {
+            if r.part(1) == "sequence"
+                && let Some(n) = from_json::<u64>("sns topic sequence", &r.value)
+            {
+                sequences.insert(r.part(0), n);
+            }
         }
+        let mut topics = self.topics.lock();
+        for r in records.iter().filter(|r| r.parts.len() == 1) {
+            let name = r.part(0);
+            let Some(rec) = from_json::<TopicRecord>("sns topic", &r.value) else {
+                continue;
+            };
+            let exchange = match self
+                .vhost
+                .exchange(&name)
+                .filter(|e| e.kind() == ExchangeKind::Fanout)
+            {
+                Some(e) => e,
+                None => {
+                    let declared = self.vhost.declare_exchange(
+                        &name,
+                        ExchangeKind::Fanout,
+                        ExchangeOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                    );
+                    match declared {
+                        Ok((e, _)) => e,
+                        Err(e) => {
+                            tracing::warn!(topic = %name, error = %e, "cannot restore an SNS topic's exchange; topic skipped");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let sequence = Sequence::starting_after(sequences.remove(&name).unwrap_or(0));
+            topics.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name,
+                    arn: rec.arn,
+                    exchange,
+                    fifo: rec.fifo,
+                    attributes: rec.attributes,
+                    tags: rec.tags,
+                    sequence,
+                }),
+            );
+        }
+        // Reservations of topics that are gone (a deletion cut short).
+        let mut ops = Ops::new();
+        for name in sequences.keys().filter(|n| !topics.contains_key(*n)) {
+            ops.push(Op::Remove(Space::Meta, sequence_key(name)));
+        }
+        if !ops.is_empty() {
+            self.core.store.submit(ops);
+        }
+    }
+
+    /// Takes back the stored subscriptions under their old ARNs: each is bound
+    /// to its topic again with its hook (filter policy and delivery
+    /// settings), and HTTP subscriptions restart their delivery task. A
+    /// subscription whose topic did not come back is removed. One whose SQS
+    /// queue is gone stays listed, as it was before the restart, and receives
+    /// nothing.
+    fn restore_subscriptions(&self) {
+        let mut gone = Ops::new();
+        for r in self.core.take_recovered(keys::SNS_SUBSCRIPTION) {
+            let arn = r.part(0);
+            let Some(rec) = from_json::<SubscriptionRecord>("sns subscription", &r.value) else {
+                continue;
+            };
+            let Ok(topic) = self.topic(&rec.topic_arn) else {
+                tracing::warn!(subscription = %arn, "dropping a stored SNS subscription whose topic did not come back");
+                gone.push(Op::Remove(Space::Meta, subscription_key(&arn)));
+                continue;
+            };
+            let hook = Arc::new(SubscriptionHook {
+                topic_arn: topic.arn.clone(),
+                subscription_arn: arn.clone(),
+                protocol: rec.protocol.clone(),
+                base_url: rec.base_url.clone(),
+                id_prefix: self.id_prefix,
+                settings: RwLock::new(SubSettings {
+                    raw: rec.raw,
+                    scope: rec.filter_policy_scope.clone(),
+                    redrive: rec.redrive_policy.clone(),
+                    delivery_policy: rec.delivery_policy.clone(),
+                    ..Default::default()
+                }),
+            });
+            if let Some(text) = &rec.filter_policy
+                && let Err(e) = apply_subscription_attribute(&hook, "FilterPolicy", text)
+            {
+                // Never deliver unfiltered what was meant to be filtered.
+                tracing::warn!(subscription = %arn, error = %e.message, "skipping a stored SNS subscription whose filter policy does not parse");
+                continue;
+            }
+            let (queue, delivery) = match rec.protocol.as_str() {
+                "http" | "https" => {
+                    let (q, c) = self.http_delivery(&arn, &rec.endpoint, &hook, rec.delivery_queue);
+                    (q, Some(c))
+                }
+                _ => {
+                    let name = rec.endpoint.rsplit(':').next().unwrap_or_default();
+                    match self.vhost.queue(name) {
+                        Some(q) => (q, None),
+                        None => {
+                            tracing::info!(subscription = %arn, queue = name, "the SQS queue of a stored SNS subscription is gone; it receives nothing");
+                            let placeholder = Queue::new(
+                                ByteStr::from(format!("sns-gone:{arn}")),
+                                QueueOptions::default(),
+                                self.vhost.env(),
+                            );
+                            placeholder.delete();
+                            (placeholder, None)
+                        }
+                    }
+                }
+            };
+            if !queue.is_deleted() {
+                self.vhost
+                    .bind_queue_hooked(&topic.exchange, &queue, &arn, hook.clone());
+            }
+            self.subscriptions.lock().insert(
+                arn.clone(),
+                Subscription {
+                    arn,
+                    topic_arn: topic.arn.clone(),
+                    protocol: rec.protocol,
+                    endpoint: rec.endpoint,
+                    queue,
+                    hook,
+                    delivery,
+                },
+            );
+        }
+        if !gone.is_empty() {
+            self.core.store.submit(gone);
+        }
+    }
+
+    /// The private, durable queue of an HTTP subscription (the stored one
+    /// under `uid`, with its messages, or a new one) and its running delivery
+    /// task's cancellation.
+    fn http_delivery(
+        &self,
+        arn: &str,
+        endpoint: &str,
+        hook: &Arc<SubscriptionHook>,
+        uid: Option<u64>,
+    ) -> (Arc<Queue>, CancellationToken) {
+        let name = ByteStr::from(format!("sns-http:{arn}"));
+        let options = QueueOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let queue = match uid {
+            Some(uid) => Queue::restored(name, options, uid, self.vhost.env()),
+            None => Queue::new(name, options, self.vhost.env()),
+        };
+        let cancel = self.shutdown.child_token();
+        super::sns_http::spawn(
+            queue.clone(),
+            endpoint.to_owned(),
+            hook.clone(),
+            self.cfg.clone(),
+            cancel.clone(),
+            self.vhost.clone(),
+        );
+        (queue, cancel)
+    }
+
+    /// Stores a subscription (called with the subscription map locked, so
+    /// the store sees changes in the order they were made).
+    fn save_subscription(&self, s: &Subscription) {
+        let st = s.hook.settings.read().clone();
+        let record = SubscriptionRecord {
+            topic_arn: s.topic_arn.clone(),
+            protocol: s.protocol.clone(),
+            endpoint: s.endpoint.clone(),
+            base_url: s.hook.base_url.clone(),
+            raw: st.raw,
+            filter_policy: st.filter_text,
+            filter_policy_scope: st.scope,
+            redrive_policy: st.redrive,
+            delivery_policy: st.delivery_policy,
+            delivery_queue: s.delivery.as_ref().map(|_| s.queue.uid()),
+        };
+        let mut ops = Ops::new();
+        ops.push(put_json(subscription_key(&s.arn), &record));
+        self.core.store.submit(ops);
     }
 
     /// The SNS operations this service answers.
@@ -234,18 +570,17 @@ impl Sns {
             .map_err(|e| invalid_parameter(&e.to_string()))?;
         let arn = self.arn(name);
         let tags = tags_of(p);
-        topics.insert(
-            name.to_owned(),
-            Arc::new(Topic {
-                name: name.to_owned(),
-                arn: arn.clone(),
-                exchange,
-                fifo,
-                attributes: attrs,
-                tags,
-                sequence: AtomicU64::new(0),
-            }),
-        );
+        let topic = Arc::new(Topic {
+            name: name.to_owned(),
+            arn: arn.clone(),
+            exchange,
+            fifo,
+            attributes: attrs,
+            tags,
+            sequence: Sequence::starting_after(0),
+        });
+        topic.save(&self.core.store);
+        topics.insert(name.to_owned(), topic);
         Ok(json!({ "TopicArn": arn }))
     }
 
@@ -265,7 +600,14 @@ impl Sns {
         for s in subs {
             self.remove_subscription(&s);
         }
-        self.topics.lock().remove(&topic.name);
+        {
+            let mut topics = self.topics.lock();
+            topics.remove(&topic.name);
+            // The topic and its sequence reservation.
+            let mut ops = Ops::new();
+            ops.push(Op::RemovePrefix(Space::Meta, topic_key(&topic.name)));
+            self.core.store.submit(ops);
+        }
         let _ = self.vhost.delete_exchange(&topic.name, false);
         Ok(json!({}))
     }
@@ -363,15 +705,8 @@ impl Sns {
         if let Some(t) = topics.get_mut(&topic.name) {
             let mut attributes = t.attributes.clone();
             attributes.insert(name.to_owned(), value);
-            *t = Arc::new(Topic {
-                name: t.name.clone(),
-                arn: t.arn.clone(),
-                exchange: t.exchange.clone(),
-                fifo: t.fifo,
-                attributes,
-                tags: t.tags.clone(),
-                sequence: AtomicU64::new(t.sequence.load(Ordering::Relaxed)),
-            });
+            *t = t.with(attributes, t.tags.clone());
+            t.save(&self.core.store);
         }
         Ok(json!({}))
     }
@@ -433,20 +768,7 @@ impl Sns {
                         "Invalid parameter: Endpoint must match the specified protocol",
                     ));
                 }
-                let queue = Queue::new(
-                    ByteStr::from(format!("sns-http:{arn}")),
-                    QueueOptions::default(),
-                    self.vhost.env(),
-                );
-                let cancel = self.shutdown.child_token();
-                super::sns_http::spawn(
-                    queue.clone(),
-                    endpoint.clone(),
-                    hook.clone(),
-                    self.cfg.clone(),
-                    cancel.clone(),
-                    self.vhost.clone(),
-                );
+                let (queue, cancel) = self.http_delivery(&arn, &endpoint, &hook, None);
                 (queue, Some(cancel))
             }
             _ => {
@@ -455,20 +777,22 @@ impl Sns {
                 )));
             }
         };
+        let sub = Subscription {
+            arn: arn.clone(),
+            topic_arn: topic.arn.clone(),
+            protocol,
+            endpoint,
+            queue,
+            hook,
+            delivery,
+        };
+        let mut subs = self.subscriptions.lock();
+        // Stored before the binding exists, so no message reaches a delivery
+        // queue the store does not know.
+        self.save_subscription(&sub);
         self.vhost
-            .bind_queue_hooked(&topic.exchange, &queue, &arn, hook.clone());
-        self.subscriptions.lock().insert(
-            arn.clone(),
-            Subscription {
-                arn: arn.clone(),
-                topic_arn: topic.arn.clone(),
-                protocol,
-                endpoint,
-                queue,
-                hook,
-                delivery,
-            },
-        );
+            .bind_queue_hooked(&topic.exchange, &sub.queue, &arn, sub.hook.clone());
+        subs.insert(arn.clone(), sub);
         Ok(json!({ "SubscriptionArn": arn }))
     }
 
@@ -484,7 +808,16 @@ impl Sns {
     }
 
     fn remove_subscription(&self, arn: &str) -> bool {
-        let Some(s) = self.subscriptions.lock().remove(arn) else {
+        let Some(s) = ({
+            let mut subs = self.subscriptions.lock();
+            let removed = subs.remove(arn);
+            if removed.is_some() {
+                let mut ops = Ops::new();
+                ops.push(Op::Remove(Space::Meta, subscription_key(arn)));
+                self.core.store.submit(ops);
+            }
+            removed
+        }) else {
             return false;
         };
         if let Ok(topic) = self.topic(&s.topic_arn) {
@@ -566,6 +899,7 @@ impl Sns {
             ApiError::sender("NotFound", "Subscription does not exist").status(404)
         })?;
         apply_subscription_attribute(&s.hook, name, value)?;
+        self.save_subscription(s);
         Ok(json!({}))
     }
 
@@ -645,7 +979,7 @@ impl Sns {
             Value::String(message_id(self.id_prefix, msg.id)),
         );
         if topic.fifo {
-            let seq = topic.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+            let seq = topic.sequence.next(&topic.name, &self.core.store);
             out.insert("SequenceNumber".into(), Value::String(format!("{seq:020}")));
         }
         Ok(Value::Object(out))
@@ -714,15 +1048,8 @@ impl Sns {
                     None => merged.push((k, v)),
                 }
             }
-            *t = Arc::new(Topic {
-                name: t.name.clone(),
-                arn: t.arn.clone(),
-                exchange: t.exchange.clone(),
-                fifo: t.fifo,
-                attributes: t.attributes.clone(),
-                tags: merged,
-                sequence: AtomicU64::new(t.sequence.load(Ordering::Relaxed)),
-            });
+            *t = t.with(t.attributes.clone(), merged);
+            t.save(&self.core.store);
         }
         Ok(json!({}))
     }
@@ -740,15 +1067,8 @@ impl Sns {
                 .filter(|(k, _)| !keys.contains(k))
                 .cloned()
                 .collect();
-            *t = Arc::new(Topic {
-                name: t.name.clone(),
-                arn: t.arn.clone(),
-                exchange: t.exchange.clone(),
-                fifo: t.fifo,
-                attributes: t.attributes.clone(),
-                tags,
-                sequence: AtomicU64::new(t.sequence.load(Ordering::Relaxed)),
-            });
+            *t = t.with(t.attributes.clone(), tags);
+            t.save(&self.core.store);
         }
         Ok(json!({}))
     }

@@ -6,9 +6,16 @@
 //! deduplication) live in the core queue; this module validates requests the
 //! way SQS does, keeps the metadata SQS reports (timestamps, tags, policies),
 //! and shapes responses, including the MD5 digests SDKs verify.
+//!
+//! What this module keeps outside the core survives restarts: each queue's
+//! `QueueMeta` under `keys::SQS_QUEUE [name]` and each message move task
+//! under `keys::MOVE_TASK [handle]`, written while the request that changes
+//! them runs (so its response waits for them) and read back in [`Sqs::new`].
+//! The queues themselves, their settings and their messages are the core's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -16,8 +23,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::aws::{ApiError, Params};
 use crate::config::{AwsConfig, SqsConfig};
@@ -31,6 +40,8 @@ use crate::core::queue::{
     Wakeup,
 };
 use crate::core::vhost::VHost;
+use crate::store::records::{from_json, put_json};
+use crate::store::{Op, Ops, SharedStore, Space, keys};
 
 const DEFAULT_VISIBILITY: u64 = 30;
 const DEFAULT_RETENTION: u64 = 345_600;
@@ -38,9 +49,14 @@ const MAX_RETENTION: u64 = 1_209_600;
 const DEFAULT_MAX_SIZE: u64 = 1_048_576;
 const MAX_DELAY: u64 = 900;
 const MAX_VISIBILITY: u64 = 43_200;
+/// Finished move tasks kept (and listed) per source queue; ListMessageMoveTasks
+/// returns at most 10.
+const KEPT_MOVE_TASKS: usize = 10;
 
-/// SQS-level facts about a queue that the core does not need.
-#[derive(Debug, Clone)]
+/// SQS-level facts about a queue that the core does not need; stored as JSON
+/// under `keys::SQS_QUEUE [name]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 struct QueueMeta {
     created: u64,
     modified: u64,
@@ -50,6 +66,12 @@ struct QueueMeta {
     /// Attributes kept verbatim (Policy, RedriveAllowPolicy, KMS settings,
     /// FifoThroughputLimit, DeduplicationScope, ...).
     extra: Vec<(String, String)>,
+}
+
+impl Default for QueueMeta {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl QueueMeta {
@@ -80,7 +102,46 @@ impl QueueMeta {
     }
 }
 
-/// A message move task (StartMessageMoveTask).
+/// Where a move task stands, as ListMessageMoveTasks reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum MoveStatus {
+    Running,
+    Cancelling,
+    Cancelled,
+    Completed,
+    Failed,
+}
+
+impl MoveStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            MoveStatus::Running => "RUNNING",
+            MoveStatus::Cancelling => "CANCELLING",
+            MoveStatus::Cancelled => "CANCELLED",
+            MoveStatus::Completed => "COMPLETED",
+            MoveStatus::Failed => "FAILED",
+        }
+    }
+}
+
+/// A message move task as stored under `keys::MOVE_TASK [handle]`: rewritten
+/// when it starts, after each batch it moves, and when it ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MoveTaskRecord {
+    source_arn: String,
+    destination_arn: Option<String>,
+    rate: Option<u64>,
+    started: u64,
+    to_move: u64,
+    moved: u64,
+    status: MoveStatus,
+    #[serde(default)]
+    failure_reason: Option<String>,
+}
+
+/// A message move task (StartMessageMoveTask), shared by the service (which
+/// lists and cancels it) and the task moving the messages.
 #[derive(Debug)]
 struct MoveTask {
     handle: String,
@@ -89,9 +150,55 @@ struct MoveTask {
     rate: Option<u64>,
     started: u64,
     to_move: u64,
-    moved: Arc<std::sync::atomic::AtomicU64>,
-    status: Arc<Mutex<&'static str>>,
-    cancel: tokio_util::sync::CancellationToken,
+    moved: AtomicU64,
+    /// Status and failure reason; the store is written while it is held, so
+    /// the stored record is never older than what was last reported.
+    state: Mutex<(MoveStatus, Option<String>)>,
+    cancel: CancellationToken,
+    store: SharedStore,
+}
+
+impl MoveTask {
+    fn status(&self) -> MoveStatus {
+        self.state.lock().0
+    }
+
+    /// Writes the task's record as it stands now.
+    fn save(&self) {
+        let st = self.state.lock();
+        self.save_locked(&st);
+    }
+
+    fn save_locked(&self, st: &(MoveStatus, Option<String>)) {
+        let record = MoveTaskRecord {
+            source_arn: self.source_arn.clone(),
+            destination_arn: self.destination_arn.clone(),
+            rate: self.rate,
+            started: self.started,
+            to_move: self.to_move,
+            moved: self.moved.load(Ordering::Relaxed),
+            status: st.0,
+            failure_reason: st.1.clone(),
+        };
+        let mut ops = Ops::new();
+        ops.push(put_json(move_task_key(&self.handle), &record));
+        self.store.submit(ops);
+    }
+
+    /// Sets the status (and why it failed) and stores it.
+    fn set_status(&self, status: MoveStatus, reason: Option<String>) {
+        let mut st = self.state.lock();
+        *st = (status, reason);
+        self.save_locked(&st);
+    }
+}
+
+fn sqs_queue_key(name: &str) -> crate::store::Key {
+    keys::meta_key(keys::SQS_QUEUE, &[name.as_bytes()])
+}
+
+fn move_task_key(handle: &str) -> crate::store::Key {
+    keys::meta_key(keys::MOVE_TASK, &[handle.as_bytes()])
 }
 
 /// The SQS service.
@@ -102,7 +209,7 @@ pub struct Sqs {
     aws: AwsConfig,
     cfg: SqsConfig,
     meta: Mutex<HashMap<String, QueueMeta>>,
-    tasks: Mutex<Vec<MoveTask>>,
+    tasks: Mutex<Vec<Arc<MoveTask>>>,
     id_prefix: u64,
 }
 
@@ -113,9 +220,11 @@ struct Receipt {
 }
 
 impl Sqs {
-    /// The SQS API over the default vhost.
+    /// The SQS API over the default vhost, with the queue metadata and move
+    /// tasks the store kept. A move task that was running when the gateway
+    /// stopped resumes (see `restore_move_tasks` for why).
     pub fn new(core: Arc<Core>, aws: AwsConfig, cfg: SqsConfig, id_prefix: u64) -> Self {
-        Sqs {
+        let sqs = Sqs {
             vhost: core.vhost.clone(),
             core,
             aws,
@@ -123,7 +232,128 @@ impl Sqs {
             meta: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             id_prefix,
+        };
+        sqs.restore_meta();
+        sqs.restore_move_tasks();
+        sqs
+    }
+
+    /// Takes back the stored `QueueMeta` of every queue that came back. The
+    /// metadata of a queue that did not (its record was lost or corrupt) is
+    /// removed rather than left to surprise a later queue of that name.
+    fn restore_meta(&self) {
+        let mut gone = Ops::new();
+        let mut meta = self.meta.lock();
+        for r in self.core.take_recovered(keys::SQS_QUEUE) {
+            let name = r.part(0);
+            if self.vhost.queue(&name).is_none() {
+                tracing::warn!(queue = %name, "dropping stored SQS attributes of a queue that did not come back");
+                gone.push(Op::Remove(Space::Meta, sqs_queue_key(&name)));
+                continue;
+            }
+            if let Some(m) = from_json::<QueueMeta>("sqs queue", &r.value) {
+                meta.insert(name, m);
+            }
         }
+        if !gone.is_empty() {
+            self.core.store.submit(gone);
+        }
+    }
+
+    /// Takes back the stored message move tasks. Finished ones (COMPLETED,
+    /// CANCELLED, FAILED) are listed as before. A task that was CANCELLING is
+    /// CANCELLED: its cancellation was acknowledged.
+    ///
+    /// A task that was RUNNING **resumes**: it moves the rest of what it set
+    /// out to move (`ApproximateNumberOfMessagesToMove` minus what it had
+    /// moved), under the same handle and rate. Resuming is what the caller
+    /// asked for (a redrive is an instruction, not a session), and it is safe:
+    /// each message is written to its destination before it is removed from
+    /// the dead-letter queue, and messages the task had leased come back to
+    /// the dead-letter queue on restart. A crash in the middle of one message
+    /// can move it twice, the at-least-once promise SQS makes too, and the
+    /// stored count may lag by the last batch, so a resumed task can move a
+    /// few messages that arrived after it started. Only when its source or
+    /// destination queue no longer exists is it reported FAILED, with a
+    /// FailureReason saying so.
+    fn restore_move_tasks(&self) {
+        let mut tasks: Vec<(String, MoveTaskRecord)> = self
+            .core
+            .take_recovered(keys::MOVE_TASK)
+            .into_iter()
+            .filter_map(|r| Some((r.part(0), from_json("sqs move task", &r.value)?)))
+            .collect();
+        tasks.sort_by(|a, b| (a.1.started, &a.0).cmp(&(b.1.started, &b.0)));
+        let mut list = self.tasks.lock();
+        for (handle, r) in tasks {
+            let task = Arc::new(MoveTask {
+                handle,
+                source_arn: r.source_arn,
+                destination_arn: r.destination_arn,
+                rate: r.rate,
+                started: r.started,
+                to_move: r.to_move,
+                moved: AtomicU64::new(r.moved),
+                state: Mutex::new((r.status, r.failure_reason)),
+                cancel: CancellationToken::new(),
+                store: self.core.store.clone(),
+            });
+            match r.status {
+                MoveStatus::Running => self.resume_move_task(&task),
+                MoveStatus::Cancelling => task.set_status(MoveStatus::Cancelled, None),
+                MoveStatus::Cancelled | MoveStatus::Completed | MoveStatus::Failed => {}
+            }
+            list.push(task);
+        }
+    }
+
+    /// Restarts the mover of a task that was running at the last stop.
+    fn resume_move_task(&self, task: &Arc<MoveTask>) {
+        let queue_of = |arn: &str| {
+            self.name_from_arn(arn)
+                .ok()
+                .and_then(|n| self.vhost.queue(n))
+        };
+        let Some(source) = queue_of(&task.source_arn) else {
+            task.set_status(
+                MoveStatus::Failed,
+                Some("The source queue no longer exists.".into()),
+            );
+            return;
+        };
+        let destination = match &task.destination_arn {
+            Some(arn) => match queue_of(arn) {
+                Some(q) => Some(q),
+                None => {
+                    task.set_status(
+                        MoveStatus::Failed,
+                        Some("The destination queue no longer exists.".into()),
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
+        tracing::info!(
+            source = %task.source_arn,
+            moved = task.moved.load(Ordering::Relaxed),
+            to_move = task.to_move,
+            "resuming a message move task"
+        );
+        tokio::spawn(run_move_task(
+            self.vhost.clone(),
+            task.clone(),
+            source,
+            destination,
+        ));
+    }
+
+    /// Stores `meta` as queue `name`'s (called with the metadata lock held,
+    /// so the store sees changes in the order they were made).
+    fn save_meta(&self, name: &str, meta: &QueueMeta) {
+        let mut ops = Ops::new();
+        ops.push(put_json(sqs_queue_key(name), meta));
+        self.core.store.submit(ops);
     }
 
     /// Runs one operation. Its response is sent only once what it changed
@@ -246,11 +476,7 @@ impl Sqs {
     }
 
     fn meta_of(&self, name: &str) -> QueueMeta {
-        self.meta
-            .lock()
-            .entry(name.to_owned())
-            .or_insert_with(QueueMeta::new)
-            .clone()
+        self.meta.lock().entry(name.to_owned()).or_default().clone()
     }
 
     // ---- queues ----
@@ -320,7 +546,11 @@ impl Sqs {
         self.vhost.declare_queue(name, options, None).map_err(|e| {
             ApiError::sender_as("QueueNameExists", "QueueAlreadyExists", e.to_string())
         })?;
-        self.meta.lock().insert(name.to_owned(), meta);
+        {
+            let mut all = self.meta.lock();
+            self.save_meta(name, &meta);
+            all.insert(name.to_owned(), meta);
+        }
         tracing::debug!(queue = name, fifo, "sqs queue created");
         Ok(json!({ "QueueUrl": self.url(host, name) }))
     }
@@ -507,7 +737,11 @@ impl Sqs {
     fn delete_queue(&self, p: &Params) -> Result<Value, ApiError> {
         let (name, _) = self.queue(p)?;
         self.vhost.delete_queue(&name);
-        self.meta.lock().remove(&name);
+        let mut all = self.meta.lock();
+        all.remove(&name);
+        let mut ops = Ops::new();
+        ops.push(Op::Remove(Space::Meta, sqs_queue_key(&name)));
+        self.core.store.submit(ops);
         Ok(json!({}))
     }
 
@@ -618,8 +852,14 @@ impl Sqs {
         let mut meta = self.meta_of(&name);
         self.apply_attributes(&attrs, &mut settings, &mut meta, q.options().fifo)?;
         meta.modified = now_ms() / 1000;
+        // Every change to a queue's live settings (visibility, delay,
+        // retention, RedrivePolicy, FIFO deduplication) is made here, so this
+        // is where the core's queue record is rewritten.
         q.update_settings(|s| *s = settings);
-        self.meta.lock().insert(name, meta);
+        self.vhost.save_queue(&q);
+        let mut all = self.meta.lock();
+        self.save_meta(&name, &meta);
+        all.insert(name, meta);
         Ok(json!({}))
     }
 
@@ -627,13 +867,14 @@ impl Sqs {
         let (name, _) = self.queue(p)?;
         let tags = p.string_map("Tags");
         let mut all = self.meta.lock();
-        let meta = all.entry(name).or_insert_with(QueueMeta::new);
+        let meta = all.entry(name.clone()).or_default();
         for (k, v) in tags {
             match meta.tags.iter_mut().find(|(tk, _)| *tk == k) {
                 Some(t) => t.1 = v,
                 None => meta.tags.push((k, v)),
             }
         }
+        self.save_meta(&name, meta);
         Ok(json!({}))
     }
 
@@ -641,8 +882,9 @@ impl Sqs {
         let (name, _) = self.queue(p)?;
         let keys = p.string_list("TagKeys");
         let mut all = self.meta.lock();
-        let meta = all.entry(name).or_insert_with(QueueMeta::new);
+        let meta = all.entry(name.clone()).or_default();
         meta.tags.retain(|(k, _)| !keys.contains(k));
+        self.save_meta(&name, meta);
         Ok(json!({}))
     }
 
@@ -890,7 +1132,11 @@ impl Sqs {
         };
         let mode = PullMode::Receive { visibility };
         let mut got = Vec::new();
-        q.pull(0, limits, mode, &mut got);
+        // What a receive writes (the lease and receive count of each message,
+        // dead letters it moves) is durable before the response, so a
+        // received message stays in flight, and its receipt handle valid,
+        // across a crash.
+        let (_, mut lsn) = crate::store::tracked(|| q.pull(0, limits, mode, &mut got));
         if got.is_empty() && !wait.is_zero() {
             // Long polling: wait as a consumer until something arrives.
             let deadline = Instant::now() + wait;
@@ -898,7 +1144,8 @@ impl Sqs {
             let wakeup = Wakeup::new(notify.clone());
             let id = q.attach(wakeup);
             while got.is_empty() {
-                q.pull(id, limits, mode, &mut got);
+                let (_, pulled) = crate::store::tracked(|| q.pull(id, limits, mode, &mut got));
+                lsn = lsn.max(pulled);
                 let now = Instant::now();
                 if !got.is_empty() || now >= deadline || q.is_deleted() {
                     break;
@@ -906,6 +1153,11 @@ impl Sqs {
                 let _ = tokio::time::timeout(deadline - now, notify.notified()).await;
             }
             q.detach(id);
+        }
+        if let Err(e) = crate::store::durable(&*self.core.store, lsn).await {
+            // The messages are leased all the same; a crash would only return
+            // them early. Draining a queue stays possible while storage fails.
+            tracing::warn!(queue = %name, error = %e, "a receive's leases could not be stored");
         }
         let system = attribute_selection(p, "AttributeNames", "MessageSystemAttributeNames");
         let user = p.string_list("MessageAttributeNames");
@@ -1144,40 +1396,59 @@ impl Sqs {
         let mut tasks = self.tasks.lock();
         if tasks
             .iter()
-            .any(|t| t.source_arn == source_arn && *t.status.lock() == "RUNNING")
+            .any(|t| t.source_arn == source_arn && t.status() == MoveStatus::Running)
         {
             return Err(ApiError::invalid(
                 "There is already a task running. Only one active task is allowed for each source queue arn at a given time.",
             ));
         }
+        self.prune_move_tasks(&mut tasks, &source_arn);
         let handle = URL_SAFE_NO_PAD.encode(format!("{}:{}", uuid::Uuid::new_v4(), source_arn));
-        let to_move = source.ready_len() as u64;
-        let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let status = Arc::new(Mutex::new("RUNNING"));
-        let cancel = tokio_util::sync::CancellationToken::new();
-        tasks.push(MoveTask {
+        let task = Arc::new(MoveTask {
             handle: handle.clone(),
             source_arn,
             destination_arn,
             rate,
             started: now_ms(),
-            to_move,
-            moved: moved.clone(),
-            status: status.clone(),
-            cancel: cancel.clone(),
+            to_move: source.ready_len() as u64,
+            moved: AtomicU64::new(0),
+            state: Mutex::new((MoveStatus::Running, None)),
+            cancel: CancellationToken::new(),
+            store: self.core.store.clone(),
         });
-        let vhost = self.vhost.clone();
-        tokio::spawn(run_move_task(
-            vhost,
-            source,
-            destination,
-            to_move,
-            rate,
-            moved,
-            status,
-            cancel,
-        ));
+        // Stored before the response, so a restart resumes it.
+        task.save();
+        tasks.push(task.clone());
+        tokio::spawn(run_move_task(self.vhost.clone(), task, source, destination));
         Ok(json!({ "TaskHandle": handle }))
+    }
+
+    /// Forgets the oldest finished tasks of `source_arn` beyond the
+    /// [`KEPT_MOVE_TASKS`] most recent, so the list and the store stay small.
+    fn prune_move_tasks(&self, tasks: &mut Vec<Arc<MoveTask>>, source_arn: &str) {
+        let finished: Vec<usize> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.source_arn == source_arn)
+            .filter(|(_, t)| {
+                matches!(
+                    t.status(),
+                    MoveStatus::Completed | MoveStatus::Cancelled | MoveStatus::Failed
+                )
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // One more task is about to be added.
+        let excess = (finished.len() + 1).saturating_sub(KEPT_MOVE_TASKS);
+        if excess == 0 {
+            return;
+        }
+        let mut ops = Ops::new();
+        for &i in finished[..excess].iter().rev() {
+            let t = tasks.remove(i);
+            ops.push(Op::Remove(Space::Meta, move_task_key(&t.handle)));
+        }
+        self.core.store.submit(ops);
     }
 
     fn cancel_move_task(&self, p: &Params) -> Result<Value, ApiError> {
@@ -1187,14 +1458,16 @@ impl Sqs {
             .iter()
             .find(|t| t.handle == handle)
             .ok_or_else(|| ApiError::sender("ResourceNotFoundException", "Task does not exist."))?;
-        if *t.status.lock() != "RUNNING" {
-            return Err(ApiError::invalid("Only active tasks can be cancelled."));
+        {
+            let mut st = t.state.lock();
+            if st.0 != MoveStatus::Running {
+                return Err(ApiError::invalid("Only active tasks can be cancelled."));
+            }
+            st.0 = MoveStatus::Cancelling;
+            t.save_locked(&st);
         }
-        *t.status.lock() = "CANCELLING";
         t.cancel.cancel();
-        Ok(
-            json!({ "ApproximateNumberOfMessagesMoved": t.moved.load(std::sync::atomic::Ordering::Relaxed) }),
-        )
+        Ok(json!({ "ApproximateNumberOfMessagesMoved": t.moved.load(Ordering::Relaxed) }))
     }
 
     fn list_move_tasks(&self, p: &Params) -> Result<Value, ApiError> {
@@ -1207,12 +1480,12 @@ impl Sqs {
             .filter(|t| t.source_arn == source)
             .take(max)
             .map(|t| {
-                let status = *t.status.lock();
+                let (status, reason) = t.state.lock().clone();
                 let mut m = Map::new();
-                if status == "RUNNING" {
+                if status == MoveStatus::Running {
                     m.insert("TaskHandle".into(), Value::String(t.handle.clone()));
                 }
-                m.insert("Status".into(), Value::String(status.to_owned()));
+                m.insert("Status".into(), Value::String(status.as_str().to_owned()));
                 m.insert("SourceArn".into(), Value::String(t.source_arn.clone()));
                 if let Some(d) = &t.destination_arn {
                     m.insert("DestinationArn".into(), Value::String(d.clone()));
@@ -1222,9 +1495,12 @@ impl Sqs {
                 }
                 m.insert(
                     "ApproximateNumberOfMessagesMoved".into(),
-                    json!(t.moved.load(std::sync::atomic::Ordering::Relaxed)),
+                    json!(t.moved.load(Ordering::Relaxed)),
                 );
                 m.insert("ApproximateNumberOfMessagesToMove".into(), json!(t.to_move));
+                if let Some(r) = reason {
+                    m.insert("FailureReason".into(), Value::String(r));
+                }
                 m.insert("StartedTimestamp".into(), json!(t.started));
                 Value::Object(m)
             })
@@ -1234,19 +1510,16 @@ impl Sqs {
 }
 
 /// Moves messages from a dead-letter queue back to `destination` (or each to
-/// the queue it came from), at most `rate` per second.
-#[allow(clippy::too_many_arguments)]
+/// the queue it came from), at most the task's rate per second, until it has
+/// moved what it set out to move. Progress is stored after each batch, and
+/// the outcome when it ends.
 async fn run_move_task(
     vhost: Arc<VHost>,
+    task: Arc<MoveTask>,
     source: Arc<Queue>,
     destination: Option<Arc<Queue>>,
-    to_move: u64,
-    rate: Option<u64>,
-    moved: Arc<std::sync::atomic::AtomicU64>,
-    status: Arc<Mutex<&'static str>>,
-    cancel: tokio_util::sync::CancellationToken,
 ) {
-    use std::sync::atomic::Ordering;
+    let (to_move, rate, moved, cancel) = (task.to_move, task.rate, &task.moved, &task.cancel);
     let per_tick = rate.unwrap_or(500).max(1) as usize;
     let mut out = Vec::new();
     let mut failed = false;
@@ -1290,6 +1563,7 @@ async fn run_move_task(
             }
             moved.fetch_add(1, Ordering::Relaxed);
         }
+        task.save();
         if failed {
             break;
         }
@@ -1300,13 +1574,16 @@ async fn run_move_task(
             }
         }
     }
-    *status.lock() = if cancel.is_cancelled() {
-        "CANCELLED"
+    if cancel.is_cancelled() {
+        task.set_status(MoveStatus::Cancelled, None);
     } else if failed {
-        "FAILED"
+        task.set_status(
+            MoveStatus::Failed,
+            Some("A message's source queue no longer exists.".into()),
+        );
     } else {
-        "COMPLETED"
-    };
+        task.set_status(MoveStatus::Completed, None);
+    }
 }
 
 const KNOWN_ATTRIBUTES: &[&str] = &[

@@ -188,11 +188,26 @@ impl Conn {
     /// later, and nothing unkept was acknowledged).
     pub(super) fn release_replies(&mut self) -> Result<(), End> {
         let done = *self.durable.borrow_and_update();
-        while let Some((lsn, _)) = self.pending.front() {
+        // Taken out while releasing, so the replies written below go straight
+        // to the socket buffer instead of queueing behind the rest.
+        let mut pending = std::mem::take(&mut self.pending);
+        let result = self.release_from(&mut pending, done);
+        debug_assert!(self.pending.is_empty());
+        pending.append(&mut self.pending);
+        self.pending = pending;
+        result
+    }
+
+    fn release_from(
+        &mut self,
+        pending: &mut std::collections::VecDeque<(Lsn, PendingReply)>,
+        done: Lsn,
+    ) -> Result<(), End> {
+        while let Some((lsn, _)) = pending.front() {
             if *lsn > done {
                 break;
             }
-            let Some((lsn, reply)) = self.pending.pop_front() else {
+            let Some((lsn, reply)) = pending.pop_front() else {
                 break;
             };
             let failed = !self.stored_ok(lsn);

@@ -376,6 +376,8 @@ pub struct EntryRecord {
     pub msg_id: u64,
     /// Bytes it counts for in limits.
     pub size: u32,
+    /// Length of its body.
+    pub body_len: u32,
     /// Priority level within the queue.
     pub level: u8,
     /// Delivery QoS (MQTT).
@@ -407,6 +409,7 @@ impl EntryRecord {
         w.u8(ENTRY_V1);
         w.uvar(self.msg_id);
         w.uvar(u64::from(self.size));
+        w.uvar(u64::from(self.body_len));
         w.u8(self.level);
         w.u8(self.qos | (u8::from(self.retain_as_published) << 4));
         w.uvar(self.sub_ids.len() as u64);
@@ -431,6 +434,7 @@ impl EntryRecord {
         }
         let msg_id = r.uvar()?;
         let size = r.u32()?;
+        let body_len = r.u32()?;
         let level = r.u8()?;
         let q = r.u8()?;
         let n = r.uvar()?;
@@ -441,6 +445,7 @@ impl EntryRecord {
         let rec = EntryRecord {
             msg_id,
             size,
+            body_len,
             level,
             qos: q & 0x0f,
             retain_as_published: q & 0x10 != 0,

@@ -8,9 +8,14 @@
 //!   [`Space`]. Fjall journals every batch and recovers up to the last whole
 //!   one after a crash (a half-written tail is dropped, which is safe: nothing
 //!   in it was acknowledged).
+//! * or `redb/`: the [redb](https://docs.rs/redb) database
+//!   ([`RedbEngine`](super::redb_engine::RedbEngine), cargo feature `redb`).
+//!   A directory holds one engine's data; opening it with the other engine is
+//!   refused rather than starting empty.
 //!
-//! Writes go through [`GroupCommit`]; see `docs/storage.md` for why fjall and
-//! the measurements behind the choice.
+//! Writes go through [`GroupCommit`] over either [`Engine`]; see
+//! `docs/storage.md` for why fjall is the default and the measurements behind
+//! the choice.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -124,14 +129,18 @@ impl Engine for FjallEngine {
     }
 }
 
-/// The default [`Store`]: fjall behind group commit, in a locked directory.
-pub struct EmbeddedStore {
-    commit: GroupCommit<FjallEngine>,
+/// Engine directories under `storage.path`; a data directory holds one.
+const ENGINE_DIRS: [&str; 2] = ["fjall", "redb"];
+
+/// The default [`Store`]: an [`Engine`] (fjall unless asked otherwise) behind
+/// group commit, in a locked directory.
+pub struct EmbeddedStore<E: Engine = FjallEngine> {
+    commit: GroupCommit<E>,
     _lock: File,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for EmbeddedStore {
+impl<E: Engine> std::fmt::Debug for EmbeddedStore<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore")
             .field("path", &self.path)
@@ -140,11 +149,26 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-impl EmbeddedStore {
-    /// Opens the store in `path`: takes the directory lock, opens the
-    /// database, and proves it can write (a read-only or full disk fails here,
-    /// at start-up, rather than on the first publish).
+impl EmbeddedStore<FjallEngine> {
+    /// Opens the fjall store in `path` (see [`EmbeddedStore::open_with`]).
     pub fn open(path: &Path, config: &StorageConfig) -> Result<Self, StoreError> {
+        let cache = config.cache_size.as_u64();
+        Self::open_with(path, config, "fjall", |dir| FjallEngine::open(dir, cache))
+    }
+}
+
+impl<E: Engine> EmbeddedStore<E> {
+    /// Opens the store in `path`: takes the directory lock, opens the engine
+    /// with `open_engine(path/engine_dir)`, and proves it can write (a
+    /// read-only or full disk fails here, at start-up, rather than on the
+    /// first publish). `engine_dir` is one of `fjall`, `redb`; a directory
+    /// already holding the other engine's data is refused.
+    pub fn open_with(
+        path: &Path,
+        config: &StorageConfig,
+        engine_dir: &str,
+        open_engine: impl FnOnce(&Path) -> Result<E, StoreError>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", path.display())))?;
         let lock_path = path.join("tether.lock");
@@ -167,7 +191,20 @@ impl EmbeddedStore {
                 )));
             }
         }
-        let engine = FjallEngine::open(&path.join("fjall"), config.cache_size.as_u64())?;
+        // Switching engines does not convert data: starting empty on top of
+        // the other engine's messages would look like data loss.
+        if let Some(other) = ENGINE_DIRS
+            .into_iter()
+            .find(|d| *d != engine_dir && path.join(d).exists())
+        {
+            return Err(StoreError::Unsupported(format!(
+                "{} holds {other} data ({}); storage.engine = \"{engine_dir}\" cannot read it \
+                 (use storage.engine = \"{other}\" or another storage.path)",
+                path.display(),
+                path.join(other).display()
+            )));
+        }
+        let engine = open_engine(&path.join(engine_dir))?;
         // Prove the disk takes writes and syncs now, not at the first publish.
         let mut probe = Ops::new();
         probe.push(Op::Put(
@@ -191,13 +228,17 @@ impl EmbeddedStore {
     }
 }
 
-impl Store for EmbeddedStore {
+impl<E: Engine> Store for EmbeddedStore<E> {
     fn is_persistent(&self) -> bool {
         true
     }
 
     fn submit(&self, ops: Ops) -> Lsn {
         self.commit.submit(ops)
+    }
+
+    fn submitted(&self) -> Lsn {
+        self.commit.submitted()
     }
 
     fn done(&self) -> tokio::sync::watch::Receiver<Lsn> {
@@ -238,7 +279,7 @@ impl Store for EmbeddedStore {
     }
 }
 
-impl Drop for EmbeddedStore {
+impl<E: Engine> Drop for EmbeddedStore<E> {
     fn drop(&mut self) {
         self.commit.close();
     }

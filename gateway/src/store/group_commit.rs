@@ -47,7 +47,14 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Bytes on disk.
     fn disk_usage(&self) -> u64;
+    /// Housekeeping while writes are quiet (flushing journals, reclaiming the
+    /// space of removed data). Called from the writer thread after it has
+    /// been idle for [`IDLE`], at most once per quiet spell.
+    fn maintain(&self) {}
 }
+
+/// How long the writer must be idle before it runs [`Engine::maintain`].
+pub const IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -143,6 +150,11 @@ impl<E: Engine> GroupCommit<E> {
         lsn
     }
 
+    /// The highest ticket handed out.
+    pub fn submitted(&self) -> Lsn {
+        self.shared.pending.lock().last
+    }
+
     /// Watches the highest ticket done.
     pub fn done(&self) -> watch::Receiver<Lsn> {
         self.shared.done_tx.subscribe()
@@ -217,6 +229,8 @@ fn writer_loop<E: Engine>(s: &Shared<E>) {
     let mut batch: Vec<Op> = Vec::new();
     let mut done: Lsn = 0;
     let mut unsynced_since: Option<Instant> = None;
+    // Writes happened since the last maintenance.
+    let mut dirty = false;
     loop {
         let upto;
         let closing;
@@ -233,6 +247,14 @@ fn writer_loop<E: Engine>(s: &Shared<E>) {
                             break;
                         }
                         s.more.wait_until(&mut p, due);
+                    }
+                    _ if dirty => {
+                        if s.more.wait_for(&mut p, IDLE).timed_out() && p.ops.is_empty() {
+                            dirty = false;
+                            drop(p);
+                            s.engine.maintain();
+                            p = s.pending.lock();
+                        }
                     }
                     _ => s.more.wait(&mut p),
                 }
@@ -261,6 +283,7 @@ fn writer_loop<E: Engine>(s: &Shared<E>) {
         };
         s.batches.fetch_add(1, Ordering::Relaxed);
         s.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        dirty = true;
         match result {
             Ok(()) if always => {
                 s.syncs.fetch_add(1, Ordering::Relaxed);
@@ -336,6 +359,7 @@ mod tests {
         data: Mutex<BTreeMap<(u8, Vec<u8>), Bytes>>,
         applies: AtomicUsize,
         fail: AtomicBool,
+        maintained: AtomicUsize,
     }
 
     impl Engine for Fake {
@@ -378,6 +402,9 @@ mod tests {
         }
         fn disk_usage(&self) -> u64 {
             0
+        }
+        fn maintain(&self) {
+            self.maintained.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -448,6 +475,23 @@ mod tests {
         let _ = gc.flush();
         assert!(gc.outcome(later).is_err());
         assert_eq!(gc.outcome(ok), Ok(()));
+    }
+
+    #[test]
+    fn maintenance_runs_once_per_quiet_spell() {
+        let gc = GroupCommit::start(Fake::default(), SyncPolicy::Always);
+        // Nothing written yet: nothing to maintain.
+        std::thread::sleep(IDLE + Duration::from_millis(200));
+        assert_eq!(gc.engine().maintained.load(Ordering::Relaxed), 0);
+        gc.submit(put(1));
+        gc.flush().unwrap();
+        let start = Instant::now();
+        while gc.engine().maintained.load(Ordering::Relaxed) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never maintained");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(IDLE + Duration::from_millis(200));
+        assert_eq!(gc.engine().maintained.load(Ordering::Relaxed), 1);
     }
 
     #[test]

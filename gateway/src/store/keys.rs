@@ -22,6 +22,8 @@ pub const PACKET: u8 = b'p';
 pub const RETAINED: u8 = b'r';
 /// A FIFO deduplication record: `[queue id, scope, id]`.
 pub const DEDUP: u8 = b'd';
+/// A queue's reserved sequence numbers and lease tags: `[queue id]`.
+pub const COUNTERS: u8 = b'c';
 /// SQS-only facts about a queue: `[name]`.
 pub const SQS_QUEUE: u8 = b'Q';
 /// An SQS message move task: `[handle]`.

@@ -29,6 +29,10 @@ impl Store for MemoryStore {
         0
     }
 
+    fn submitted(&self) -> Lsn {
+        0
+    }
+
     fn done(&self) -> watch::Receiver<Lsn> {
         self.done.subscribe()
     }

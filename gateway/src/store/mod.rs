@@ -14,9 +14,10 @@
 //! * [`Space::Body`]: the message itself, written once per queue entry.
 //!
 //! Implementations: [`embedded::EmbeddedStore`] (the default: one data
-//! directory, group commit, on [fjall](https://docs.rs/fjall)) and
-//! [`memory::MemoryStore`] (keeps nothing; `storage.engine = "memory"`). A
-//! clustered store implements the same trait.
+//! directory, group commit, on [fjall](https://docs.rs/fjall), or on
+//! [redb](https://docs.rs/redb) with `storage.engine = "redb"` in a build with
+//! the `redb` feature) and [`memory::MemoryStore`] (keeps nothing;
+//! `storage.engine = "memory"`). A clustered store implements the same trait.
 //!
 //! [`codec`] is the binary form of messages and queue entries; [`keys`] lays
 //! out the key space; [`recovery`] reads everything back at start-up.
@@ -28,6 +29,8 @@ pub mod keys;
 pub mod memory;
 pub mod records;
 pub mod recovery;
+#[cfg(feature = "redb")]
+pub mod redb_engine;
 
 use std::cell::Cell;
 use std::fmt;
@@ -104,6 +107,10 @@ pub enum StoreError {
     /// The store was closed.
     #[error("storage is closed")]
     Closed,
+    /// The configuration asks for what this build or this data directory
+    /// cannot do (an engine compiled out, another engine's data).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Counters for reports (messages per fsync and the like).
@@ -128,6 +135,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Watches the highest ticket whose outcome is known.
     fn done(&self) -> watch::Receiver<Lsn>;
+
+    /// The highest ticket handed out so far.
+    fn submitted(&self) -> Lsn;
 
     /// The outcome of a ticket already reported done.
     fn outcome(&self, lsn: Lsn) -> Result<(), StoreError>;
@@ -206,11 +216,89 @@ pub fn open(config: &StorageConfig) -> Result<SharedStore, StoreError> {
             let store = embedded::EmbeddedStore::open(Path::new(&config.path), config)?;
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "redb")]
+        StorageEngine::Redb => {
+            let cache = config.cache_size.as_u64();
+            let store = embedded::EmbeddedStore::open_with(
+                Path::new(&config.path),
+                config,
+                "redb",
+                |dir| {
+                    std::fs::create_dir_all(dir)?;
+                    redb_engine::RedbEngine::open(&dir.join("tether.redb"), cache)
+                },
+            )?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "redb"))]
+        StorageEngine::Redb => Err(StoreError::Unsupported(
+            "storage.engine = \"redb\" needs a tether built with the `redb` cargo feature \
+             (cargo build --release -p tether-gateway --features redb)"
+                .into(),
+        )),
     }
 }
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    fn config(dir: &Path, engine: StorageEngine) -> StorageConfig {
+        StorageConfig {
+            path: dir.to_owned(),
+            engine,
+            ..StorageConfig::default()
+        }
+    }
+
+    #[cfg(not(feature = "redb"))]
+    #[test]
+    fn redb_without_the_feature_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(&config(dir.path(), StorageEngine::Redb)).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Unsupported(m) if m.contains("`redb` cargo feature")),
+            "{e}"
+        );
+    }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn redb_store_keeps_writes_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ops = Ops::new();
+        ops.push(Op::Put(
+            Space::Meta,
+            Key::from_slice(b"k"),
+            Bytes::from_static(b"v"),
+        ));
+        {
+            let store = open(&config(dir.path(), StorageEngine::Redb)).unwrap();
+            store.submit(ops);
+            store.flush().unwrap();
+            assert_eq!(store.stats().ops, 1);
+        }
+        let store = open(&config(dir.path(), StorageEngine::Redb)).unwrap();
+        assert_eq!(
+            store.get(Space::Meta, b"k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+
+    #[test]
+    fn a_directory_holding_another_engines_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("redb")).unwrap();
+        let e = open(&config(dir.path(), StorageEngine::Fjall)).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Unsupported(m) if m.contains("holds redb data")),
+            "{e}"
+        );
     }
 }

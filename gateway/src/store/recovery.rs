@@ -1,18 +1,17 @@
 //! Reading everything back at start-up.
 //!
-//! Queue entries (Index and Body) are joined by key into one
-//! [`RecoveredQueue`] per queue id; the queue rebuilt under that id takes them
+//! Queue entries (the Index space; bodies are read on demand) are grouped
+//! into one [`RecoveredQueue`] per queue id; the queue rebuilt under that id takes them
 //! ([`crate::core::queue::Queue::restored`]). Meta records are handed out by
 //! kind to whoever owns them (the vhosts, the session registry, SQS, SNS).
 //! A record that does not decode is skipped and removed with one warning line
 //! naming it; nothing here panics on bad data.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::codec::{EntryRecord, decode_message};
+use super::codec::EntryRecord;
 use super::{Key, Op, Ops, Space, Store, StoreError, keys};
 use crate::core::bytestr::ByteStr;
 use crate::core::queue::{RecoveredDedup, RecoveredEntry, RecoveredQueue, decode_dedup};
@@ -68,60 +67,51 @@ pub fn load(store: &dyn Store) -> Result<Recovered, StoreError> {
         return Ok(out);
     }
     let mut bad: Vec<(Space, Key)> = Vec::new();
-    let mut index: BTreeMap<(u64, u64), EntryRecord> = BTreeMap::new();
+    // Only the index is read: bodies stay on disk until a consumer needs them
+    // (FIFO queues read theirs when they are rebuilt). An entry and its body
+    // are always written and removed in one atomic batch, so neither outlives
+    // the other.
     store.scan(Space::Index, &[], &mut |k, v| {
         match (keys::parse_entry_key(k), EntryRecord::decode(&v)) {
-            (Some(qs), Ok(rec)) => {
-                index.insert(qs, rec);
+            (Some((q, seq)), Ok(record)) => {
+                out.max_message_id = out.max_message_id.max(record.msg_id);
+                out.queues.entry(q).or_default().entries.push(RecoveredEntry {
+                    seq,
+                    record,
+                    msg: None,
+                });
             }
-            (_, Err(e)) => {
+            (parsed, Err(e)) => {
                 tracing::warn!(key = ?k, error = %e, "skipping a queue entry record that does not decode");
                 bad.push((Space::Index, Key::from_slice(k)));
+                if let Some((q, seq)) = parsed {
+                    bad.push((Space::Body, keys::entry_key(q, seq)));
+                }
             }
-            (None, _) => bad.push((Space::Index, Key::from_slice(k))),
+            (None, Ok(_)) => bad.push((Space::Index, Key::from_slice(k))),
         }
     })?;
-    store.scan(Space::Body, &[], &mut |k, v| {
-        let Some(qs) = keys::parse_entry_key(k) else {
-            bad.push((Space::Body, Key::from_slice(k)));
-            return;
-        };
-        let Some(record) = index.remove(&qs) else {
-            // A body whose entry is gone: the removal of the pair was cut in
-            // half by a crash. Finish it.
-            bad.push((Space::Body, Key::from_slice(k)));
-            return;
-        };
-        match decode_message(&v) {
-            Ok(msg) => {
-                out.max_message_id = out.max_message_id.max(msg.id);
-                out.queues
-                    .entry(qs.0)
-                    .or_default()
-                    .entries
-                    .push(RecoveredEntry {
-                        seq: qs.1,
-                        record,
-                        msg: Arc::new(msg),
-                    });
-            }
-            Err(e) => {
-                tracing::warn!(queue = qs.0, seq = qs.1, error = %e, "skipping a stored message that does not decode");
-                bad.push((Space::Body, Key::from_slice(k)));
-                bad.push((Space::Index, keys::entry_key(qs.0, qs.1)));
-            }
-        }
-    })?;
-    // Entries without a body.
-    for (q, s) in index.keys() {
-        bad.push((Space::Index, keys::entry_key(*q, *s)));
-    }
     store.scan(Space::Meta, &[], &mut |k, v| {
         let Some((kind, parts)) = keys::meta_parts(k) else {
             tracing::warn!(key = ?k, "skipping a malformed metadata key");
             bad.push((Space::Meta, Key::from_slice(k)));
             return;
         };
+        if kind == keys::COUNTERS {
+            let q = parts
+                .first()
+                .and_then(|p| <[u8; 8]>::try_from(*p).ok())
+                .map(u64::from_be_bytes);
+            match (q, <[u8; 16]>::try_from(&v[..])) {
+                (Some(q), Ok(c)) => {
+                    let seq = u64::from_be_bytes(c[..8].try_into().unwrap_or_default());
+                    let tag = u64::from_be_bytes(c[8..].try_into().unwrap_or_default());
+                    out.queues.entry(q).or_default().counters = Some((seq, tag));
+                }
+                _ => bad.push((Space::Meta, Key::from_slice(k))),
+            }
+            return;
+        }
         if kind == keys::DEDUP {
             let decoded = match (parts.as_slice(), decode_dedup(&v)) {
                 (&[q, scope, id], Some((message_id, seq, until_ms))) => {
@@ -158,7 +148,7 @@ pub fn load(store: &dyn Store) -> Result<Recovered, StoreError> {
         out.corrupt = bad.len();
         tracing::warn!(
             records = bad.len(),
-            "removed stored records that were incomplete or did not decode"
+            "removed stored records that did not decode"
         );
         let mut ops = Ops::new();
         for (space, key) in bad {
@@ -190,6 +180,10 @@ pub fn drop_orphans(store: &dyn Store, orphans: &[u64]) {
         ops.push(Op::RemovePrefix(
             Space::Meta,
             keys::meta_key(keys::DEDUP, &[&q.to_be_bytes()]),
+        ));
+        ops.push(Op::Remove(
+            Space::Meta,
+            keys::meta_key(keys::COUNTERS, &[&q.to_be_bytes()]),
         ));
     }
     store.submit(ops);
