@@ -586,3 +586,83 @@ async fn pipelined_pubacks_come_back_in_order_while_waiting_for_the_disk() {
         );
     }
 }
+
+/// Bytes under `dir`, journals (`*.jnl`) excepted.
+fn table_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            total += table_bytes(&p);
+        } else if p.extension().is_none_or(|x| x != "jnl") {
+            total += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn disk_use_returns_near_its_baseline_after_a_queue_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw = Gateway::builder().data_dir(data.clone()).start();
+    let (conn, ch) = amqp::channel(gw.amqp.unwrap()).await;
+    ch.queue_declare(
+        "drain".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // 80 MB: enough that memtables are flushed to tables (and the journal
+    // rotates), so there is something on disk to give back.
+    let body = vec![b'd'; 16 * 1024];
+    let total = 5_000;
+    let mut pending = std::collections::VecDeque::new();
+    for _ in 0..total {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "drain".into(),
+                BasicPublishOptions::default(),
+                &body,
+                persistent(),
+            )
+            .await
+            .unwrap();
+        pending.push_back(c);
+        if pending.len() >= 256 {
+            assert!(pending.pop_front().unwrap().await.unwrap().is_ack());
+        }
+    }
+    for c in pending {
+        assert!(c.await.unwrap().is_ack());
+    }
+    let cch = conn.create_channel().await.unwrap();
+    cch.basic_qos(500, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut c = amqp::consume(&cch, "drain", "c", false).await;
+    for _ in 0..total {
+        let d = amqp::next(&mut c, WAIT).await.expect("delivery");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    // Tables shrink back once the store is quiet (journals are bounded
+    // separately and not counted here).
+    let quiet =
+        tether_e2e::eventually(Duration::from_secs(20), || table_bytes(&data) < 1024 * 1024).await;
+    assert!(
+        quiet,
+        "{} bytes of tables left after 80 MB was written and drained",
+        table_bytes(&data)
+    );
+}

@@ -39,6 +39,8 @@ impl FjallEngine {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = Database::builder(dir)
             .cache_size(cache_bytes)
+            // Bounds the journals kept besides the active one (the minimum).
+            .max_journaling_size(64 * 1024 * 1024)
             // Batches reach the OS as they are written; we decide when to fsync.
             .manual_journal_persist(false)
             .open()
@@ -126,6 +128,63 @@ impl Engine for FjallEngine {
 
     fn disk_usage(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+
+    /// Gives space back once writes are quiet. Queue data is written and
+    /// removed again soon after, and an LSM tree reclaims removed data only
+    /// when later writes drive compaction, so a queue that drained and went
+    /// quiet would keep its old tables. Here, on the writer thread (so no
+    /// write can slip in between the check and the clear): an index or body
+    /// keyspace with no live data left is cleared outright, which drops its
+    /// tables; and once the journal has grown, memtables are flushed so old
+    /// journals can be deleted when the active one rotates (fjall rotates it
+    /// at 64 MiB; at most 64 MiB more of sealed journals is kept).
+    fn maintain(&self) {
+        const COMPACT_AT: u64 = 1024 * 1024;
+        const JOURNAL_FLUSH_AT: u64 = 4 * 1024 * 1024;
+        let mut compacted = false;
+        for space in [Space::Index, Space::Body] {
+            let ks = self.space(space);
+            if ks.disk_space() > COMPACT_AT && ks.is_empty().unwrap_or(false) {
+                compacted = true;
+                let before = ks.disk_space();
+                // Flush the memtable holding the removals, then compact
+                // everything into the last level, where a removal and what
+                // it removed both disappear.
+                let r = ks
+                    .rotate_memtable_and_wait()
+                    .and_then(|()| ks.major_compact());
+                match r {
+                    Ok(()) => tracing::debug!(
+                        keyspace = space.name(),
+                        before,
+                        after = ks.disk_space(),
+                        "compacted a drained keyspace"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(keyspace = space.name(), error = ?e, "cannot compact a drained keyspace");
+                    }
+                }
+            }
+        }
+        if compacted {
+            // The replaced tables' files are deleted when fjall collects old
+            // versions, which it does on a memtable flush: flush the (tiny)
+            // meta keyspace after touching it.
+            let meta = self.space(Space::Meta);
+            let probe = super::keys::meta_key(super::keys::PROBE, &[]);
+            let stamp = super::codec::now_ms_bytes();
+            if meta.insert(probe.as_slice(), stamp.as_slice()).is_ok() {
+                let _ = meta.rotate_memtable_and_wait();
+            }
+        }
+        if self.db.journal_disk_space().unwrap_or(0) > JOURNAL_FLUSH_AT {
+            for ks in &self.spaces {
+                if let Err(e) = ks.rotate_memtable() {
+                    tracing::warn!(keyspace = %ks.name(), error = ?e, "cannot flush a memtable");
+                }
+            }
+        }
     }
 }
 
