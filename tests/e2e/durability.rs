@@ -339,12 +339,19 @@ async fn a_clean_session_is_not_kept_and_an_ended_session_stays_ended() {
     let mut opts = v4::options(addr, "ended");
     opts.set_clean_session(true);
     Client::connect(opts).await.disconnect().await;
-    // A PUBACK is sent once its publish is durable, and with it everything
-    // stored before it (the session's removal included).
-    Client::connect(v4::options(addr, "sync"))
-        .await
-        .publish_acked("sync/point", "x")
+    // A PUBACK of a publish that writes something (a retained message) is
+    // sent once that write is durable, and with it everything stored before
+    // it (the session's removal included).
+    let mut sync = Client::connect(v4::options(addr, "sync")).await;
+    sync.publish("sync/point", QoS::AtLeastOnce, true, "x")
         .await;
+    loop {
+        match sync.next_incoming(WAIT).await {
+            Some(Ok(v4::Packet::PubAck(_))) => break,
+            Some(Ok(_)) => continue,
+            other => panic!("no PUBACK: {other:?}"),
+        }
+    }
 
     let gw2 = restart(&mut gw, &dir);
     for id in ["ephemeral", "ended"] {
@@ -665,4 +672,146 @@ async fn disk_use_returns_near_its_baseline_after_a_queue_drains() {
         "{} bytes of tables left after 80 MB was written and drained",
         table_bytes(&data)
     );
+}
+
+/// A small tmpfs mounted for the test (needs root); unmounted when dropped.
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Option<TinyDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(TinyDisk { dir })
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_publishes_instead_of_acknowledging_them() {
+    use tether_e2e::raw::{self, Packet, ProtocolVersion, PubResponse, RawClient, ReasonCode};
+    // A full disk needs a small filesystem: a tmpfs, which needs root (as CI
+    // and the test machines run). Elsewhere this test cannot set itself up.
+    let Some(disk) = TinyDisk::mount("8m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let mut gw = Gateway::builder()
+        .data_dir(disk.dir.path().join("data"))
+        .start();
+    let (_conn, ch) = amqp::channel(gw.amqp.unwrap()).await;
+    ch.queue_declare(
+        "fill".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // Incompressible bodies until the disk is full: every publish is either
+    // confirmed (and kept) or refused with a nack; never confirmed and lost.
+    let mut confirmed = 0;
+    let mut nacked = false;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..4000 {
+        let body: Vec<u8> = (0..10_000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "fill".into(),
+                BasicPublishOptions::default(),
+                &body,
+                persistent(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        if c.is_ack() {
+            confirmed += 1;
+        } else {
+            nacked = true;
+            break;
+        }
+    }
+    assert!(
+        nacked,
+        "8 MiB took {confirmed} confirmed 10 KB messages and never refused one"
+    );
+    assert!(
+        gw.log().text().contains("storage write failed"),
+        "no clear log line about the failing disk"
+    );
+
+    // MQTT 5: PUBACK 0x80 instead of success.
+    let v = ProtocolVersion::V5;
+    let mut m = RawClient::connect(gw.mqtt_addr(), v, "full-disk").await;
+    let mut p = raw::publish_packet("any/topic", raw::QoS::AtLeastOnce, b"x");
+    p.packet_id = Some(7);
+    m.send_packet(&Packet::Publish(p)).await;
+    match m.expect_frame(WAIT).await.packet(v) {
+        Packet::PubAck(PubResponse {
+            packet_id: 7,
+            reason,
+            ..
+        }) => assert_eq!(reason, ReasonCode::UNSPECIFIED_ERROR),
+        other => panic!("expected PUBACK 0x80, got {other:?}"),
+    }
+
+    // SQS: a 500, not a MessageId.
+    let c = tether_e2e::aws::sqs_client(gw.http.unwrap());
+    let url = c
+        .create_queue()
+        .queue_name("full")
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.queue_url);
+    if let Some(url) = url {
+        let r = c
+            .send_message()
+            .queue_url(url)
+            .message_body("x")
+            .send()
+            .await;
+        let e = r.expect_err("SendMessage succeeded on a full disk");
+        let raw = e.raw_response().map(|r| r.status().as_u16());
+        assert_eq!(raw, Some(500), "{e:?}");
+    }
+
+    // What was confirmed is still there to consume (the refused message may
+    // be there too, in memory only: a nack promises nothing either way).
+    let left = amqp::message_count(&ch, "fill").await;
+    assert!(
+        left >= confirmed,
+        "{left} of {confirmed} confirmed messages left"
+    );
+    gw.kill9();
+    drop(gw);
+    drop(disk);
 }

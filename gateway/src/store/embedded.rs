@@ -80,12 +80,22 @@ fn fjall_error(dir: &Path, e: fjall::Error) -> StoreError {
 impl Engine for FjallEngine {
     fn apply(&self, ops: &[Op], sync: bool) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
             match op {
                 Op::Put(s, k, v) => batch.insert(self.space(*s), k.as_slice(), v.as_ref()),
                 Op::Remove(s, k) => batch.remove(self.space(*s), k.as_slice()),
                 Op::RemovePrefix(s, p) => {
                     let ks = self.space(*s);
+                    // Keys put earlier in this batch are not in the keyspace
+                    // yet; the prefix covers them too (later puts win).
+                    for earlier in &ops[..i] {
+                        if let Op::Put(es, k, _) = earlier
+                            && es == s
+                            && k.starts_with(p)
+                        {
+                            batch.remove(ks, k.as_slice());
+                        }
+                    }
                     for kv in ks.prefix(p.as_slice()) {
                         let key = kv.key().map_err(|e| fjall_error(&self.dir, e))?;
                         batch.remove(ks, key);
@@ -341,5 +351,66 @@ impl<E: Engine> Store for EmbeddedStore<E> {
 impl<E: Engine> Drop for EmbeddedStore<E> {
     fn drop(&mut self) {
         self.commit.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Key;
+
+    fn key(k: &[u8]) -> Key {
+        Key::from_slice(k)
+    }
+
+    #[test]
+    fn the_last_write_of_a_key_in_a_batch_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = FjallEngine::open(dir.path(), 1 << 20).unwrap();
+        let v = |s: &'static [u8]| Bytes::from_static(s);
+        e.apply(
+            &[
+                Op::Put(Space::Index, key(b"a"), v(b"1")),
+                Op::Remove(Space::Index, key(b"a")),
+                Op::Remove(Space::Index, key(b"b")),
+                Op::Put(Space::Index, key(b"b"), v(b"2")),
+                Op::Put(Space::Index, key(b"c"), v(b"3")),
+                Op::Put(Space::Index, key(b"c"), v(b"4")),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(e.get(Space::Index, b"a").unwrap(), None);
+        assert_eq!(e.get(Space::Index, b"b").unwrap(), Some(v(b"2")));
+        assert_eq!(e.get(Space::Index, b"c").unwrap(), Some(v(b"4")));
+        drop(e);
+        // And the same after recovery from the journal.
+        let e = FjallEngine::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(e.get(Space::Index, b"a").unwrap(), None);
+        assert_eq!(e.get(Space::Index, b"b").unwrap(), Some(v(b"2")));
+        assert_eq!(e.get(Space::Index, b"c").unwrap(), Some(v(b"4")));
+    }
+
+    #[test]
+    fn remove_prefix_covers_earlier_writes_of_the_same_batch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = FjallEngine::open(dir.path(), 1 << 20).unwrap();
+        let v = |s: &'static [u8]| Bytes::from_static(s);
+        e.apply(&[Op::Put(Space::Body, key(b"q1-old"), v(b"o"))], true)
+            .unwrap();
+        e.apply(
+            &[
+                Op::Put(Space::Body, key(b"q1-new"), v(b"n")),
+                Op::Put(Space::Body, key(b"q2-x"), v(b"x")),
+                Op::RemovePrefix(Space::Body, key(b"q1")),
+                Op::Put(Space::Body, key(b"q1-after"), v(b"a")),
+            ],
+            true,
+        )
+        .unwrap();
+        let mut left = Vec::new();
+        e.scan(Space::Body, b"", &mut |k, _| left.push(k.to_vec()))
+            .unwrap();
+        assert_eq!(left, vec![b"q1-after".to_vec(), b"q2-x".to_vec()]);
     }
 }
