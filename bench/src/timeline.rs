@@ -1,0 +1,119 @@
+//! The timeline of a run: warm-up, the measured window, then stop.
+//!
+//! Workers run from the start and check [`Timeline::stopped`] to finish;
+//! they count what they do on [`Meter`]s, which the driver reads at both edges
+//! of the window ([`Timeline::drive`]), so warm-up work is never in a rate.
+//! A latency sample counts when the operation both started and finished inside
+//! the window ([`Timeline::in_window`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// A monotonically growing count shared by workers.
+#[derive(Debug, Default)]
+pub struct Meter(AtomicU64);
+
+impl Meter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// When the run measures, and the signal that tells workers to stop.
+#[derive(Debug)]
+pub struct Timeline {
+    measure_from: Instant,
+    measure_until: Instant,
+    stop_tx: watch::Sender<bool>,
+}
+
+impl Timeline {
+    /// A timeline starting now: `warmup`, then `duration` measured.
+    pub fn start(warmup: Duration, duration: Duration) -> Self {
+        let measure_from = Instant::now() + warmup;
+        Timeline {
+            measure_from,
+            measure_until: measure_from + duration,
+            stop_tx: watch::channel(false).0,
+        }
+    }
+
+    /// Whether an operation that started at `started` and finished at
+    /// `finished` falls inside the measured window.
+    pub fn in_window(&self, started: Instant, finished: Instant) -> bool {
+        started >= self.measure_from && finished <= self.measure_until
+    }
+
+    /// Whether workers should stop.
+    pub fn is_stopped(&self) -> bool {
+        *self.stop_tx.borrow()
+    }
+
+    /// Resolves once workers should stop.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop_tx.subscribe();
+        // The sender lives in `self`, so this only ends by seeing `true`.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Stops the workers now (also used when one of them fails).
+    pub fn stop(&self) {
+        self.stop_tx.send_replace(true);
+    }
+
+    /// Waits through the warm-up, reads `meters` at the start of the window,
+    /// waits through the window, reads them again and stops the workers.
+    /// Returns the count in the window of each meter and the window's length
+    /// as actually measured. Ends early (with what was counted so far) if a
+    /// worker stops the run.
+    pub async fn drive(&self, meters: &[&Meter]) -> (Vec<u64>, Duration) {
+        let read = || meters.iter().map(|m| m.get()).collect::<Vec<_>>();
+        tokio::select! {
+            _ = tokio::time::sleep_until(self.measure_from) => {}
+            _ = self.stopped() => return (vec![0; meters.len()], Duration::ZERO),
+        }
+        let (before, from) = (read(), Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep_until(self.measure_until) => {}
+            _ = self.stopped() => {}
+        }
+        let (after, until) = (read(), Instant::now());
+        self.stop();
+        let counts = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        (counts, until - from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drive_counts_only_the_measured_window() {
+        let ms = Duration::from_millis;
+        let tl = Timeline::start(ms(40), ms(80));
+        let m = Meter::default();
+        m.add(5); // warm-up
+        let meters = [&m];
+        let (counts, window) = tokio::join!(tl.drive(&meters), async {
+            tokio::time::sleep(ms(80)).await;
+            m.add(7);
+        })
+        .0;
+        assert_eq!(counts, vec![7]);
+        assert!(window >= ms(80));
+        assert!(tl.is_stopped());
+        // After the window, nothing is in it.
+        let now = Instant::now();
+        assert!(!tl.in_window(now, now + ms(1)));
+    }
+}
