@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Error;
 use crate::report::Report;
-use crate::scenarios::amqp_durable;
+use crate::scenarios::{amqp_durable, mqtt};
 
 /// `tether-bench`: drives load against a broker and reports throughput and
 /// latency.
@@ -30,6 +30,9 @@ pub enum Scenario {
     /// AMQP 0-9-1: persistent messages with publisher confirms into a durable
     /// queue, consumed with manual acks.
     AmqpDurable(amqp_durable::Args),
+    /// MQTT 3.1.1 or 5: publishers and subscribers at maximum or fixed rate
+    /// (pairs, fan-out, fan-in, shared subscriptions).
+    Mqtt(mqtt::Args),
 }
 
 impl Scenario {
@@ -37,6 +40,7 @@ impl Scenario {
     pub async fn run(self) -> Result<Report, Error> {
         match self {
             Scenario::AmqpDurable(args) => amqp_durable::run(args).await,
+            Scenario::Mqtt(args) => mqtt::run(args).await,
         }
     }
 }
@@ -51,6 +55,10 @@ pub struct RunArgs {
     /// queues at their steady length); `0s` measures from the start.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Process id of the broker, to report its CPU time per message and its
+    /// memory (read from `/proc`, so the broker must run on this machine).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -65,7 +73,9 @@ mod tests {
     #[test]
     fn amqp_durable_defaults_match_the_issue_benchmark() {
         let cli = Cli::try_parse_from(["tether-bench", "amqp-durable"]).unwrap();
-        let Scenario::AmqpDurable(a) = cli.scenario;
+        let Scenario::AmqpDurable(a) = cli.scenario else {
+            panic!("wrong scenario")
+        };
         assert!(!cli.json);
         assert_eq!(a.size, 1024);
         assert_eq!(a.confirm_window, 256);
@@ -93,11 +103,42 @@ mod tests {
             "--json",
         ])
         .unwrap();
-        let Scenario::AmqpDurable(a) = cli.scenario;
+        let Scenario::AmqpDurable(a) = cli.scenario else {
+            panic!("wrong scenario")
+        };
         assert!(cli.json);
         assert_eq!((a.publishers, a.consumers), (4, 2));
         assert_eq!(a.run.duration, Duration::from_secs(60));
         assert_eq!(a.run.warmup, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mqtt_options_parse() {
+        let cli = Cli::try_parse_from([
+            "tether-bench",
+            "mqtt",
+            "--mqtt-version",
+            "5",
+            "--qos",
+            "2",
+            "--filter",
+            "$share/g/bench/#",
+        ])
+        .unwrap();
+        let Scenario::Mqtt(a) = cli.scenario else {
+            panic!("wrong scenario")
+        };
+        assert!(a.version.is_v5());
+        assert_eq!(a.qos.as_u8(), 2);
+        assert_eq!(a.filter, "$share/g/bench/#");
+        assert!(Cli::try_parse_from(["tether-bench", "mqtt", "--size", "4"]).is_err());
+        assert!(Cli::try_parse_from(["tether-bench", "mqtt", "--qos", "3"]).is_err());
     }
 
     #[test]

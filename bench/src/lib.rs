@@ -11,6 +11,8 @@
 //! * [`timeline`]: warm-up, then the measured window, then stop; and the
 //!   [`timeline::Meter`]s whose values are read at the window's edges.
 //! * [`latency`]: HdrHistogram recording and the percentiles reported.
+//! * [`mqtt`]: the lean MQTT client the MQTT scenarios drive load with.
+//! * [`probe`]: CPU and memory of the broker and of the load generator.
 //! * [`report`]: the result of a run, printed as a table or as JSON.
 //!
 //! A scenario never prints: it returns numbers, and `main` decides the format.
@@ -19,6 +21,8 @@
 
 pub mod cli;
 pub mod latency;
+pub mod mqtt;
+pub mod probe;
 pub mod report;
 pub mod scenarios;
 pub mod timeline;

@@ -33,6 +33,41 @@ pub struct Report {
     /// broker's own counters, such as Tether's `storage totals`).
     #[serde(serialize_with = "in_order")]
     pub totals: Vec<(String, u64)>,
+    /// CPU and memory in the window: the broker's (with `--broker-pid`) and
+    /// the load generator's own, to show it was not the bottleneck.
+    #[serde(serialize_with = "in_order")]
+    pub resources: Vec<(String, f64)>,
+}
+
+/// The resource figures of a window of `seconds` in which `messages` were
+/// handled (published and delivered): CPU seconds and cores used by the
+/// broker and by this process, the broker's CPU µs per message and its
+/// resident memory.
+pub fn resources(
+    broker_cpu: Option<f64>,
+    bench_cpu: f64,
+    seconds: f64,
+    messages: u64,
+    broker_pid: Option<u32>,
+) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let cores = |cpu: f64| if seconds > 0.0 { cpu / seconds } else { 0.0 };
+    if let Some(cpu) = broker_cpu {
+        out.push(("broker_cpu_seconds".to_owned(), cpu));
+        out.push(("broker_cores".to_owned(), cores(cpu)));
+        if messages > 0 {
+            out.push((
+                "broker_cpu_us_per_message".to_owned(),
+                cpu * 1e6 / messages as f64,
+            ));
+        }
+    }
+    if let Some(rss) = broker_pid.and_then(|p| crate::probe::rss_bytes(Some(p))) {
+        out.push(("broker_rss_mib".to_owned(), rss as f64 / (1024.0 * 1024.0)));
+    }
+    out.push(("bench_cpu_seconds".to_owned(), bench_cpu));
+    out.push(("bench_cores".to_owned(), cores(bench_cpu)));
+    out
 }
 
 /// A count in the measured window and its rate.
@@ -106,6 +141,14 @@ impl Report {
                 );
             }
         }
+        if !self.resources.is_empty() {
+            let res: Vec<String> = self
+                .resources
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            let _ = writeln!(out, "\n  resources: {}", res.join(", "));
+        }
         if !self.totals.is_empty() {
             let totals: Vec<String> = self
                 .totals
@@ -156,6 +199,7 @@ mod tests {
             rates: vec![("confirmed".into(), Rate::over(100, 2.0))],
             latencies: vec![("confirm".into(), LatencySummary::default())],
             totals: vec![("published".into(), 150)],
+            resources: resources(Some(1.0), 0.5, 2.0, 100, None),
         }
     }
 

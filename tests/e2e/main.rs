@@ -7,6 +7,7 @@ mod amqp_connection;
 mod amqp_malformed;
 mod amqp_pika;
 mod amqp_topology;
+mod bench_smoke;
 mod crash;
 mod cross_protocol;
 mod durability;

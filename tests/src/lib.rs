@@ -223,6 +223,11 @@ impl Gateway {
         self.mqtt.expect("mqtt listener")
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The process log.
     pub fn log(&self) -> &Log {
         &self.log

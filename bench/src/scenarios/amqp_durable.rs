@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::Error;
 use crate::cli::RunArgs;
 use crate::latency::Latencies;
+use crate::probe::CpuMark;
 use crate::report::{Rate, Report, redact};
 use crate::timeline::{Meter, Timeline};
 
@@ -138,9 +139,19 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
 
     let m = &*meters;
+    let cpu_from = {
+        let timeline = timeline.clone();
+        let pid = args.run.broker_pid;
+        tokio::spawn(async move {
+            timeline.window_started().await;
+            CpuMark::now(pid)
+        })
+    };
     let (counts, window) = timeline
         .drive(&[&m.published, &m.confirmed, &m.consumed])
         .await;
+    let cpu_to = CpuMark::now(args.run.broker_pid);
+    let (broker_cpu, bench_cpu) = cpu_from.await?.until(&cpu_to);
     let mut confirm = Latencies::new();
     let mut first_error = None;
     while let Some(joined) = workers.join_next().await {
@@ -181,6 +192,13 @@ pub async fn run(args: Args) -> Result<Report, Error> {
             ("nacked".into(), m.nacked.get()),
             ("consumed".into(), m.consumed.get()),
         ],
+        resources: crate::report::resources(
+            broker_cpu,
+            bench_cpu,
+            secs,
+            counts[1] + counts[2],
+            args.run.broker_pid,
+        ),
     })
 }
 

@@ -6,3 +6,4 @@
 //! [`Scenario`](crate::cli::Scenario) and a line to its `run`.
 
 pub mod amqp_durable;
+pub mod mqtt;

@@ -561,10 +561,15 @@ impl Conn {
                 _ = shutdown.cancelled() => return End::Shutdown,
                 r = rd.read_buf(&mut rbuf), if self.held_bytes < HELD_LIMIT => match r {
                     Ok(0) | Err(_) => return End::Closed,
-                    Ok(_) => {
+                    Ok(n) => {
                         last_read = Instant::now();
                         if let Err(end) = self.process(&mut rbuf) {
                             return end;
+                        }
+                        if n >= 32 * 1024 {
+                            // A flooding publisher: let the consumers it just
+                            // woke run (see the MQTT connection loop).
+                            tokio::task::yield_now().await;
                         }
                     }
                 },

@@ -574,6 +574,13 @@ impl Conn {
                             if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
                                 return end;
                             }
+                            if n >= READ_MAX / 2 {
+                                // A flooding publisher: let the subscribers it
+                                // just woke run (they wait in this worker's
+                                // LIFO slot, which other workers cannot steal)
+                                // instead of reading on until the budget ends.
+                                tokio::task::yield_now().await;
+                            }
                         }
                     }
                 }
