@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Error;
 use crate::report::Report;
-use crate::scenarios::{amqp_durable, mqtt};
+use crate::scenarios::{amqp_durable, mqtt, mqtt_connections};
 
 /// `tether-bench`: drives load against a broker and reports throughput and
 /// latency.
@@ -33,6 +33,9 @@ pub enum Scenario {
     /// MQTT 3.1.1 or 5: publishers and subscribers at maximum or fixed rate
     /// (pairs, fan-out, fan-in, shared subscriptions).
     Mqtt(mqtt::Args),
+    /// MQTT: opens many idle connections at a target rate and holds them
+    /// (connect rate, connect latency, broker memory per connection).
+    MqttConnections(mqtt_connections::Args),
 }
 
 impl Scenario {
@@ -41,6 +44,7 @@ impl Scenario {
         match self {
             Scenario::AmqpDurable(args) => amqp_durable::run(args).await,
             Scenario::Mqtt(args) => mqtt::run(args).await,
+            Scenario::MqttConnections(args) => mqtt_connections::run(args).await,
         }
     }
 }

@@ -100,3 +100,36 @@ async fn amqp_durable_scenario_reports_confirms() {
     );
     assert_eq!(json["totals"]["nacked"], 0, "{json}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_connections_scenario_reports_the_ramp_and_memory() {
+    let gw = Gateway::start();
+    let addr = gw.mqtt_addr().to_string();
+    let pid = gw.pid().expect("running").to_string();
+    let r = run(&[
+        "tether-bench",
+        "mqtt-connections",
+        "--addr",
+        &addr,
+        "--connections",
+        "50",
+        "--rate",
+        "500",
+        "--source-addresses",
+        "4",
+        "--hold",
+        "200ms",
+        "--broker-pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(r.scenario, "mqtt-connections");
+    let json: Value = serde_json::from_str(&r.to_json()).expect("the JSON report parses");
+    assert_eq!(json["totals"]["connected"], 50, "{json}");
+    assert_eq!(json["totals"]["refused_or_failed"], 0, "{json}");
+    assert_eq!(json["latencies"]["connect"]["count"], 50, "{json}");
+    assert!(
+        json["resources"]["broker_bytes_per_connection"].is_number(),
+        "{json}"
+    );
+}

@@ -7,3 +7,4 @@
 
 pub mod amqp_durable;
 pub mod mqtt;
+pub mod mqtt_connections;
