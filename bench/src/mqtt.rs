@@ -77,6 +77,13 @@ pub fn parse_qos(s: &str) -> Result<QoS, String> {
     }
 }
 
+/// `user:password` as a pair (`None` without a colon).
+pub fn parse_credentials(text: Option<&str>) -> Option<(String, String)> {
+    text?
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+}
+
 /// How to open one connection.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -189,11 +196,7 @@ impl Conn {
 
     /// Encodes a PUBLISH at the end of the write buffer.
     pub fn push_publish(&mut self, publish: &Publish<'_>) -> Result<(), Error> {
-        let len = publish.encoded_len(self.version)?;
-        let start = self.wbuf.len();
-        self.wbuf.resize(start + len, 0);
-        publish.encode(self.version, &mut self.wbuf[start..])?;
-        Ok(())
+        self.push(&Packet::Publish(*publish))
     }
 
     /// Queues an acknowledgement (PUBACK, PUBREC, PUBREL or PUBCOMP).

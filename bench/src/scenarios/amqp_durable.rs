@@ -139,14 +139,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
 
     let m = &*meters;
-    let cpu_from = {
-        let timeline = timeline.clone();
-        let pid = args.run.broker_pid;
-        tokio::spawn(async move {
-            timeline.window_started().await;
-            CpuMark::now(pid)
-        })
-    };
+    let cpu_from = CpuMark::at_window_start(timeline.clone(), args.run.broker_pid);
     let (counts, window) = timeline
         .drive(&[&m.published, &m.confirmed, &m.consumed])
         .await;

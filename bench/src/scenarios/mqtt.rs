@@ -142,14 +142,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
 
     let m = &*meters;
-    let cpu_from = {
-        let timeline = timeline.clone();
-        let pid = args.run.broker_pid;
-        tokio::spawn(async move {
-            timeline.window_started().await;
-            CpuMark::now(pid)
-        })
-    };
+    let cpu_from = CpuMark::at_window_start(timeline.clone(), args.run.broker_pid);
     let (counts, window) = timeline.drive(&[&m.published, &m.acked, &m.received]).await;
     let cpu_to = CpuMark::now(args.run.broker_pid);
     let cpu_from = cpu_from.await?;
@@ -255,11 +248,7 @@ fn connect_options(args: &Args, role: Role, i: usize) -> ConnectOptions {
         source,
         version: args.version,
         client_id: format!("{}-{tag}{i}", args.client_prefix),
-        credentials: args
-            .credentials
-            .as_ref()
-            .and_then(|c| c.split_once(':'))
-            .map(|(u, p)| (u.to_owned(), p.to_owned())),
+        credentials: client::parse_credentials(args.credentials.as_deref()),
         keep_alive: args.keep_alive,
     }
 }

@@ -107,11 +107,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
             ))),
             version: args.version,
             client_id: format!("{}-c{k}", args.client_prefix),
-            credentials: args
-                .credentials
-                .as_ref()
-                .and_then(|c| c.split_once(':'))
-                .map(|(u, p)| (u.to_owned(), p.to_owned())),
+            credentials: client::parse_credentials(args.credentials.as_deref()),
             keep_alive: args.keep_alive,
         };
         let (hold, failed, up_tx) = (hold.clone(), failed.clone(), up_tx.clone());
