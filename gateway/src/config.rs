@@ -75,6 +75,14 @@ pub struct MqttConfig {
     pub max_queued_qos0: usize,
     /// What happens when a session queue is full.
     pub overflow: OverflowPolicy,
+    /// Messages waiting for a connected subscriber at which publishers to it
+    /// are paused until it drains to half (0: never; its queue's limits and
+    /// `overflow` apply instead).
+    pub flow_control_at: usize,
+    /// Longest one congestion pauses publishers: a subscriber that drains
+    /// nothing for this long no longer slows them.
+    #[serde(with = "humantime_serde")]
+    pub flow_control_timeout: Duration,
     /// Whether retained messages are kept.
     pub retain_available: bool,
 }
@@ -95,6 +103,8 @@ impl Default for MqttConfig {
             max_queued_messages: 10_000,
             max_queued_qos0: 1000,
             overflow: OverflowPolicy::DropOldest,
+            flow_control_at: 500,
+            flow_control_timeout: Duration::from_secs(1),
             retain_available: true,
         }
     }

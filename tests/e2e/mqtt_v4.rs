@@ -1330,3 +1330,103 @@ async fn client_that_publishes_and_subscribes_is_not_deadlocked_by_memory_waterm
     );
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
+
+// --- 16. Flow control: publishers wait for slow subscribers ----------------------------------
+
+/// Reads QoS 1 deliveries on a raw subscriber, acknowledging each after
+/// `pause`, until `n` have arrived; returns their indices in arrival order.
+async fn read_slowly(sub: &mut RawClient, n: usize, pause: Duration) -> Vec<usize> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match sub.recv(WAIT).await {
+            Received::Frame(f) => match f.packet(ProtocolVersion::V3_1_1) {
+                raw::Packet::Publish(p) => {
+                    got.push(index_of_padded(p.payload));
+                    let id = p.packet_id.expect("a QoS 1 delivery has a packet id");
+                    tokio::time::sleep(pause).await;
+                    sub.puback(id).await;
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            Received::Timeout => panic!("stalled after {} of {n} deliveries", got.len()),
+            Received::Closed => panic!("the subscriber was disconnected"),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_publisher_is_slowed_to_a_slow_subscriber_instead_of_dropping() {
+    const N: usize = 1000;
+    // The session queue holds 100; without flow control a publisher this much
+    // faster than its subscriber would lose most messages to drop-oldest.
+    let gw = Gateway::builder()
+        .env("TETHER_MQTT__MAX_QUEUED_MESSAGES", 100)
+        .env("TETHER_MQTT__FLOW_CONTROL_AT", 20)
+        .env("TETHER_MQTT__FLOW_CONTROL_TIMEOUT", "10s")
+        .start();
+    let mut sub = RawClient::connect(gw.mqtt_addr(), ProtocolVersion::V3_1_1, "slow").await;
+    assert_eq!(
+        sub.subscribe(
+            "flow/t",
+            raw::SubscriptionOptions::with_qos(raw::QoS::AtLeastOnce)
+        )
+        .await,
+        [1]
+    );
+    let publ = connect(&gw, "pub").await;
+    let sender = publ.client.clone();
+    let send = tokio::spawn(async move {
+        for i in 0..N {
+            sender
+                .publish("flow/t", QoS::AtLeastOnce, false, padded(i, 64))
+                .await
+                .expect("publish queued");
+        }
+    });
+    // About 1 ms per message: far slower than the publisher.
+    let got = read_slowly(&mut sub, N, Duration::from_millis(1)).await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "messages lost or reordered");
+    send.await.expect("publisher task");
+    sub.expect_silence(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_subscriber_pauses_publishers_only_for_the_flow_timeout() {
+    const N: usize = 400;
+    let gw = Gateway::builder()
+        .env("TETHER_MQTT__FLOW_CONTROL_AT", 20)
+        .env("TETHER_MQTT__FLOW_CONTROL_TIMEOUT", "300ms")
+        .start();
+    // Subscribes and then never acknowledges: its queue congests and stays so.
+    let mut stuck = RawClient::connect(gw.mqtt_addr(), ProtocolVersion::V3_1_1, "stuck").await;
+    stuck
+        .subscribe(
+            "stuck/t",
+            raw::SubscriptionOptions::with_qos(raw::QoS::AtLeastOnce),
+        )
+        .await;
+    let mut fine = connect(&gw, "fine").await;
+    fine.subscribe("stuck/t", QoS::AtLeastOnce).await;
+    let mut publ = connect(&gw, "pub").await;
+    let start = Instant::now();
+    for i in 0..N {
+        publ.publish("stuck/t", QoS::AtLeastOnce, false, padded(i, 64))
+            .await;
+    }
+    let mut acked = 0;
+    while acked < N {
+        match publ.next_incoming(WAIT).await {
+            Some(Ok(Packet::PubAck(_))) => acked += 1,
+            Some(Ok(_)) => {}
+            other => panic!("{acked} of {N} publishes acknowledged: {other:?}"),
+        }
+    }
+    let took = start.elapsed();
+    // One pause of at most 300 ms, not one per message (that would be minutes).
+    assert!(took < Duration::from_secs(5), "{N} publishes took {took:?}");
+    for i in 0..N {
+        let p = fine.expect().await;
+        assert_eq!(index_of_padded(&p.payload), i);
+    }
+}

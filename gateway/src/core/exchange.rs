@@ -578,6 +578,9 @@ pub struct RouteScratch {
     topic: String,
     /// Queues the last [`route`] selected, each once, with merged hints.
     pub targets: Vec<Target>,
+    /// A queue the last publish left congested (see
+    /// [`FlowControl`](super::queue::FlowControl)), for the publisher to wait on.
+    pub congested: Option<Arc<super::queue::Queue>>,
 }
 
 /// Finds the queues `msg` reaches from `exchange`, following exchange-to-exchange

@@ -35,7 +35,7 @@ use crate::store::recovery::{MetaRecord, Recovered};
 use crate::store::{SharedStore, StoreError, keys};
 
 use message::MessageIds;
-use queue::{MemoryGauge, Overflow, QueueEnv, QueueLimits, QueueOptions};
+use queue::{FlowControl, MemoryGauge, Overflow, QueueEnv, QueueLimits, QueueOptions};
 use retained::RetainedStore;
 use session::SessionRegistry;
 use vhost::VHost;
@@ -131,6 +131,10 @@ impl Core {
                     OverflowPolicy::DropNewest => Overflow::DropNew,
                 },
             },
+            flow: (config.mqtt.flow_control_at > 0).then_some(FlowControl {
+                high: config.mqtt.flow_control_at,
+                timeout: config.mqtt.flow_control_timeout,
+            }),
             ..Default::default()
         };
         let sessions = Arc::new(SessionRegistry::new(vhost.clone(), session_queues));

@@ -105,6 +105,27 @@ pub struct QueueOptions {
     /// FIFO queue: strict order per message group, a group is locked while any
     /// of its messages is in flight, and sends are deduplicated.
     pub fifo: bool,
+    /// Publisher flow control (MQTT session and shared-group queues): see
+    /// [`FlowControl`]. Set from the configuration, never stored.
+    #[serde(skip)]
+    pub flow: Option<FlowControl>,
+}
+
+/// Publisher flow control for a queue with consumers.
+///
+/// When `high` messages are ready while a consumer is attached, the queue is
+/// congested: [`Queue::enqueue_flow`] says so, and publishers that honour it
+/// pause (see [`Queue::wait_uncongested`]) until it drains to half of `high`,
+/// instead of filling it up to its limit, where its overflow policy drops
+/// messages. A queue congested for longer than `timeout` (its consumer has
+/// stopped draining) stops pausing publishers until it drains, so one stuck
+/// subscriber cannot hold them for longer than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowControl {
+    /// Ready messages at which publishers pause.
+    pub high: usize,
+    /// Longest a congestion pauses publishers.
+    pub timeout: Duration,
 }
 
 /// Queue settings that may change after declaration (SQS SetQueueAttributes).
@@ -422,6 +443,10 @@ struct State {
     dedup_order: VecDeque<(Instant, (Option<ByteStr>, ByteStr))>,
     /// Settings that may change after declaration.
     live: LiveSettings,
+    /// Flow control: when the queue became congested (reached `high`).
+    congested_since: Option<Instant>,
+    /// Flow control: a publisher waits for this queue to drain.
+    flow_waiting: bool,
 }
 
 /// A deduplication record: the message a deduplication id first stood for.
@@ -530,6 +555,9 @@ pub struct QueueEnv {
     pub recovered: Arc<Mutex<HashMap<u64, RecoveredQueue>>>,
     /// Queues that may page message bodies out (see [`super::pager`]).
     pub pageable: Arc<Mutex<Vec<Weak<Queue>>>>,
+    /// Rung when a congested queue that a publisher waits on drains (or loses
+    /// its consumers); waiters re-check their own queue.
+    pub flow: Arc<Notify>,
 }
 
 impl QueueEnv {
@@ -546,6 +574,7 @@ impl QueueEnv {
             store,
             recovered: Arc::new(Mutex::new(HashMap::new())),
             pageable: Arc::new(Mutex::new(Vec::new())),
+            flow: Arc::new(Notify::new()),
         }
     }
 }
@@ -697,6 +726,8 @@ impl Queue {
                 dedup: HashMap::default(),
                 dedup_order: VecDeque::new(),
                 live: options.settings.clone(),
+                congested_since: None,
+                flow_waiting: false,
             }),
             options,
             env: env.clone(),
@@ -741,16 +772,73 @@ impl Queue {
 
     /// Adds a message, applying limits. Wakes one waiting consumer.
     pub fn enqueue(&self, msg: &SharedMessage, hints: DeliveryHints) -> EnqueueOutcome {
-        match self.enqueue_inner(msg, hints, true, &SendOptions::default()) {
-            Sent::Queued { .. } | Sent::Duplicate { .. } => EnqueueOutcome::Queued,
-            Sent::Refused(o) => o,
+        self.enqueue_flow(msg, hints).0
+    }
+
+    /// [`Queue::enqueue`], also saying whether the queue is now congested (see
+    /// [`FlowControl`]): the publisher should pause until
+    /// [`Queue::wait_uncongested`] returns.
+    pub fn enqueue_flow(&self, msg: &SharedMessage, hints: DeliveryHints) -> (EnqueueOutcome, bool) {
+        let mut congested = false;
+        let outcome =
+            match self.enqueue_inner(msg, hints, true, &SendOptions::default(), &mut congested) {
+                Sent::Queued { .. } | Sent::Duplicate { .. } => EnqueueOutcome::Queued,
+                Sent::Refused(o) => o,
+            };
+        (outcome, congested)
+    }
+
+    /// Waits until this queue is no longer congested: drained to half its
+    /// flow threshold, without consumers, deleted, or congested for longer
+    /// than the flow timeout. Returns at once for a queue without flow control.
+    pub async fn wait_uncongested(&self) {
+        let Some(flow) = self.options.flow else {
+            return;
+        };
+        loop {
+            let notified = self.env.flow.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let until = {
+                let mut st = self.state.lock();
+                match st.congested_since {
+                    Some(since)
+                        if !st.deleted
+                            && !st.consumers.is_empty()
+                            && since.elapsed() < flow.timeout =>
+                    {
+                        st.flow_waiting = true;
+                        since + flow.timeout
+                    }
+                    _ => return,
+                }
+            };
+            if tokio::time::timeout_at(until.into(), notified).await.is_err() {
+                return;
+            }
         }
+    }
+
+    /// Ends a congestion once the queue has drained to half its threshold (or
+    /// lost its consumers), waking waiting publishers. Called with the lock held;
+    /// returns whether to ring [`QueueEnv::flow`] after unlocking.
+    fn flow_check(&self, st: &mut State) -> bool {
+        let Some(flow) = self.options.flow else {
+            return false;
+        };
+        if st.congested_since.is_none()
+            || (st.ready_count > flow.high / 2 && !st.consumers.is_empty() && !st.deleted)
+        {
+            return false;
+        }
+        st.congested_since = None;
+        std::mem::take(&mut st.flow_waiting)
     }
 
     /// Adds a message without applying size limits (retained messages sent on
     /// subscribe, which the retained store already bounds).
     pub fn enqueue_unbounded(&self, msg: &SharedMessage, hints: DeliveryHints) -> EnqueueOutcome {
-        match self.enqueue_inner(msg, hints, false, &SendOptions::default()) {
+        match self.enqueue_inner(msg, hints, false, &SendOptions::default(), &mut false) {
             Sent::Queued { .. } | Sent::Duplicate { .. } => EnqueueOutcome::Queued,
             Sent::Refused(o) => o,
         }
@@ -763,7 +851,7 @@ impl Queue {
             qos: msg.qos,
             ..Default::default()
         };
-        self.enqueue_inner(msg, hints, true, options)
+        self.enqueue_inner(msg, hints, true, options, &mut false)
     }
 
     fn enqueue_inner(
@@ -772,6 +860,7 @@ impl Queue {
         hints: DeliveryHints,
         bounded: bool,
         send: &SendOptions,
+        congested: &mut bool,
     ) -> Sent {
         let size = msg.size();
         let best_effort = hints.qos == 0;
@@ -918,6 +1007,13 @@ impl Queue {
                 }
                 if delay.is_zero() {
                     push_ready(&mut st, entry);
+                    if let Some(flow) = self.options.flow
+                        && st.ready_count >= flow.high
+                        && !st.consumers.is_empty()
+                    {
+                        let since = *st.congested_since.get_or_insert(now);
+                        *congested = now.duration_since(since) < flow.timeout;
+                    }
                     wake = self.take_waiting_consumer(&mut st);
                 } else {
                     let visible_at = now + delay;
@@ -1013,7 +1109,11 @@ impl Queue {
             .then_some(())
             .and(self.options.expires)
             .map(|d| now + d);
+        let drained = self.flow_check(&mut st);
         drop(st);
+        if drained {
+            self.env.flow.notify_waiters();
+        }
         if let Some(w) = wake {
             w.wake();
         }
@@ -1200,8 +1300,12 @@ impl Queue {
         if ran_dry && let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
             slot.waiting = true;
         }
+        let drained = self.flow_check(&mut st);
         self.commit(&mut ops);
         drop(st);
+        if drained {
+            self.env.flow.notify_waiters();
+        }
         if let Some(t) = schedule {
             self.env.scheduler.schedule(t, self.me.clone());
         }

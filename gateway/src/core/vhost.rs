@@ -757,17 +757,23 @@ impl VHost {
             routed: scratch.targets.len(),
             ..Default::default()
         };
+        let mut congested = None;
         for t in scratch.targets.drain(..) {
             let routed = match &t.hook {
                 Some(h) => h.transform(msg),
                 None => msg.clone(),
             };
-            match t.queue.enqueue(&routed, t.hints) {
+            let (result, full) = t.queue.enqueue_flow(&routed, t.hints);
+            match result {
                 EnqueueOutcome::Queued => outcome.queued += 1,
                 EnqueueOutcome::Rejected => outcome.rejected += 1,
                 EnqueueOutcome::Dropped(_) => {}
             }
+            if full && congested.is_none() {
+                congested = Some(t.queue);
+            }
         }
+        scratch.congested = congested;
         outcome
     }
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tether_protocols::mqtt::{
     self, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
     ReasonCode,
@@ -117,8 +117,11 @@ pub(super) struct Conn {
     pub problem_info: bool,
     /// Set when more deliveries may be pulled (woken, credit freed, buffer drained).
     pub want_pull: bool,
-    /// Publishing paused because memory is over the high-watermark.
+    /// Publishing paused: memory is over the high-watermark, or `flow` is set.
     pub blocked: bool,
+    /// A subscriber queue this connection's publishes congested: further
+    /// PUBLISH packets wait until it drains (see `mqtt.flow_control_at`).
+    pub flow: Option<Arc<Queue>>,
     /// Frames read while paused, handled in order once memory is available.
     pub held: VecDeque<Bytes>,
     /// Total size of `held`.
@@ -179,35 +182,54 @@ pub(super) async fn run(
     let _slot = slot;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
+    // The CONNECT phase is a separate future (boxed, freed when it ends), so
+    // its state does not stay in every idle connection's task.
+    let opened = Box::pin(connect_phase(&ctx, peer, &mut rd, &mut wr, over_limit)).await;
+    let Some((mut conn, rbuf)) = opened else {
+        return;
+    };
+    let end = conn.run_loop(&mut rd, &mut wr, rbuf).await;
+    conn.finish(end, &mut wr).await;
+}
+
+/// Reads CONNECT, authenticates and opens the session: the connection and
+/// whatever arrived after CONNECT, or `None` when it was refused (and told).
+async fn connect_phase(
+    ctx: &Arc<Context>,
+    peer: SocketAddr,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    over_limit: bool,
+) -> Option<(Conn, BytesMut)> {
     let mut rbuf = BytesMut::new();
     let max_packet = ctx.config.max_packet_size.as_usize();
 
     let first = tokio::time::timeout(
         ctx.config.connect_timeout,
-        read_frame(&mut rd, &mut rbuf, max_packet),
+        read_frame(rd, &mut rbuf, max_packet),
     )
     .await;
     let frame = match first {
         Err(_) => {
             tracing::info!(%peer, "connection refused: no CONNECT within {:?}", ctx.config.connect_timeout);
-            return;
+            return None;
         }
         Ok(Ok(Some(frame))) => frame,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
-            refuse_bad_connect(&mut wr, peer, &rbuf, e).await;
-            return;
+            refuse_bad_connect(wr, peer, &rbuf, e).await;
+            return None;
         }
     };
     let connect = match mqtt::decode(&frame, ProtocolVersion::V3_1_1, max_packet) {
         Ok((Packet::Connect(c), _)) => c,
         Ok((other, _)) => {
             tracing::info!(%peer, packet = ?other.packet_type(), "connection refused: first packet was not CONNECT");
-            return;
+            return None;
         }
         Err(e) => {
-            refuse_bad_connect(&mut wr, peer, &frame, e).await;
-            return;
+            refuse_bad_connect(wr, peer, &frame, e).await;
+            return None;
         }
     };
     let version = connect.protocol;
@@ -218,14 +240,11 @@ pub(super) async fn run(
             ReasonCode(3)
         };
         tracing::warn!(%peer, client_id = connect.client_id, "connection refused: mqtt.max_connections reached");
-        send_connack_error(&mut wr, version, code, Some("too many connections")).await;
-        return;
+        send_connack_error(wr, version, code, Some("too many connections")).await;
+        return None;
     }
-    let Some(mut conn) = handshake(&ctx, peer, &frame, &connect, &mut wr).await else {
-        return;
-    };
-    let end = conn.run_loop(&mut rd, &mut wr, rbuf).await;
-    conn.finish(end, &mut wr).await;
+    let conn = handshake(ctx, peer, &frame, &connect, wr).await?;
+    Some((conn, rbuf))
 }
 
 /// Reads one whole frame (for the CONNECT phase).
@@ -302,6 +321,13 @@ async fn send_connack_error(
         let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&buf)).await;
     }
     let _ = wr.shutdown().await;
+}
+
+/// Resolves when `queue` (a subscriber queue a publish congested) has drained.
+async fn wait_uncongested(queue: Option<&Queue>) {
+    if let Some(q) = queue {
+        q.wait_uncongested().await;
+    }
 }
 
 /// Maps a v5 CONNACK reason to the v3 return code (values 0..=5 pass through).
@@ -465,7 +491,7 @@ async fn handshake(
         acl,
         wbuf: BytesMut::with_capacity(256),
         notify: notify.clone(),
-        consumers: Vec::new(),
+        consumers: Vec::with_capacity(1),
         deliveries: Vec::new(),
         inflight_window,
         client_max_packet,
@@ -482,6 +508,7 @@ async fn handshake(
         problem_info: connect.properties.request_problem_information != Some(0),
         want_pull: true,
         blocked: false,
+        flow: None,
         held: VecDeque::new(),
         held_bytes: 0,
         topic_scratch: String::new(),
@@ -539,7 +566,7 @@ impl Conn {
                 // Write what the socket takes now, without waiting.
                 match wr.try_write(&self.wbuf) {
                     Ok(n) => {
-                        let _ = self.wbuf.split_to(n);
+                        self.wbuf.advance(n);
                         if self.wbuf.len() < WRITE_HIGH_WATER / 2 {
                             self.want_pull = true;
                         }
@@ -554,18 +581,25 @@ impl Conn {
                     Err(_) => return End::Closed,
                 }
             }
-            if rbuf.capacity() - rbuf.len() < READ_MIN {
-                rbuf.reserve(read_hint);
-            }
             tokio::select! {
                 biased;
                 kick = &mut kicked => {
                     return End::Kicked(kick.unwrap_or(Kick::TakenOver { resumed: false }));
                 }
                 _ = shutdown.cancelled() => return End::Kicked(Kick::Shutdown),
-                r = rd.read_buf(&mut rbuf), if self.held_bytes < max_packet + HELD_SLACK => {
-                    match r {
-                        Ok(0) | Err(_) => return End::Closed,
+                r = rd.readable(), if self.held_bytes < max_packet + HELD_SLACK => {
+                    if r.is_err() {
+                        return End::Closed;
+                    }
+                    // The read buffer exists only while there is something to
+                    // read or a partial packet: an idle connection holds none.
+                    if rbuf.capacity() - rbuf.len() < READ_MIN {
+                        rbuf.reserve(read_hint);
+                    }
+                    match rd.try_read_buf(&mut rbuf) {
+                        Ok(0) => return End::Closed,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return End::Closed,
                         Ok(n) => {
                             last_read = Instant::now();
                             if n >= read_hint && read_hint < READ_MAX {
@@ -573,6 +607,9 @@ impl Conn {
                             }
                             if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
                                 return end;
+                            }
+                            if rbuf.is_empty() {
+                                rbuf = BytesMut::new();
                             }
                             if n >= READ_MAX / 2 {
                                 // A flooding publisher: let the subscribers it
@@ -611,7 +648,17 @@ impl Conn {
                         sleep.as_mut().reset(deadline.into());
                     }
                 }
-                _ = memory.wait_below(), if self.blocked => {
+                _ = memory.wait_below(), if self.blocked && self.flow.is_none() => {
+                    self.blocked = false;
+                    if let Err(end) = self.release_held(max_packet) {
+                        return end;
+                    }
+                    if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
+                        return end;
+                    }
+                }
+                _ = wait_uncongested(self.flow.as_deref()), if self.flow.is_some() => {
+                    self.flow = None;
                     self.blocked = false;
                     if let Err(end) = self.release_held(max_packet) {
                         return end;
@@ -643,9 +690,7 @@ impl Conn {
             };
             let frame = rbuf.split_to(total).freeze();
             let kind = frame[0] >> 4;
-            if (self.blocked
-                || !self.held.is_empty()
-                || (kind == PUBLISH && self.ctx.core.memory.is_over()))
+            if (self.blocked || !self.held.is_empty() || (kind == PUBLISH && self.publish_paused()))
                 && !matches!(kind, PUBACK..=PUBCOMP | PINGREQ)
             {
                 self.blocked = true;
@@ -657,10 +702,16 @@ impl Conn {
         }
     }
 
-    /// Handles held-back frames in order until memory is over the watermark again.
+    /// Whether a PUBLISH must wait: memory is over the high-watermark, or a
+    /// subscriber queue this connection congested has not drained yet.
+    fn publish_paused(&self) -> bool {
+        self.flow.is_some() || self.ctx.core.memory.is_over()
+    }
+
+    /// Handles held-back frames in order until publishing pauses again.
     fn release_held(&mut self, max_packet: usize) -> Result<(), End> {
         while let Some(frame) = self.held.pop_front() {
-            if frame[0] >> 4 == PUBLISH && self.ctx.core.memory.is_over() {
+            if frame[0] >> 4 == PUBLISH && self.publish_paused() {
                 self.held.push_front(frame);
                 self.blocked = true;
                 return Ok(());

@@ -446,6 +446,13 @@ impl Conn {
             }
             outcome
         });
+        if let Some(q) = self.scratch.congested.take()
+            && !Arc::ptr_eq(&q, &self.session.queue)
+        {
+            // Read no further PUBLISH until that subscriber catches up (its
+            // own session queue excepted: its acks arrive on this connection).
+            self.flow = Some(q);
+        }
         let code = if outcome.routed == 0 && v5 {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
