@@ -1386,7 +1386,11 @@ async fn fast_publisher_is_slowed_to_a_slow_subscriber_instead_of_dropping() {
     });
     // About 1 ms per message: far slower than the publisher.
     let got = read_slowly(&mut sub, N, Duration::from_millis(1)).await;
-    assert_eq!(got, (0..N).collect::<Vec<_>>(), "messages lost or reordered");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "messages lost or reordered"
+    );
     send.await.expect("publisher task");
     sub.expect_silence(QUIET).await;
 }

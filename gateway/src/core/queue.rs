@@ -406,7 +406,7 @@ pub struct QueueStats {
 #[derive(Debug)]
 struct State {
     /// Ready messages by priority level (index 0 is the lowest).
-    levels: Vec<VecDeque<Entry>>,
+    levels: SmallVec<[VecDeque<Entry>; 1]>,
     ready_count: usize,
     ready_bytes: usize,
     /// Body bytes of ready messages (what `x-max-length-bytes` counts).
@@ -436,17 +436,37 @@ struct State {
     delayed_bytes: usize,
     /// Lease deadlines, for visibility timeouts.
     lease_deadlines: BTreeSet<(Instant, u64)>,
-    /// FIFO: in-flight messages per message group (a group with any is locked).
-    locked_groups: HashMap<ByteStr, u32, ahash::RandomState>,
-    /// FIFO: remembered deduplication ids and what they stood for.
-    dedup: HashMap<(Option<ByteStr>, ByteStr), Deduped, ahash::RandomState>,
-    dedup_order: VecDeque<(Instant, (Option<ByteStr>, ByteStr))>,
+    /// FIFO group locks and deduplication, made on first use (most queues are
+    /// not FIFO, and an MQTT session queue should cost little).
+    fifo: Option<Box<FifoState>>,
     /// Settings that may change after declaration.
     live: LiveSettings,
     /// Flow control: when the queue became congested (reached `high`).
     congested_since: Option<Instant>,
     /// Flow control: a publisher waits for this queue to drain.
     flow_waiting: bool,
+}
+
+/// What a FIFO queue keeps beyond a plain one.
+#[derive(Debug, Default)]
+struct FifoState {
+    /// In-flight messages per message group (a group with any is locked).
+    locked_groups: HashMap<ByteStr, u32, ahash::RandomState>,
+    /// Remembered deduplication ids and what they stood for.
+    dedup: HashMap<(Option<ByteStr>, ByteStr), Deduped, ahash::RandomState>,
+    dedup_order: VecDeque<(Instant, (Option<ByteStr>, ByteStr))>,
+}
+
+/// The FIFO state of `st`, made if it has none yet.
+fn fifo_mut(st: &mut State) -> &mut FifoState {
+    st.fifo.get_or_insert_with(Box::default)
+}
+
+/// Whether FIFO group `g` has messages in flight.
+fn group_locked(st: &State, g: &ByteStr) -> bool {
+    st.fifo
+        .as_ref()
+        .is_some_and(|f| f.locked_groups.contains_key(g))
 }
 
 /// A deduplication record: the message a deduplication id first stood for.
@@ -641,7 +661,8 @@ pub struct Queue {
     /// Random identity of this incarnation (receipt handles of a deleted and
     /// recreated queue of the same name are invalid).
     uid: u64,
-    options: QueueOptions,
+    /// Shared by queues made alike (every MQTT session queue).
+    options: Arc<QueueOptions>,
     /// The connection owning an exclusive queue.
     owner: Option<u64>,
     /// The store keeping this queue's persistent entries (keyed by `uid`);
@@ -662,6 +683,12 @@ impl Queue {
         Self::with_owner(name, options, None, env)
     }
 
+    /// A new empty queue with options shared with other queues (each MQTT
+    /// session has a queue; one copy of their options serves them all).
+    pub fn new_shared(name: ByteStr, options: Arc<QueueOptions>, env: &QueueEnv) -> Arc<Self> {
+        Self::build(name, options, None, env, None)
+    }
+
     /// A new empty queue owned by connection `owner` (exclusive queues).
     pub fn with_owner(
         name: ByteStr,
@@ -669,12 +696,22 @@ impl Queue {
         owner: Option<u64>,
         env: &QueueEnv,
     ) -> Arc<Self> {
-        Self::build(name, options, owner, env, None)
+        Self::build(name, Arc::new(options), owner, env, None)
     }
 
     /// A durable queue rebuilt after a restart under its old identity, with
     /// the entries the store kept for it.
     pub fn restored(name: ByteStr, options: QueueOptions, uid: u64, env: &QueueEnv) -> Arc<Self> {
+        Self::restored_shared(name, Arc::new(options), uid, env)
+    }
+
+    /// [`Queue::restored`] with options shared with other queues.
+    pub fn restored_shared(
+        name: ByteStr,
+        options: Arc<QueueOptions>,
+        uid: u64,
+        env: &QueueEnv,
+    ) -> Arc<Self> {
         let q = Self::build(name, options, None, env, Some(uid));
         let kept = env.recovered.lock().remove(&uid);
         if let Some(kept) = kept {
@@ -685,7 +722,7 @@ impl Queue {
 
     fn build(
         name: ByteStr,
-        options: QueueOptions,
+        options: Arc<QueueOptions>,
         owner: Option<u64>,
         env: &QueueEnv,
         uid: Option<u64>,
@@ -722,9 +759,7 @@ impl Queue {
                 delayed: BTreeMap::new(),
                 delayed_bytes: 0,
                 lease_deadlines: BTreeSet::new(),
-                locked_groups: HashMap::default(),
-                dedup: HashMap::default(),
-                dedup_order: VecDeque::new(),
+                fifo: None,
                 live: options.settings.clone(),
                 congested_since: None,
                 flow_waiting: false,
@@ -778,7 +813,11 @@ impl Queue {
     /// [`Queue::enqueue`], also saying whether the queue is now congested (see
     /// [`FlowControl`]): the publisher should pause until
     /// [`Queue::wait_uncongested`] returns.
-    pub fn enqueue_flow(&self, msg: &SharedMessage, hints: DeliveryHints) -> (EnqueueOutcome, bool) {
+    pub fn enqueue_flow(
+        &self,
+        msg: &SharedMessage,
+        hints: DeliveryHints,
+    ) -> (EnqueueOutcome, bool) {
         let mut congested = false;
         let outcome =
             match self.enqueue_inner(msg, hints, true, &SendOptions::default(), &mut congested) {
@@ -813,7 +852,10 @@ impl Queue {
                     _ => return,
                 }
             };
-            if tokio::time::timeout_at(until.into(), notified).await.is_err() {
+            if tokio::time::timeout_at(until.into(), notified)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -899,7 +941,7 @@ impl Queue {
             };
             if let Some(key) = &dedup_key {
                 self.forget_old_dedup(&mut st, now, &mut ops);
-                if let Some(d) = st.dedup.get(key) {
+                if let Some(d) = st.fifo.as_ref().and_then(|f| f.dedup.get(key)) {
                     return Sent::Duplicate {
                         message_id: d.message_id,
                         seq: d.seq,
@@ -981,14 +1023,15 @@ impl Queue {
                             encode_dedup(msg.id, seq, instant_to_ms(until)),
                         ));
                     }
-                    st.dedup.insert(
+                    let fifo = fifo_mut(&mut st);
+                    fifo.dedup.insert(
                         key.clone(),
                         Deduped {
                             message_id: msg.id,
                             seq,
                         },
                     );
-                    st.dedup_order.push_back((until, key));
+                    fifo.dedup_order.push_back((until, key));
                 }
                 let delay = send.delay.unwrap_or(st.live.delay);
                 // The earliest of expiry, retention and (below) visibility.
@@ -1173,7 +1216,10 @@ impl Queue {
         };
         // FIFO: groups with messages in flight before this pull are skipped.
         let locked: SmallVec<[ByteStr; 4]> = if self.options.fifo {
-            st.locked_groups.keys().cloned().collect()
+            st.fifo
+                .as_ref()
+                .map(|f| f.locked_groups.keys().cloned().collect())
+                .unwrap_or_default()
         } else {
             SmallVec::new()
         };
@@ -1251,7 +1297,10 @@ impl Queue {
                 }
                 delivery.tag = Some(tag);
                 if let Some(g) = entry.group().filter(|_| self.options.fifo) {
-                    *st.locked_groups.entry(g.clone()).or_insert(0) += 1;
+                    *fifo_mut(&mut st)
+                        .locked_groups
+                        .entry(g.clone())
+                        .or_insert(0) += 1;
                 }
                 if let Some(d) = deadline {
                     st.lease_deadlines.insert((d, tag));
@@ -1573,7 +1622,9 @@ impl Queue {
         st.delayed_bytes = 0;
         st.leased.clear();
         st.lease_deadlines.clear();
-        st.locked_groups.clear();
+        if let Some(f) = st.fifo.as_mut() {
+            f.locked_groups.clear();
+        }
         drop(st);
         self.env.memory.sub(bytes);
         n
@@ -1583,7 +1634,7 @@ impl Queue {
     /// the group has ready messages, a waiting consumer should look again.
     fn wake_for_unlocked(&self, st: &mut State, l: Option<&Leased>) -> Option<Arc<Wakeup>> {
         let g = l?.entry.group().filter(|_| self.options.fifo)?;
-        if st.locked_groups.contains_key(g) || st.ready_count == 0 {
+        if group_locked(st, g) || st.ready_count == 0 {
             return None;
         }
         self.take_waiting_consumer(st)
@@ -1623,7 +1674,9 @@ impl Queue {
         st.lease_deadlines.clear();
         st.delayed.clear();
         st.delayed_bytes = 0;
-        st.locked_groups.clear();
+        if let Some(f) = st.fifo.as_mut() {
+            f.locked_groups.clear();
+        }
         st.ready_count = 0;
         st.ready_bytes = 0;
         st.ready_body_bytes = 0;
@@ -2031,9 +2084,12 @@ impl Queue {
 
     /// Forgets deduplication ids older than the window.
     fn forget_old_dedup(&self, st: &mut State, now: Instant, ops: &mut Ops) {
-        while st.dedup_order.front().is_some_and(|(t, _)| *t <= now) {
-            if let Some((_, key)) = st.dedup_order.pop_front() {
-                st.dedup.remove(&key);
+        let Some(fifo) = st.fifo.as_mut() else {
+            return;
+        };
+        while fifo.dedup_order.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, key)) = fifo.dedup_order.pop_front() {
+                fifo.dedup.remove(&key);
                 if self.store.is_some() {
                     ops.push(Op::Remove(Space::Meta, self.dedup_store_key(&key)));
                 }
@@ -2097,7 +2153,10 @@ impl Queue {
                 let tag = rec.lease_tag;
                 st.next_tag = st.next_tag.max(tag);
                 if let Some(g) = entry.group().filter(|_| self.options.fifo) {
-                    *st.locked_groups.entry(g.clone()).or_insert(0) += 1;
+                    *fifo_mut(&mut st)
+                        .locked_groups
+                        .entry(g.clone())
+                        .or_insert(0) += 1;
                 }
                 st.lease_deadlines.insert((deadline, tag));
                 st.leased.insert(
@@ -2129,14 +2188,15 @@ impl Queue {
                 continue;
             }
             let key = (d.scope, d.id);
-            st.dedup.insert(
+            let fifo = fifo_mut(&mut st);
+            fifo.dedup.insert(
                 key.clone(),
                 Deduped {
                     message_id: d.message_id,
                     seq: d.seq,
                 },
             );
-            st.dedup_order.push_back((until, key));
+            fifo.dedup_order.push_back((until, key));
         }
         drop(st);
         self.env.memory.add(bytes);
@@ -2204,11 +2264,12 @@ fn unlease(st: &mut State, tag: u64) -> Option<Leased> {
         st.lease_deadlines.remove(&(d, tag));
     }
     if let Some(g) = l.entry.group()
-        && let Some(n) = st.locked_groups.get_mut(g)
+        && let Some(fifo) = st.fifo.as_mut()
+        && let Some(n) = fifo.locked_groups.get_mut(g)
     {
         *n -= 1;
         if *n == 0 {
-            st.locked_groups.remove(g);
+            fifo.locked_groups.remove(g);
         }
     }
     Some(l)

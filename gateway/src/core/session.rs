@@ -231,6 +231,10 @@ pub struct SessionRegistry {
     ids: AtomicU64,
     vhost: Arc<VHost>,
     queue_options: QueueOptions,
+    /// The options of every session queue, kept once: for sessions that end
+    /// with their connection and for persistent ones.
+    volatile_options: Arc<QueueOptions>,
+    persistent_options: Arc<QueueOptions>,
     takeover_timeout: Duration,
 }
 
@@ -253,6 +257,14 @@ impl SessionRegistry {
             groups: Mutex::new(HashMap::default()),
             ids: AtomicU64::new(1 << 32),
             vhost,
+            volatile_options: Arc::new(QueueOptions {
+                durable: false,
+                ..queue_options.clone()
+            }),
+            persistent_options: Arc::new(QueueOptions {
+                durable: true,
+                ..queue_options.clone()
+            }),
             queue_options,
             takeover_timeout: Duration::from_secs(5),
         }
@@ -374,12 +386,14 @@ impl SessionRegistry {
         let id = self.next_id();
         // The queue is private to the session; its name is not a vhost name, so
         // AMQP clients cannot declare over it.
-        let queue = Queue::new(
+        let options = if persistent {
+            &self.persistent_options
+        } else {
+            &self.volatile_options
+        };
+        let queue = Queue::new_shared(
             format!("mqtt-session:{client_id}").into(),
-            QueueOptions {
-                durable: persistent,
-                ..self.queue_options.clone()
-            },
+            options.clone(),
             self.vhost.env(),
         );
         Arc::new(Session {
@@ -608,12 +622,9 @@ impl SessionRegistry {
             let expiry = Duration::from_secs(rec.expiry_secs);
             let left =
                 expiry.saturating_sub(Duration::from_millis(now.saturating_sub(offline_since)));
-            let queue = Queue::restored(
+            let queue = Queue::restored_shared(
                 format!("mqtt-session:{client_id}").into(),
-                QueueOptions {
-                    durable: true,
-                    ..self.queue_options.clone()
-                },
+                self.persistent_options.clone(),
                 rec.queue,
                 self.vhost.env(),
             );

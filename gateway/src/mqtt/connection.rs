@@ -9,7 +9,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -111,7 +113,7 @@ pub(super) struct Conn {
     /// Client → server topic aliases (v5), index = alias - 1.
     pub in_aliases: Vec<Option<ByteStr>>,
     pub scratch: RouteScratch,
-    pub will: Option<WillSpec>,
+    pub will: Option<Box<WillSpec>>,
     pub session_expiry: Duration,
     /// Whether the client asked for reason strings and user properties on errors.
     pub problem_info: bool,
@@ -122,6 +124,10 @@ pub(super) struct Conn {
     /// A subscriber queue this connection's publishes congested: further
     /// PUBLISH packets wait until it drains (see `mqtt.flow_control_at`).
     pub flow: Option<Arc<Queue>>,
+    /// While `blocked`: resolves when publishing may resume (memory below the
+    /// watermark, or `flow` drained). Boxed and made only when needed, so an
+    /// idle connection's task does not carry it.
+    pub unblock: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Frames read while paused, handled in order once memory is available.
     pub held: VecDeque<Bytes>,
     /// Total size of `held`.
@@ -184,12 +190,15 @@ pub(super) async fn run(
     let (mut rd, mut wr) = stream.into_split();
     // The CONNECT phase is a separate future (boxed, freed when it ends), so
     // its state does not stay in every idle connection's task.
-    let opened = Box::pin(connect_phase(&ctx, peer, &mut rd, &mut wr, over_limit)).await;
-    let Some((mut conn, rbuf)) = opened else {
+    // The connection's state is boxed too, so it is not kept twice (as the
+    // phase's result and as the local); so is the closing, which is brief.
+    let Some((mut conn, rbuf)) =
+        Box::pin(connect_phase(&ctx, peer, &mut rd, &mut wr, over_limit)).await
+    else {
         return;
     };
     let end = conn.run_loop(&mut rd, &mut wr, rbuf).await;
-    conn.finish(end, &mut wr).await;
+    Box::pin((*conn).finish(end, &mut wr)).await;
 }
 
 /// Reads CONNECT, authenticates and opens the session: the connection and
@@ -200,7 +209,7 @@ async fn connect_phase(
     rd: &mut OwnedReadHalf,
     wr: &mut OwnedWriteHalf,
     over_limit: bool,
-) -> Option<(Conn, BytesMut)> {
+) -> Option<(Box<Conn>, BytesMut)> {
     let mut rbuf = BytesMut::new();
     let max_packet = ctx.config.max_packet_size.as_usize();
 
@@ -244,7 +253,7 @@ async fn connect_phase(
         return None;
     }
     let conn = handshake(ctx, peer, &frame, &connect, wr).await?;
-    Some((conn, rbuf))
+    Some((Box::new(conn), rbuf))
 }
 
 /// Reads one whole frame (for the CONNECT phase).
@@ -323,10 +332,17 @@ async fn send_connack_error(
     let _ = wr.shutdown().await;
 }
 
-/// Resolves when `queue` (a subscriber queue a publish congested) has drained.
-async fn wait_uncongested(queue: Option<&Queue>) {
-    if let Some(q) = queue {
-        q.wait_uncongested().await;
+/// Polls a connection's `unblock` future (pending while there is none).
+struct Unblocked<'a>(&'a mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Future for Unblocked<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        match self.0.as_mut() {
+            Some(f) => f.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -479,7 +495,7 @@ async fn handshake(
     let will = connect
         .will
         .as_ref()
-        .map(|w| WillSpec::from_connect(w, frame));
+        .map(|w| Box::new(WillSpec::from_connect(w, frame)));
     let notify = Arc::new(Notify::new());
     let mut conn = Conn {
         ctx: ctx.clone(),
@@ -489,7 +505,7 @@ async fn handshake(
         state: opened.state,
         generation: opened.generation,
         acl,
-        wbuf: BytesMut::with_capacity(256),
+        wbuf: BytesMut::new(),
         notify: notify.clone(),
         consumers: Vec::with_capacity(1),
         deliveries: Vec::new(),
@@ -509,6 +525,7 @@ async fn handshake(
         want_pull: true,
         blocked: false,
         flow: None,
+        unblock: None,
         held: VecDeque::new(),
         held_bytes: 0,
         topic_scratch: String::new(),
@@ -570,7 +587,9 @@ impl Conn {
                         if self.wbuf.len() < WRITE_HIGH_WATER / 2 {
                             self.want_pull = true;
                         }
-                        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                        if self.wbuf.is_empty() {
+                            // Written out: give the buffer back, so an idle
+                            // connection holds none.
                             self.wbuf = BytesMut::new();
                         }
                         if self.want_pull {
@@ -580,6 +599,15 @@ impl Conn {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return End::Closed,
                 }
+            }
+            if self.blocked && self.unblock.is_none() {
+                self.unblock = Some(match self.flow.clone() {
+                    Some(queue) => Box::pin(async move { queue.wait_uncongested().await }),
+                    None => {
+                        let memory = memory.clone();
+                        Box::pin(async move { memory.wait_below().await })
+                    }
+                });
             }
             tokio::select! {
                 biased;
@@ -648,16 +676,8 @@ impl Conn {
                         sleep.as_mut().reset(deadline.into());
                     }
                 }
-                _ = memory.wait_below(), if self.blocked && self.flow.is_none() => {
-                    self.blocked = false;
-                    if let Err(end) = self.release_held(max_packet) {
-                        return end;
-                    }
-                    if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
-                        return end;
-                    }
-                }
-                _ = wait_uncongested(self.flow.as_deref()), if self.flow.is_some() => {
+                _ = Unblocked(&mut self.unblock), if self.blocked => {
+                    self.unblock = None;
                     self.flow = None;
                     self.blocked = false;
                     if let Err(end) = self.release_held(max_packet) {
