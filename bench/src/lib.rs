@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod latency;
 pub mod mqtt;
+pub mod net;
 pub mod probe;
 pub mod report;
 pub mod scenarios;

@@ -30,10 +30,12 @@ use tokio::time::Instant;
 use crate::Error;
 use crate::cli::RunArgs;
 use crate::latency::Latencies;
-use crate::mqtt::{self as client, AckKind, Conn, ConnectOptions, MAX_PACKET, STAMP_LEN};
+use crate::latency::{self, STAMP_LEN};
+use crate::mqtt::{self as client, AckKind, Conn, ConnectOptions, MAX_PACKET};
+use crate::net;
 use crate::probe::{self, CpuMark};
 use crate::report::{Rate, Report};
-use crate::timeline::{Meter, Timeline};
+use crate::timeline::{Meter, Pacer, Timeline};
 
 /// Write-buffer size at which a publisher stops encoding and writes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -97,11 +99,15 @@ pub struct Args {
     pub run: RunArgs,
 }
 
+/// What the workers count (also the MQTT side of `mqtt-amqp`).
 #[derive(Debug, Default)]
-struct Meters {
-    published: Meter,
-    acked: Meter,
-    received: Meter,
+pub(crate) struct Meters {
+    /// PUBLISH packets written.
+    pub(crate) published: Meter,
+    /// PUBACKs and PUBCOMPs received.
+    pub(crate) acked: Meter,
+    /// Messages delivered to subscribers.
+    pub(crate) received: Meter,
 }
 
 /// Runs the scenario; see the module docs.
@@ -204,14 +210,17 @@ fn finish<T>(timeline: &Timeline, r: Result<T, Error>) -> Result<T, Error> {
     r
 }
 
+/// Which side of the run a connection is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
+    /// Publishes.
     Publisher,
+    /// Subscribes.
     Subscriber,
 }
 
 /// Opens every connection of one role, `connect_concurrency` at a time.
-async fn open_all(args: &Arc<Args>, role: Role) -> Result<Vec<Conn>, Error> {
+pub(crate) async fn open_all(args: &Arc<Args>, role: Role) -> Result<Vec<Conn>, Error> {
     let count = match role {
         Role::Publisher => args.publishers,
         Role::Subscriber => args.subscribers,
@@ -304,7 +313,7 @@ async fn subscriber(
     let mut ping = ping_interval(args.keep_alive);
     loop {
         tokio::select! {
-            r = client::fill(&mut conn.read, &mut conn.rbuf) => {
+            r = net::fill(&mut conn.read, &mut conn.rbuf) => {
                 r?;
                 let now = Instant::now();
                 let mut received = 0;
@@ -313,7 +322,7 @@ async fn subscriber(
                     match packet {
                         Packet::Publish(p) => {
                             received += 1;
-                            if let Some(sent) = client::stamped_at(p.payload)
+                            if let Some(sent) = latency::stamped_at(p.payload)
                                 && timeline.in_window(sent, now)
                             {
                                 latencies.record(now - sent);
@@ -332,7 +341,7 @@ async fn subscriber(
                 }
                 meters.received.add(received);
             }
-            r = client::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
+            r = net::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
             _ = ping.tick() => conn.push(&Packet::PingReq)?,
             _ = timeline.stopped() => break,
         }
@@ -342,8 +351,9 @@ async fn subscriber(
 }
 
 /// Publishes until the run stops; returns the publish-to-ack latencies
-/// measured in the window (QoS 1 and 2).
-async fn publisher(
+/// measured in the window (QoS 1 and 2). Publisher `index` of `of`
+/// publishes to `args.topic` with `{i}` replaced by `index`.
+pub(crate) async fn publisher(
     mut conn: Conn,
     args: &Args,
     index: usize,
@@ -364,23 +374,16 @@ async fn publisher(
     let mut inflight: u32 = 0;
     let mut next_id: u16 = 0;
     let mut ping = ping_interval(args.keep_alive);
-    // Fixed rate: message k is due at start + k / rate; publishers are
-    // spread evenly over the first interval.
-    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
-    let mut due = Instant::now()
-        + interval.map_or(Duration::ZERO, |iv| {
-            iv.mul_f64(index as f64 / of.max(1) as f64)
-        });
+    let mut pacer = Pacer::new(args.rate, index, of);
     loop {
         // Encode what may go now.
         let now = Instant::now();
         let mut published = 0;
-        while conn.wbuf.len() < WRITE_BATCH
-            && (args.qos == QoS::AtMostOnce || inflight < window)
-            && interval.is_none_or(|_| due <= now)
-        {
-            let stamp_at = if interval.is_some() { due } else { now };
-            client::stamp(&mut payload, stamp_at);
+        while conn.wbuf.len() < WRITE_BATCH && (args.qos == QoS::AtMostOnce || inflight < window) {
+            let Some(stamp_at) = pacer.next(now) else {
+                break;
+            };
+            latency::stamp(&mut payload, stamp_at);
             let packet_id = (args.qos != QoS::AtMostOnce).then(|| {
                 next_id = next_id.checked_add(1).unwrap_or(1);
                 sent_at[usize::from(next_id)] = Some(stamp_at);
@@ -399,18 +402,16 @@ async fn publisher(
                 inflight += 1;
             }
             published += 1;
-            if let Some(iv) = interval {
-                due += iv;
-            }
         }
         meters.published.add(published);
-        let sleep_until = match interval {
-            Some(_) if (args.qos == QoS::AtMostOnce || inflight < window) => due,
+        let can_send = args.qos == QoS::AtMostOnce || inflight < window;
+        let sleep_until = pacer
+            .next_due()
+            .filter(|_| can_send)
             // Nothing to wait for but the broker.
-            _ => now + Duration::from_secs(3600),
-        };
+            .unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
-            r = client::fill(&mut conn.read, &mut conn.rbuf) => {
+            r = net::fill(&mut conn.read, &mut conn.rbuf) => {
                 r?;
                 let now = Instant::now();
                 let mut acked = 0;
@@ -438,7 +439,7 @@ async fn publisher(
                 }
                 meters.acked.add(acked);
             }
-            r = client::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
+            r = net::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
             _ = tokio::time::sleep_until(sleep_until) => {}
             _ = ping.tick() => conn.push(&Packet::PingReq)?,
             _ = timeline.stopped() => {
