@@ -19,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+pub mod amqp;
 pub mod cli;
 pub mod latency;
 pub mod mqtt;
