@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Error;
 use crate::report::Report;
-use crate::scenarios::{amqp_durable, mqtt, mqtt_connections};
+use crate::scenarios::{amqp, amqp_durable, mqtt, mqtt_connections};
 
 /// `tether-bench`: drives load against a broker and reports throughput and
 /// latency.
@@ -27,6 +27,9 @@ pub struct Cli {
 /// One subcommand per scenario.
 #[derive(Debug, Subcommand)]
 pub enum Scenario {
+    /// AMQP 0-9-1: producers and consumers on one queue, transient or
+    /// persistent, with or without confirms, at maximum or fixed rate.
+    Amqp(amqp::Args),
     /// AMQP 0-9-1: persistent messages with publisher confirms into a durable
     /// queue, consumed with manual acks.
     AmqpDurable(amqp_durable::Args),
@@ -42,6 +45,7 @@ impl Scenario {
     /// Runs the scenario to the end of its measured window.
     pub async fn run(self) -> Result<Report, Error> {
         match self {
+            Scenario::Amqp(args) => amqp::run(args).await,
             Scenario::AmqpDurable(args) => amqp_durable::run(args).await,
             Scenario::Mqtt(args) => mqtt::run(args).await,
             Scenario::MqttConnections(args) => mqtt_connections::run(args).await,

@@ -5,6 +5,7 @@
 //! To add one: write the module, add a variant to
 //! [`Scenario`](crate::cli::Scenario) and a line to its `run`.
 
+pub mod amqp;
 pub mod amqp_durable;
 pub mod mqtt;
 pub mod mqtt_connections;
