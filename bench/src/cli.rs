@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Error;
 use crate::report::Report;
-use crate::scenarios::{amqp, amqp_durable, mqtt, mqtt_connections};
+use crate::scenarios::{amqp, amqp_durable, mqtt, mqtt_amqp, mqtt_connections};
 
 /// `tether-bench`: drives load against a broker and reports throughput and
 /// latency.
@@ -36,6 +36,8 @@ pub enum Scenario {
     /// MQTT 3.1.1 or 5: publishers and subscribers at maximum or fixed rate
     /// (pairs, fan-out, fan-in, shared subscriptions).
     Mqtt(mqtt::Args),
+    /// MQTT publishers to AMQP consumers through amq.topic.
+    MqttAmqp(mqtt_amqp::Args),
     /// MQTT: opens many idle connections at a target rate and holds them
     /// (connect rate, connect latency, broker memory per connection).
     MqttConnections(mqtt_connections::Args),
@@ -48,6 +50,7 @@ impl Scenario {
             Scenario::Amqp(args) => amqp::run(args).await,
             Scenario::AmqpDurable(args) => amqp_durable::run(args).await,
             Scenario::Mqtt(args) => mqtt::run(args).await,
+            Scenario::MqttAmqp(args) => mqtt_amqp::run(args).await,
             Scenario::MqttConnections(args) => mqtt_connections::run(args).await,
         }
     }

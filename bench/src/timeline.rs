@@ -77,6 +77,15 @@ impl Timeline {
         self.stop_tx.send_replace(true);
     }
 
+    /// Passes a worker's result through, stopping the run if it failed (one
+    /// failing connection ends the run rather than skewing it).
+    pub fn stop_on_error<T>(&self, r: Result<T, crate::Error>) -> Result<T, crate::Error> {
+        if r.is_err() {
+            self.stop();
+        }
+        r
+    }
+
     /// Waits through the warm-up, reads `meters` at the start of the window,
     /// waits through the window, reads them again and stops the workers.
     /// Returns the count in the window of each meter and the window's length

@@ -138,7 +138,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         let (timeline, meters, autoack) = (timeline.clone(), meters.clone(), args.autoack);
         workers.spawn(async move {
             let r = consumer(conn, autoack, &timeline, &meters.received).await;
-            finish(&timeline, r.map(Outcome::Deliver))
+            timeline.stop_on_error(r.map(Outcome::Deliver))
         });
     }
     let n = producers.len();
@@ -146,7 +146,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         let (timeline, meters, args) = (timeline.clone(), meters.clone(), args.clone());
         workers.spawn(async move {
             let r = producer(conn, &args, i, n, &timeline, &meters).await;
-            finish(&timeline, r.map(Outcome::Confirm))
+            timeline.stop_on_error(r.map(Outcome::Confirm))
         });
     }
 
@@ -211,14 +211,6 @@ pub async fn run(args: Args) -> Result<Report, Error> {
             args.run.broker_pid,
         ),
     })
-}
-
-/// A worker's result, stopping the run on the first failure.
-fn finish<T>(timeline: &Timeline, r: Result<T, Error>) -> Result<T, Error> {
-    if r.is_err() {
-        timeline.stop();
-    }
-    r
 }
 
 fn parameters(args: &Args) -> Vec<(String, Value)> {

@@ -8,4 +8,5 @@
 pub mod amqp;
 pub mod amqp_durable;
 pub mod mqtt;
+pub mod mqtt_amqp;
 pub mod mqtt_connections;

@@ -135,7 +135,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         let (timeline, meters, args) = (timeline.clone(), meters.clone(), args.clone());
         workers.spawn(async move {
             let l = subscriber(conn, &args, &timeline, &meters).await;
-            finish(&timeline, l.map(|l| Some((l, true))))
+            timeline.stop_on_error(l.map(|l| Some((l, true))))
         });
     }
     let n = pubs.len();
@@ -143,7 +143,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         let (timeline, meters, args) = (timeline.clone(), meters.clone(), args.clone());
         workers.spawn(async move {
             let l = publisher(conn, &args, i, n, &timeline, &meters).await;
-            finish(&timeline, l.map(|l| Some((l, false))))
+            timeline.stop_on_error(l.map(|l| Some((l, false))))
         });
     }
 
@@ -200,14 +200,6 @@ pub async fn run(args: Args) -> Result<Report, Error> {
             args.run.broker_pid,
         ),
     })
-}
-
-/// A worker's result, stopping the run on the first failure.
-fn finish<T>(timeline: &Timeline, r: Result<T, Error>) -> Result<T, Error> {
-    if r.is_err() {
-        timeline.stop();
-    }
-    r
 }
 
 /// Which side of the run a connection is on.
