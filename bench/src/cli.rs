@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::Error;
 use crate::report::Report;
 use crate::scenarios::{amqp, amqp_durable, mqtt, mqtt_amqp, mqtt_connections};
+use crate::sink;
 
 /// `tether-bench`: drives load against a broker and reports throughput and
 /// latency.
@@ -41,6 +42,11 @@ pub enum Scenario {
     /// MQTT: opens many idle connections at a target rate and holds them
     /// (connect rate, connect latency, broker memory per connection).
     MqttConnections(mqtt_connections::Args),
+    /// A null-sink MQTT and AMQP broker that acknowledges and drops
+    /// everything, to measure the load generator's own ceiling (prints
+    /// `sink listening ...` once bound; reports at SIGINT, SIGTERM or
+    /// `--duration`).
+    Sink(sink::Args),
 }
 
 impl Scenario {
@@ -52,6 +58,7 @@ impl Scenario {
             Scenario::Mqtt(args) => mqtt::run(args).await,
             Scenario::MqttAmqp(args) => mqtt_amqp::run(args).await,
             Scenario::MqttConnections(args) => mqtt_connections::run(args).await,
+            Scenario::Sink(args) => sink::run(args).await,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod net;
 pub mod probe;
 pub mod report;
 pub mod scenarios;
+pub mod sink;
 pub mod timeline;
 
 /// Why a run failed (connection refused, channel closed by the broker, ...).
