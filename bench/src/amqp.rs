@@ -99,7 +99,9 @@ pub fn frame(buf: &[u8], frame_max: usize) -> Result<Option<Frame<'_>>, Error> {
         FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
     ) {
         if buf.starts_with(b"AMQP") {
-            return Err("the peer answered with a protocol header: it does not speak AMQP 0-9-1".into());
+            return Err(
+                "the peer answered with a protocol header: it does not speak AMQP 0-9-1".into(),
+            );
         }
         return Err(format!("unknown AMQP frame type {kind}").into());
     }
@@ -113,7 +115,11 @@ pub fn frame(buf: &[u8], frame_max: usize) -> Result<Option<Frame<'_>>, Error> {
         return Ok(None);
     };
     if whole[len - 1] != FRAME_END {
-        return Err(format!("AMQP frame ends with {:#04x} instead of 0xCE", whole[len - 1]).into());
+        return Err(format!(
+            "AMQP frame ends with {:#04x} instead of 0xCE",
+            whole[len - 1]
+        )
+        .into());
     }
     Ok(Some(Frame {
         kind,
@@ -215,8 +221,12 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, Error> {
         Ok((_, method)) => Ok(method),
         Err(e) => {
             let (class, method) = (
-                payload.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
-                payload.get(2..4).map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
+                payload
+                    .get(..2)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
+                payload
+                    .get(2..4)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
             );
             Err(format!("AMQP method {class}.{method} does not parse: {e}").into())
         }
@@ -745,7 +755,10 @@ impl Conn {
             arguments: FieldTable::default(),
         };
         match self
-            .call(channel, AMQPClass::Queue(queue::AMQPMethod::Declare(declare)))
+            .call(
+                channel,
+                AMQPClass::Queue(queue::AMQPMethod::Declare(declare)),
+            )
             .await?
         {
             AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)) => Ok(ok.message_count),
@@ -1019,11 +1032,13 @@ mod tests {
             }
         }
         assert!(buf.is_empty());
-        let [Event::Delivery {
-            channel: 1,
-            delivery_tag: 42,
-            sent: Some(at),
-        }] = events[..]
+        let [
+            Event::Delivery {
+                channel: 1,
+                delivery_tag: 42,
+                sent: Some(at),
+            },
+        ] = events[..]
         else {
             panic!("{events:?}")
         };
@@ -1153,7 +1168,10 @@ mod tests {
         assert!(frame(&too_big, 4096).is_err());
         assert!(frame(b"AMQP\x00\x00\x09\x01", 4096).is_err());
         // A partial frame is not an error yet.
-        assert_eq!(frame(&[FRAME_BODY, 0, 1, 0, 0, 0, 4, 1, 2], 4096).unwrap(), None);
+        assert_eq!(
+            frame(&[FRAME_BODY, 0, 1, 0, 0, 0, 4, 1, 2], 4096).unwrap(),
+            None
+        );
         // A body where a header is due.
         let mut buf = BytesMut::new();
         deliver(&mut buf, 1, 1);
@@ -1169,7 +1187,12 @@ mod tests {
     fn uris_give_address_credentials_and_vhost() {
         let o = ConnectOptions::from_uri("amqp://u:p@10.0.0.1:5673/%2f").unwrap();
         assert_eq!(
-            (o.addr.as_str(), o.user.as_str(), o.password.as_str(), o.vhost.as_str()),
+            (
+                o.addr.as_str(),
+                o.user.as_str(),
+                o.password.as_str(),
+                o.vhost.as_str()
+            ),
             ("10.0.0.1:5673", "u", "p", "/")
         );
         let o = ConnectOptions::from_uri("amqp://127.0.0.1:5672/%2f").unwrap();

@@ -211,7 +211,11 @@ impl Conn {
 
 /// Encodes `packet` in `version` at the end of `wbuf` (also used by the
 /// null sink, which answers in the client's version).
-pub fn push(wbuf: &mut BytesMut, version: ProtocolVersion, packet: &Packet<'_>) -> Result<(), Error> {
+pub fn push(
+    wbuf: &mut BytesMut,
+    version: ProtocolVersion,
+    packet: &Packet<'_>,
+) -> Result<(), Error> {
     let len = packet.encoded_len(version)?;
     let start = wbuf.len();
     wbuf.resize(start + len, 0);

@@ -171,7 +171,10 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
     let secs = window.as_secs_f64();
     let named = |name: &str, n: u64| (name.to_owned(), Rate::over(n, secs));
-    let mut latencies = vec![("deliver".to_owned(), deliver.summary())];
+    let mut latencies = Vec::new();
+    if args.subscribers > 0 {
+        latencies.push(("deliver".to_owned(), deliver.summary()));
+    }
     if args.qos != QoS::AtMostOnce {
         latencies.push(("publish ack".to_owned(), ack.summary()));
     }

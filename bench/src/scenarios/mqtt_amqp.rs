@@ -147,9 +147,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
 
     let m = &*meters;
     let cpu_from = CpuMark::at_window_start(timeline.clone(), args.run.broker_pid);
-    let (counts, window) = timeline
-        .drive(&[&m.published, &m.acked, &m.received])
-        .await;
+    let (counts, window) = timeline.drive(&[&m.published, &m.acked, &m.received]).await;
     let cpu_to = CpuMark::now(args.run.broker_pid);
     let (broker_cpu, bench_cpu) = cpu_from.await?.until(&cpu_to);
     let mut deliver = Latencies::new();

@@ -18,7 +18,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::Counters;
-use crate::amqp::{FRAME_MAX, FRAME_METHOD, PROTOCOL_HEADER, frame, parse_method, put_ack, put_method};
+use crate::amqp::{
+    FRAME_MAX, FRAME_METHOD, PROTOCOL_HEADER, frame, parse_method, put_ack, put_method,
+};
 use crate::{Error, net};
 
 /// Confirm state of one channel.
@@ -139,22 +141,22 @@ fn answer(s: &mut Session, ch: u16, method: AMQPClass, wbuf: &mut BytesMut) -> R
     use AMQPClass as C;
     let reply = match method {
         C::Connection(m) => match m {
-            connection::AMQPMethod::StartOk(_) => Some(C::Connection(connection::AMQPMethod::Tune(
-                connection::Tune {
+            connection::AMQPMethod::StartOk(_) => Some(C::Connection(
+                connection::AMQPMethod::Tune(connection::Tune {
                     channel_max: 2047,
                     frame_max: FRAME_MAX,
                     heartbeat: 0,
-                },
-            ))),
+                }),
+            )),
             connection::AMQPMethod::TuneOk(t) => {
                 if t.frame_max > 0 {
                     s.frame_max = t.frame_max as usize;
                 }
                 None
             }
-            connection::AMQPMethod::Open(_) => Some(C::Connection(
-                connection::AMQPMethod::OpenOk(connection::OpenOk {}),
-            )),
+            connection::AMQPMethod::Open(_) => Some(C::Connection(connection::AMQPMethod::OpenOk(
+                connection::OpenOk {},
+            ))),
             connection::AMQPMethod::Close(_) => {
                 s.closing = true;
                 Some(C::Connection(connection::AMQPMethod::CloseOk(
@@ -174,11 +176,15 @@ fn answer(s: &mut Session, ch: u16, method: AMQPClass, wbuf: &mut BytesMut) -> R
             }
             channel::AMQPMethod::Close(_) => {
                 s.channels.remove(&ch);
-                Some(C::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})))
+                Some(C::Channel(channel::AMQPMethod::CloseOk(
+                    channel::CloseOk {},
+                )))
             }
-            channel::AMQPMethod::Flow(f) => Some(C::Channel(channel::AMQPMethod::FlowOk(
-                channel::FlowOk { active: f.active },
-            ))),
+            channel::AMQPMethod::Flow(f) => {
+                Some(C::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                    active: f.active,
+                })))
+            }
             _ => None,
         },
         C::Confirm(confirm::AMQPMethod::Select(sel)) => {
@@ -209,12 +215,16 @@ fn answer(s: &mut Session, ch: u16, method: AMQPClass, wbuf: &mut BytesMut) -> R
             queue::AMQPMethod::Unbind(_) => {
                 Some(C::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})))
             }
-            queue::AMQPMethod::Purge(p) => (!p.nowait).then_some(C::Queue(
-                queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count: 0 }),
-            )),
-            queue::AMQPMethod::Delete(d) => (!d.nowait).then_some(C::Queue(
-                queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: 0 }),
-            )),
+            queue::AMQPMethod::Purge(p) => {
+                (!p.nowait).then_some(C::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                    message_count: 0,
+                })))
+            }
+            queue::AMQPMethod::Delete(d) => {
+                (!d.nowait).then_some(C::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count: 0,
+                })))
+            }
             _ => None,
         },
         C::Exchange(m) => match m {
@@ -245,11 +255,11 @@ fn answer(s: &mut Session, ch: u16, method: AMQPClass, wbuf: &mut BytesMut) -> R
                     consumer_tag: tag,
                 })))
             }
-            basic::AMQPMethod::Cancel(c) => (!c.nowait).then_some(C::Basic(
-                basic::AMQPMethod::CancelOk(basic::CancelOk {
+            basic::AMQPMethod::Cancel(c) => {
+                (!c.nowait).then_some(C::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
                     consumer_tag: c.consumer_tag,
-                }),
-            )),
+                })))
+            }
             // Acks, nacks, rejects (of nothing delivered) and the rest.
             _ => None,
         },

@@ -74,7 +74,11 @@ fn publish_id(packet: &[u8]) -> Result<u16, Error> {
 }
 
 /// Answers a packet other than PUBLISH; true once the client disconnected.
-fn answer(packet: &[u8], version: &mut ProtocolVersion, wbuf: &mut BytesMut) -> Result<bool, Error> {
+fn answer(
+    packet: &[u8],
+    version: &mut ProtocolVersion,
+    wbuf: &mut BytesMut,
+) -> Result<bool, Error> {
     let (decoded, _) = Packet::decode(packet, *version, MAX_PACKET)?;
     match decoded {
         Packet::Connect(c) => {
