@@ -215,6 +215,22 @@ pub fn put_ack(buf: &mut BytesMut, channel: u16, delivery_tag: u64, multiple: bo
     end_frame(buf, at);
 }
 
+/// Client or server properties of the handshake: a product name and the
+/// capabilities claimed.
+pub fn peer_properties(product: &str, capabilities: &[&str]) -> FieldTable {
+    let mut caps = FieldTable::default();
+    for &c in capabilities {
+        caps.insert(c.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    props.insert(
+        "product".into(),
+        AMQPValue::LongString(LongString::from(product)),
+    );
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    props
+}
+
 /// Parses a method frame's payload with amq-protocol.
 pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, Error> {
     match amq_protocol::protocol::parse_class(payload) {
@@ -578,21 +594,15 @@ impl Conn {
             AMQPClass::Connection(connection::AMQPMethod::Start(_)) => {}
             other => return Err(unexpected("connection.start", &other)),
         }
-        let mut capabilities = FieldTable::default();
-        for c in [
-            "publisher_confirms",
-            "basic.nack",
-            "consumer_cancel_notify",
-            "connection.blocked",
-        ] {
-            capabilities.insert(c.into(), AMQPValue::Boolean(true));
-        }
-        let mut client = FieldTable::default();
-        client.insert(
-            "product".into(),
-            AMQPValue::LongString(LongString::from("tether-bench")),
+        let client = peer_properties(
+            "tether-bench",
+            &[
+                "publisher_confirms",
+                "basic.nack",
+                "consumer_cancel_notify",
+                "connection.blocked",
+            ],
         );
-        client.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
         let response = format!("\0{}\0{}", opts.user, opts.password);
         conn.push_method(
             0,

@@ -154,6 +154,16 @@ impl Pacer {
     pub fn next_due(&self) -> Option<Instant> {
         self.interval.map(|_| self.due)
     }
+
+    /// When a sender that may send (`can_send`: its window has room) should
+    /// wake to send again: the next due time at a fixed rate, otherwise (at
+    /// maximum rate, or with a full window) not before the broker answers,
+    /// which is an hour away as far as the timer is concerned.
+    pub fn wake_at(&self, can_send: bool, now: Instant) -> Instant {
+        self.next_due()
+            .filter(|_| can_send)
+            .unwrap_or(now + Duration::from_secs(3600))
+    }
 }
 
 #[cfg(test)]

@@ -400,11 +400,7 @@ pub(crate) async fn publisher(
         }
         meters.published.add(published);
         let can_send = args.qos == QoS::AtMostOnce || inflight < window;
-        let sleep_until = pacer
-            .next_due()
-            .filter(|_| can_send)
-            // Nothing to wait for but the broker.
-            .unwrap_or(now + Duration::from_secs(3600));
+        let sleep_until = pacer.wake_at(can_send, now);
         tokio::select! {
             r = net::fill(&mut conn.read, &mut conn.rbuf) => {
                 r?;

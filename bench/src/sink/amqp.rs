@@ -12,14 +12,15 @@
 use std::collections::BTreeMap;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, connection, exchange, queue, tx};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amq_protocol::types::{LongString, ShortString};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::Counters;
 use crate::amqp::{
-    FRAME_MAX, FRAME_METHOD, PROTOCOL_HEADER, frame, parse_method, put_ack, put_method,
+    FRAME_MAX, FRAME_METHOD, PROTOCOL_HEADER, frame, parse_method, peer_properties, put_ack,
+    put_method,
 };
 use crate::{Error, net};
 
@@ -109,24 +110,18 @@ pub async fn serve(stream: TcpStream, counters: &Counters) -> Result<(), Error> 
 
 /// connection.start: 0-9-1, PLAIN, and the capabilities clients look for.
 fn start() -> AMQPClass {
-    let mut capabilities = FieldTable::default();
-    for c in [
-        "publisher_confirms",
-        "basic.nack",
-        "consumer_cancel_notify",
-        "connection.blocked",
-        "exchange_exchange_bindings",
-        "per_consumer_qos",
-        "authentication_failure_close",
-    ] {
-        capabilities.insert(c.into(), AMQPValue::Boolean(true));
-    }
-    let mut props = FieldTable::default();
-    props.insert(
-        "product".into(),
-        AMQPValue::LongString(LongString::from("tether-bench sink")),
+    let props = peer_properties(
+        "tether-bench sink",
+        &[
+            "publisher_confirms",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "exchange_exchange_bindings",
+            "per_consumer_qos",
+            "authentication_failure_close",
+        ],
     );
-    props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
     AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
         version_major: 0,
         version_minor: 9,
