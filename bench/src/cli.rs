@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 
 use crate::Error;
 use crate::report::Report;
-use crate::scenarios::{amqp_durable, mqtt, mqtt_connections};
+use crate::scenarios::{amqp, amqp_durable, mqtt, mqtt_amqp, mqtt_connections};
+use crate::sink;
 
 /// `tether-bench`: drives load against a broker and reports throughput and
 /// latency.
@@ -27,24 +28,37 @@ pub struct Cli {
 /// One subcommand per scenario.
 #[derive(Debug, Subcommand)]
 pub enum Scenario {
+    /// AMQP 0-9-1: producers and consumers on one queue, transient or
+    /// persistent, with or without confirms, at maximum or fixed rate.
+    Amqp(amqp::Args),
     /// AMQP 0-9-1: persistent messages with publisher confirms into a durable
     /// queue, consumed with manual acks.
     AmqpDurable(amqp_durable::Args),
     /// MQTT 3.1.1 or 5: publishers and subscribers at maximum or fixed rate
     /// (pairs, fan-out, fan-in, shared subscriptions).
     Mqtt(mqtt::Args),
+    /// MQTT publishers to AMQP consumers through amq.topic.
+    MqttAmqp(mqtt_amqp::Args),
     /// MQTT: opens many idle connections at a target rate and holds them
     /// (connect rate, connect latency, broker memory per connection).
     MqttConnections(mqtt_connections::Args),
+    /// A null-sink MQTT and AMQP broker that acknowledges and drops
+    /// everything, to measure the load generator's own ceiling (prints
+    /// `sink listening ...` once bound; reports at SIGINT, SIGTERM or
+    /// `--duration`).
+    Sink(sink::Args),
 }
 
 impl Scenario {
     /// Runs the scenario to the end of its measured window.
     pub async fn run(self) -> Result<Report, Error> {
         match self {
+            Scenario::Amqp(args) => amqp::run(args).await,
             Scenario::AmqpDurable(args) => amqp_durable::run(args).await,
             Scenario::Mqtt(args) => mqtt::run(args).await,
+            Scenario::MqttAmqp(args) => mqtt_amqp::run(args).await,
             Scenario::MqttConnections(args) => mqtt_connections::run(args).await,
+            Scenario::Sink(args) => sink::run(args).await,
         }
     }
 }
@@ -143,6 +157,123 @@ mod tests {
         assert_eq!(a.filter, "$share/g/bench/#");
         assert!(Cli::try_parse_from(["tether-bench", "mqtt", "--size", "4"]).is_err());
         assert!(Cli::try_parse_from(["tether-bench", "mqtt", "--qos", "3"]).is_err());
+    }
+
+    #[test]
+    fn amqp_options_parse_and_default_to_transient_without_confirms() {
+        let cli = Cli::try_parse_from(["tether-bench", "amqp"]).unwrap();
+        let Scenario::Amqp(a) = cli.scenario else {
+            panic!("wrong scenario")
+        };
+        assert_eq!(a.uri, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!((a.producers, a.consumers, a.size), (1, 1, 16));
+        assert_eq!((a.confirm_window, a.prefetch, a.rate), (0, 0, 0.0));
+        assert!(!a.persistent && !a.autoack);
+        assert_eq!(a.queue, "tether-bench-amqp");
+
+        let cli = Cli::try_parse_from([
+            "tether-bench",
+            "amqp",
+            "--producers",
+            "2",
+            "--consumers",
+            "0",
+            "--size",
+            "1024",
+            "--persistent",
+            "--confirm-window",
+            "256",
+            "--prefetch",
+            "256",
+            "--autoack",
+            "--rate",
+            "10000",
+            "--queue",
+            "q",
+            "--duration",
+            "3s",
+        ])
+        .unwrap();
+        let Scenario::Amqp(a) = cli.scenario else {
+            panic!("wrong scenario")
+        };
+        assert_eq!((a.producers, a.consumers, a.size), (2, 0, 1024));
+        assert_eq!((a.confirm_window, a.prefetch, a.rate), (256, 256, 10000.0));
+        assert!(a.persistent && a.autoack);
+        assert_eq!(
+            (a.queue.as_str(), a.run.duration),
+            ("q", Duration::from_secs(3))
+        );
+        assert!(Cli::try_parse_from(["tether-bench", "amqp", "--size", "7"]).is_err());
+    }
+
+    #[test]
+    fn mqtt_amqp_and_sink_options_parse() {
+        let cli = Cli::try_parse_from([
+            "tether-bench",
+            "mqtt-amqp",
+            "--mqtt-addr",
+            "127.0.0.1:1884",
+            "--amqp-uri",
+            "amqp://127.0.0.1:5673/%2f",
+            "--mqtt-version",
+            "5",
+            "--publishers",
+            "3",
+            "--consumers",
+            "2",
+            "--qos",
+            "1",
+            "--size",
+            "64",
+            "--rate",
+            "100",
+            "--topic",
+            "fleet/{i}",
+            "--credentials",
+            "guest:guest",
+            "--queue",
+            "q",
+        ])
+        .unwrap();
+        let Scenario::MqttAmqp(a) = cli.scenario else {
+            panic!("wrong scenario")
+        };
+        assert_eq!(a.mqtt_addr.port(), 1884);
+        assert!(a.version.is_v5());
+        assert_eq!((a.publishers, a.consumers, a.qos.as_u8()), (3, 2, 1));
+        assert_eq!((a.size, a.rate), (64, 100.0));
+        assert_eq!(a.credentials.as_deref(), Some("guest:guest"));
+        assert_eq!(
+            crate::scenarios::mqtt_amqp::binding_key(&a.topic),
+            "fleet.#"
+        );
+        let Scenario::MqttAmqp(d) = Cli::try_parse_from(["tether-bench", "mqtt-amqp"])
+            .unwrap()
+            .scenario
+        else {
+            panic!("wrong scenario")
+        };
+        assert_eq!(
+            (d.queue.as_str(), d.topic.as_str()),
+            ("tether-bench-mqtt-amqp", "bench/{i}")
+        );
+
+        let cli = Cli::try_parse_from([
+            "tether-bench",
+            "sink",
+            "--amqp-listen",
+            "127.0.0.1:5673",
+            "--duration",
+            "1m",
+        ])
+        .unwrap();
+        let Scenario::Sink(s) = cli.scenario else {
+            panic!("wrong scenario")
+        };
+        assert_eq!(s.mqtt_listen, None);
+        assert_eq!(s.amqp_listen.map(|a| a.port()), Some(5673));
+        assert_eq!(s.duration, Some(Duration::from_secs(60)));
     }
 
     #[test]

@@ -4,14 +4,48 @@
 //! path); the scenario merges them at the end and reports a
 //! [`LatencySummary`]. Values are microseconds, from 1 µs to 10 minutes with
 //! three significant digits; anything longer is counted as 10 minutes.
+//!
+//! Latencies are measured from stamps in the payload: a sender writes the
+//! send time into the first bytes of each message ([`stamp`]) and a receiver
+//! in the same process reads it back ([`stamped_at`]), whatever the protocol
+//! in between.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::time::Instant;
 
 /// The longest latency told apart from longer ones, in microseconds.
 const HIGHEST_US: u64 = 10 * 60 * 1_000_000;
+
+/// Bytes at the front of every payload: the send time (see [`stamp`]).
+pub const STAMP_LEN: usize = 8;
+
+/// The instant payload timestamps count from (fixed at first use).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Writes `at` into the first [`STAMP_LEN`] bytes of `payload` (nanoseconds
+/// since this process's epoch, little endian). Payloads shorter than that
+/// carry no time.
+pub fn stamp(payload: &mut [u8], at: Instant) {
+    if let Some(head) = payload.get_mut(..STAMP_LEN) {
+        let nanos =
+            u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX);
+        head.copy_from_slice(&nanos.to_le_bytes());
+    }
+}
+
+/// The send time [`stamp`] wrote into `payload`, if it carries one.
+pub fn stamped_at(payload: &[u8]) -> Option<Instant> {
+    let head: [u8; STAMP_LEN] = payload.get(..STAMP_LEN)?.try_into().ok()?;
+    let nanos = u64::from_le_bytes(head);
+    (nanos != 0).then(|| epoch() + Duration::from_nanos(nanos))
+}
 
 /// Recorded latencies.
 #[derive(Debug, Clone)]
@@ -83,6 +117,16 @@ pub struct LatencySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamp_reads_back_as_the_instant_written() {
+        let at = Instant::now() + Duration::from_millis(3);
+        let mut payload = [0u8; 16];
+        stamp(&mut payload, at);
+        let back = stamped_at(&payload).unwrap();
+        assert!(back.max(at) - back.min(at) < Duration::from_micros(1));
+        assert_eq!(stamped_at(&payload[..4]), None);
+    }
 
     #[test]
     fn percentiles_of_a_known_distribution() {

@@ -7,56 +7,27 @@
 //! one task that encodes packets straight into its write buffer, writes many
 //! at once, and decodes what it reads in place without copying.
 //!
-//! Payloads carry their send time ([`stamp`], [`stamped_at`]) so a
+//! Payloads carry their send time ([`crate::latency::stamp`]) so a
 //! subscriber in the same process measures publish-to-deliver latency.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tether_protocols::mqtt::{
     self, Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::Instant;
 
-use crate::Error;
+use crate::{Error, net};
 
 /// Largest packet accepted from the broker.
 pub const MAX_PACKET: usize = 16 * 1024 * 1024;
 
 /// How long connecting (TCP and CONNECT/CONNACK) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Bytes at the front of every payload: the send time (see [`stamp`]).
-pub const STAMP_LEN: usize = 8;
-
-/// The instant payload timestamps count from (fixed at first use).
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Writes `at` into the first [`STAMP_LEN`] bytes of `payload` (nanoseconds
-/// since this process's epoch, little endian). Payloads shorter than that
-/// carry no time.
-pub fn stamp(payload: &mut [u8], at: Instant) {
-    if let Some(head) = payload.get_mut(..STAMP_LEN) {
-        let nanos =
-            u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX);
-        head.copy_from_slice(&nanos.to_le_bytes());
-    }
-}
-
-/// The send time [`stamp`] wrote into `payload`, if it carries one.
-pub fn stamped_at(payload: &[u8]) -> Option<Instant> {
-    let head: [u8; STAMP_LEN] = payload.get(..STAMP_LEN)?.try_into().ok()?;
-    let nanos = u64::from_le_bytes(head);
-    (nanos != 0).then(|| epoch() + Duration::from_nanos(nanos))
-}
 
 /// The MQTT version from its command-line spelling (`3.1.1`/`4` or `5`).
 pub fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
@@ -187,11 +158,7 @@ impl Conn {
 
     /// Encodes `packet` at the end of the write buffer.
     pub fn push(&mut self, packet: &Packet<'_>) -> Result<(), Error> {
-        let len = packet.encoded_len(self.version)?;
-        let start = self.wbuf.len();
-        self.wbuf.resize(start + len, 0);
-        packet.encode(self.version, &mut self.wbuf[start..])?;
-        Ok(())
+        push(&mut self.wbuf, self.version, packet)
     }
 
     /// Encodes a PUBLISH at the end of the write buffer.
@@ -218,9 +185,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads more bytes into the read buffer; see [`fill`].
+    /// Reads more bytes into the read buffer; see [`net::fill`].
     pub async fn fill(&mut self) -> Result<(), Error> {
-        fill(&mut self.read, &mut self.rbuf).await
+        net::fill(&mut self.read, &mut self.rbuf).await
     }
 
     /// The length of the complete frame at the front of the read buffer, if
@@ -242,25 +209,17 @@ impl Conn {
     }
 }
 
-/// Reads more bytes into `rbuf` (cancellation-safe); an error at end of
-/// stream. A free function so `select!` can read one half of a [`Conn`]
-/// while writing the other.
-pub async fn fill(read: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> Result<(), Error> {
-    rbuf.reserve(64 * 1024);
-    let n = read.read_buf(rbuf).await?;
-    if n == 0 {
-        return Err("the broker closed the connection".into());
-    }
-    Ok(())
-}
-
-/// Writes some of `wbuf` and drops what was written (cancellation-safe).
-pub async fn write_some(write: &mut OwnedWriteHalf, wbuf: &mut BytesMut) -> Result<(), Error> {
-    let n = write.write(wbuf).await?;
-    if n == 0 {
-        return Err("the broker closed the connection".into());
-    }
-    wbuf.advance(n);
+/// Encodes `packet` in `version` at the end of `wbuf` (also used by the
+/// null sink, which answers in the client's version).
+pub fn push(
+    wbuf: &mut BytesMut,
+    version: ProtocolVersion,
+    packet: &Packet<'_>,
+) -> Result<(), Error> {
+    let len = packet.encoded_len(version)?;
+    let start = wbuf.len();
+    wbuf.resize(start + len, 0);
+    packet.encode(version, &mut wbuf[start..])?;
     Ok(())
 }
 

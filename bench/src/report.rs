@@ -117,7 +117,9 @@ impl Report {
                 other => format!("{k}={other}"),
             })
             .collect();
-        let _ = writeln!(out, "  {}", params.join("  "));
+        if !params.is_empty() {
+            let _ = writeln!(out, "  {}", params.join("  "));
+        }
         let _ = writeln!(out, "  measured {:.1} s\n", self.measured_seconds);
         let _ = writeln!(out, "  {:<16} {:>12} {:>12}", "", "messages", "msg/s");
         for (name, r) in &self.rates {

@@ -5,6 +5,8 @@
 //! of the window ([`Timeline::drive`]), so warm-up work is never in a rate.
 //! A latency sample counts when the operation both started and finished inside
 //! the window ([`Timeline::in_window`]).
+//!
+//! A [`Pacer`] schedules a fixed-rate sender's messages.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -75,6 +77,15 @@ impl Timeline {
         self.stop_tx.send_replace(true);
     }
 
+    /// Passes a worker's result through, stopping the run if it failed (one
+    /// failing connection ends the run rather than skewing it).
+    pub fn stop_on_error<T>(&self, r: Result<T, crate::Error>) -> Result<T, crate::Error> {
+        if r.is_err() {
+            self.stop();
+        }
+        r
+    }
+
     /// Waits through the warm-up, reads `meters` at the start of the window,
     /// waits through the window, reads them again and stops the workers.
     /// Returns the count in the window of each meter and the window's length
@@ -95,6 +106,63 @@ impl Timeline {
         self.stop();
         let counts = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         (counts, until - from)
+    }
+}
+
+/// The schedule of one sender at a fixed rate (or none, at maximum rate).
+///
+/// At a fixed rate message `k` is due at `start + k / rate`, and its stamp is
+/// that scheduled time rather than the time it actually left: a broker that
+/// stalls the sender cannot hide the stall from the latencies (coordinated
+/// omission). Senders of one run are spread evenly over the first interval.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    interval: Option<Duration>,
+    due: Instant,
+}
+
+impl Pacer {
+    /// The schedule of sender `index` of `of`, each sending `rate` messages
+    /// per second (0: as fast as possible).
+    pub fn new(rate: f64, index: usize, of: usize) -> Self {
+        let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+        let offset = interval.map_or(Duration::ZERO, |iv| {
+            iv.mul_f64(index as f64 / of.max(1) as f64)
+        });
+        Pacer {
+            interval,
+            due: Instant::now() + offset,
+        }
+    }
+
+    /// If a message may go at `now`: the time to stamp it with (its
+    /// scheduled time, or `now` at maximum rate), advancing the schedule.
+    pub fn next(&mut self, now: Instant) -> Option<Instant> {
+        match self.interval {
+            None => Some(now),
+            Some(_) if self.due > now => None,
+            Some(iv) => {
+                let at = self.due;
+                self.due += iv;
+                Some(at)
+            }
+        }
+    }
+
+    /// When the next message is due (`None` at maximum rate: then only the
+    /// broker is worth waiting for).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.interval.map(|_| self.due)
+    }
+
+    /// When a sender that may send (`can_send`: its window has room) should
+    /// wake to send again: the next due time at a fixed rate, otherwise (at
+    /// maximum rate, or with a full window) not before the broker answers,
+    /// which is an hour away as far as the timer is concerned.
+    pub fn wake_at(&self, can_send: bool, now: Instant) -> Instant {
+        self.next_due()
+            .filter(|_| can_send)
+            .unwrap_or(now + Duration::from_secs(3600))
     }
 }
 
@@ -122,5 +190,21 @@ mod tests {
         // After the window, nothing is in it.
         let now = Instant::now();
         assert!(!tl.in_window(now, now + ms(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pacer_stamps_scheduled_times_and_catches_up_after_a_stall() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        // 100/s, second of two senders: first message due half an interval in.
+        let mut p = Pacer::new(100.0, 1, 2);
+        assert_eq!(p.next(t0), None);
+        assert_eq!(p.next_due(), Some(t0 + ms(5)));
+        // 30 ms late: three messages are due, stamped when they were due.
+        let late = t0 + ms(30);
+        let stamps: Vec<_> = std::iter::from_fn(|| p.next(late)).collect();
+        assert_eq!(stamps, vec![t0 + ms(5), t0 + ms(15), t0 + ms(25)]);
+        let mut max = Pacer::new(0.0, 0, 1);
+        assert_eq!((max.next(late), max.next_due()), (Some(late), None));
     }
 }

@@ -133,3 +133,199 @@ async fn mqtt_connections_scenario_reports_the_ramp_and_memory() {
         "{json}"
     );
 }
+
+/// A count from the report's JSON (`section` is `rates` or `totals`).
+fn count(json: &Value, section: &str, name: &str) -> u64 {
+    let v = match section {
+        "rates" => &json["rates"][name]["messages"],
+        _ => &json[section][name],
+    };
+    v.as_u64()
+        .unwrap_or_else(|| panic!("no {section}.{name}: {json}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_transient_autoack_scenario_reports_deliveries() {
+    let gw = Gateway::start();
+    let uri = tether_e2e::amqp::uri(gw.amqp.expect("amqp listener"));
+    let pid = gw.pid().expect("running").to_string();
+    let r = run(&[
+        "tether-bench",
+        "amqp",
+        "--uri",
+        &uri,
+        "--autoack",
+        "--rate",
+        "2000",
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--broker-pid",
+        &pid,
+    ])
+    .await;
+    let json = check_well_formed(&r, "amqp");
+    assert!(count(&json, "rates", "published") > 0, "{json}");
+    assert!(count(&json, "rates", "received") > 0, "{json}");
+    assert!(
+        count(&json, "totals", "received") <= count(&json, "totals", "published"),
+        "{json}"
+    );
+    assert!(json["rates"].get("confirmed").is_none(), "{json}");
+    assert!(json["latencies"]["deliver"]["count"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_persistent_scenario_reports_confirms() {
+    let gw = Gateway::start();
+    let uri = tether_e2e::amqp::uri(gw.amqp.expect("amqp listener"));
+    let pid = gw.pid().expect("running").to_string();
+    let r = run(&[
+        "tether-bench",
+        "amqp",
+        "--uri",
+        &uri,
+        "--persistent",
+        "--confirm-window",
+        "32",
+        "--prefetch",
+        "32",
+        "--size",
+        "1024",
+        "--rate",
+        "1000",
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--broker-pid",
+        &pid,
+    ])
+    .await;
+    let json = check_well_formed(&r, "amqp");
+    let total = |name| count(&json, "totals", name);
+    assert!(count(&json, "rates", "confirmed") > 0, "{json}");
+    assert!(count(&json, "rates", "received") > 0, "{json}");
+    assert_eq!(total("nacked"), 0, "{json}");
+    assert!(total("confirmed") <= total("published"), "{json}");
+    assert!(total("received") <= total("published"), "{json}");
+    assert!(json["latencies"]["confirm"]["count"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_amqp_scenario_delivers_mqtt_publishes_to_amqp_consumers() {
+    let gw = Gateway::start();
+    let mqtt = gw.mqtt_addr().to_string();
+    let uri = tether_e2e::amqp::uri(gw.amqp.expect("amqp listener"));
+    let pid = gw.pid().expect("running").to_string();
+    let r = run(&[
+        "tether-bench",
+        "mqtt-amqp",
+        "--mqtt-addr",
+        &mqtt,
+        "--amqp-uri",
+        &uri,
+        "--publishers",
+        "2",
+        "--qos",
+        "1",
+        "--rate",
+        "500",
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--broker-pid",
+        &pid,
+    ])
+    .await;
+    let json = check_well_formed(&r, "mqtt-amqp");
+    let total = |name| count(&json, "totals", name);
+    assert!(count(&json, "rates", "received") > 0, "{json}");
+    assert!(total("acked") <= total("published"), "{json}");
+    assert!(total("received") <= total("published"), "{json}");
+    assert_eq!(json["parameters"]["binding_key"], "bench.#", "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_acknowledges_every_mqtt_and_amqp_publish() {
+    use tether_bench::sink::Sink;
+    let any = Some("127.0.0.1:0".parse().unwrap());
+    let sink = Sink::bind(any, any).await.expect("the sink binds");
+    let (mqtt, amqp) = (sink.mqtt_addr().unwrap(), sink.amqp_addr().unwrap());
+    let counters = sink.counters();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(sink.serve(async {
+        let _ = stopped.await;
+    }));
+    // The sink runs in this process: it is the "broker" whose CPU is read.
+    let pid = std::process::id().to_string();
+
+    let m = run(&[
+        "tether-bench",
+        "mqtt",
+        "--addr",
+        &mqtt.to_string(),
+        "--subscribers",
+        "0",
+        "--qos",
+        "1",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--broker-pid",
+        &pid,
+    ])
+    .await;
+    let mj = check_well_formed(&m, "mqtt");
+    let a = run(&[
+        "tether-bench",
+        "amqp",
+        "--uri",
+        &format!("amqp://{amqp}/%2f"),
+        "--consumers",
+        "0",
+        "--confirm-window",
+        "64",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--broker-pid",
+        &pid,
+    ])
+    .await;
+    let aj = check_well_formed(&a, "amqp");
+    let _ = stop.send(());
+    let report = serving.await.expect("the sink stops");
+
+    // Every publish was answered (the runs wait for their last acks).
+    assert!(count(&mj, "rates", "published") > 0, "{mj}");
+    assert_eq!(
+        count(&mj, "totals", "acked"),
+        count(&mj, "totals", "published"),
+        "{mj}"
+    );
+    assert!(count(&aj, "rates", "published") > 0, "{aj}");
+    assert_eq!(
+        count(&aj, "totals", "confirmed"),
+        count(&aj, "totals", "published"),
+        "{aj}"
+    );
+    // ... and counted by the sink.
+    let sj: Value = serde_json::from_str(&report.to_json()).expect("the sink's report parses");
+    assert_eq!(report.scenario, "sink");
+    assert!(
+        counters.mqtt_publishes.get() >= count(&mj, "totals", "acked"),
+        "{sj}"
+    );
+    assert!(
+        counters.amqp_publishes.get() >= count(&aj, "totals", "confirmed"),
+        "{sj}"
+    );
+    assert_eq!(count(&sj, "totals", "mqtt_connections"), 1, "{sj}");
+    // The amqp run's setup connection and its producer.
+    assert_eq!(count(&sj, "totals", "amqp_connections"), 2, "{sj}");
+}

@@ -30,10 +30,12 @@ use tokio::time::Instant;
 use crate::Error;
 use crate::cli::RunArgs;
 use crate::latency::Latencies;
-use crate::mqtt::{self as client, AckKind, Conn, ConnectOptions, MAX_PACKET, STAMP_LEN};
+use crate::latency::{self, STAMP_LEN};
+use crate::mqtt::{self as client, AckKind, Conn, ConnectOptions, MAX_PACKET};
+use crate::net;
 use crate::probe::{self, CpuMark};
 use crate::report::{Rate, Report};
-use crate::timeline::{Meter, Timeline};
+use crate::timeline::{Meter, Pacer, Timeline};
 
 /// Write-buffer size at which a publisher stops encoding and writes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -97,11 +99,15 @@ pub struct Args {
     pub run: RunArgs,
 }
 
+/// What the workers count (also the MQTT side of `mqtt-amqp`).
 #[derive(Debug, Default)]
-struct Meters {
-    published: Meter,
-    acked: Meter,
-    received: Meter,
+pub(crate) struct Meters {
+    /// PUBLISH packets written.
+    pub(crate) published: Meter,
+    /// PUBACKs and PUBCOMPs received.
+    pub(crate) acked: Meter,
+    /// Messages delivered to subscribers.
+    pub(crate) received: Meter,
 }
 
 /// Runs the scenario; see the module docs.
@@ -129,7 +135,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         let (timeline, meters, args) = (timeline.clone(), meters.clone(), args.clone());
         workers.spawn(async move {
             let l = subscriber(conn, &args, &timeline, &meters).await;
-            finish(&timeline, l.map(|l| Some((l, true))))
+            timeline.stop_on_error(l.map(|l| Some((l, true))))
         });
     }
     let n = pubs.len();
@@ -137,7 +143,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         let (timeline, meters, args) = (timeline.clone(), meters.clone(), args.clone());
         workers.spawn(async move {
             let l = publisher(conn, &args, i, n, &timeline, &meters).await;
-            finish(&timeline, l.map(|l| Some((l, false))))
+            timeline.stop_on_error(l.map(|l| Some((l, false))))
         });
     }
 
@@ -165,7 +171,10 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
     let secs = window.as_secs_f64();
     let named = |name: &str, n: u64| (name.to_owned(), Rate::over(n, secs));
-    let mut latencies = vec![("deliver".to_owned(), deliver.summary())];
+    let mut latencies = Vec::new();
+    if args.subscribers > 0 {
+        latencies.push(("deliver".to_owned(), deliver.summary()));
+    }
     if args.qos != QoS::AtMostOnce {
         latencies.push(("publish ack".to_owned(), ack.summary()));
     }
@@ -196,22 +205,17 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     })
 }
 
-/// A worker's result, stopping the run on the first failure.
-fn finish<T>(timeline: &Timeline, r: Result<T, Error>) -> Result<T, Error> {
-    if r.is_err() {
-        timeline.stop();
-    }
-    r
-}
-
+/// Which side of the run a connection is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
+    /// Publishes.
     Publisher,
+    /// Subscribes.
     Subscriber,
 }
 
 /// Opens every connection of one role, `connect_concurrency` at a time.
-async fn open_all(args: &Arc<Args>, role: Role) -> Result<Vec<Conn>, Error> {
+pub(crate) async fn open_all(args: &Arc<Args>, role: Role) -> Result<Vec<Conn>, Error> {
     let count = match role {
         Role::Publisher => args.publishers,
         Role::Subscriber => args.subscribers,
@@ -304,7 +308,7 @@ async fn subscriber(
     let mut ping = ping_interval(args.keep_alive);
     loop {
         tokio::select! {
-            r = client::fill(&mut conn.read, &mut conn.rbuf) => {
+            r = net::fill(&mut conn.read, &mut conn.rbuf) => {
                 r?;
                 let now = Instant::now();
                 let mut received = 0;
@@ -313,7 +317,7 @@ async fn subscriber(
                     match packet {
                         Packet::Publish(p) => {
                             received += 1;
-                            if let Some(sent) = client::stamped_at(p.payload)
+                            if let Some(sent) = latency::stamped_at(p.payload)
                                 && timeline.in_window(sent, now)
                             {
                                 latencies.record(now - sent);
@@ -332,7 +336,7 @@ async fn subscriber(
                 }
                 meters.received.add(received);
             }
-            r = client::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
+            r = net::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
             _ = ping.tick() => conn.push(&Packet::PingReq)?,
             _ = timeline.stopped() => break,
         }
@@ -342,8 +346,9 @@ async fn subscriber(
 }
 
 /// Publishes until the run stops; returns the publish-to-ack latencies
-/// measured in the window (QoS 1 and 2).
-async fn publisher(
+/// measured in the window (QoS 1 and 2). Publisher `index` of `of`
+/// publishes to `args.topic` with `{i}` replaced by `index`.
+pub(crate) async fn publisher(
     mut conn: Conn,
     args: &Args,
     index: usize,
@@ -364,23 +369,16 @@ async fn publisher(
     let mut inflight: u32 = 0;
     let mut next_id: u16 = 0;
     let mut ping = ping_interval(args.keep_alive);
-    // Fixed rate: message k is due at start + k / rate; publishers are
-    // spread evenly over the first interval.
-    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
-    let mut due = Instant::now()
-        + interval.map_or(Duration::ZERO, |iv| {
-            iv.mul_f64(index as f64 / of.max(1) as f64)
-        });
+    let mut pacer = Pacer::new(args.rate, index, of);
     loop {
         // Encode what may go now.
         let now = Instant::now();
         let mut published = 0;
-        while conn.wbuf.len() < WRITE_BATCH
-            && (args.qos == QoS::AtMostOnce || inflight < window)
-            && interval.is_none_or(|_| due <= now)
-        {
-            let stamp_at = if interval.is_some() { due } else { now };
-            client::stamp(&mut payload, stamp_at);
+        while conn.wbuf.len() < WRITE_BATCH && (args.qos == QoS::AtMostOnce || inflight < window) {
+            let Some(stamp_at) = pacer.next(now) else {
+                break;
+            };
+            latency::stamp(&mut payload, stamp_at);
             let packet_id = (args.qos != QoS::AtMostOnce).then(|| {
                 next_id = next_id.checked_add(1).unwrap_or(1);
                 sent_at[usize::from(next_id)] = Some(stamp_at);
@@ -399,18 +397,12 @@ async fn publisher(
                 inflight += 1;
             }
             published += 1;
-            if let Some(iv) = interval {
-                due += iv;
-            }
         }
         meters.published.add(published);
-        let sleep_until = match interval {
-            Some(_) if (args.qos == QoS::AtMostOnce || inflight < window) => due,
-            // Nothing to wait for but the broker.
-            _ => now + Duration::from_secs(3600),
-        };
+        let can_send = args.qos == QoS::AtMostOnce || inflight < window;
+        let sleep_until = pacer.wake_at(can_send, now);
         tokio::select! {
-            r = client::fill(&mut conn.read, &mut conn.rbuf) => {
+            r = net::fill(&mut conn.read, &mut conn.rbuf) => {
                 r?;
                 let now = Instant::now();
                 let mut acked = 0;
@@ -438,7 +430,7 @@ async fn publisher(
                 }
                 meters.acked.add(acked);
             }
-            r = client::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
+            r = net::write_some(&mut conn.write, &mut conn.wbuf), if !conn.wbuf.is_empty() => r?,
             _ = tokio::time::sleep_until(sleep_until) => {}
             _ = ping.tick() => conn.push(&Packet::PingReq)?,
             _ = timeline.stopped() => {
