@@ -59,10 +59,13 @@ use std::collections::HashSet;
 use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use clap::{Parser, ValueEnum};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions};
 use lapin::types::FieldTable;
@@ -93,10 +96,18 @@ struct Args {
     #[arg(long, env = "MQTT_ADDR", default_value = "127.0.0.1:1883")]
     mqtt: String,
     /// The gateway's AMQP URL.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     amqp: String,
     /// The gateway's SQS/SNS endpoint.
-    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:9324")]
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:9324"
+    )]
     endpoint: String,
     /// Log lines per service (at least 10).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..))]
@@ -115,8 +126,18 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    // Errors end the example with one line saying what went wrong.
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("central-logging: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
     let sqs = sqs_client(&args.endpoint);
     let queue_url = setup_queue(&sqs, &args).await?;
 
@@ -129,7 +150,10 @@ async fn main() -> Result<(), BoxError> {
             let always = AtomicBool::new(true);
             let exit = args.exit_when_drained.then_some(&always);
             let written = process(&sqs, &queue_url, &args.out, None, exit).await?;
-            println!("processor: done, {written} new lines in {}", args.out.display());
+            println!(
+                "processor: done, {written} new lines in {}",
+                args.out.display()
+            );
         }
         Role::All => run_all(&args, &sqs, &queue_url).await?,
     }
@@ -164,7 +188,10 @@ async fn run_all(args: &Args, sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Res
         async {
             let sent = services.await;
             services_done.store(true, Ordering::Relaxed);
-            println!("services: all {} lines sent and acknowledged", 3 * args.lines);
+            println!(
+                "services: all {} lines sent and acknowledged",
+                3 * args.lines
+            );
             sent
         }
     );
@@ -177,7 +204,10 @@ async fn run_all(args: &Args, sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Res
     let mut services = HashSet::new();
     for line in text.lines() {
         let entry: serde_json::Value = serde_json::from_str(line)?;
-        let id = entry["id"].as_str().ok_or("a line without an id")?.to_owned();
+        let id = entry["id"]
+            .as_str()
+            .ok_or("a line without an id")?
+            .to_owned();
         services.insert(entry["service"].as_str().unwrap_or("?").to_owned());
         if !ids.insert(id.clone()) {
             return Err(format!("{id} is in the file twice").into());
@@ -208,7 +238,10 @@ async fn setup_queue(sqs: &aws_sdk_sqs::Client, args: &Args) -> Result<String, B
         .ok_or("CreateQueue returned no URL")?;
     sqs.set_queue_attributes()
         .queue_url(&url)
-        .attributes(QueueAttributeName::VisibilityTimeout, args.visibility.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            args.visibility.to_string(),
+        )
         .send()
         .await?;
     if args.role != Role::Processor {
@@ -269,7 +302,9 @@ async fn door_sensor_over_mqtt(addr: &str, run: &str, lines: u32) -> Result<(), 
             for n in 0..lines {
                 let state = if n % 2 == 0 { "opened" } else { "closed" };
                 let line = log_line(&run, "door-sensor", "mqtt", n, format!("door {state}"));
-                client.publish("logs/door-sensor", QoS::AtLeastOnce, false, line).await?;
+                client
+                    .publish("logs/door-sensor", QoS::AtLeastOnce, false, line)
+                    .await?;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Ok::<_, rumqttc::ClientError>(())
@@ -291,10 +326,18 @@ async fn door_sensor_over_mqtt(addr: &str, run: &str, lines: u32) -> Result<(), 
 async fn billing_over_amqp(url: &str, run: &str, lines: u32) -> Result<(), BoxError> {
     let conn = amqp_connect(url).await?;
     let channel = conn.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     for n in 0..lines {
         let cents = 500 + (n * 37) % 5000;
-        let line = log_line(run, "billing", "amqp", n, format!("charged invoice {n}: {cents} cents"));
+        let line = log_line(
+            run,
+            "billing",
+            "amqp",
+            n,
+            format!("charged invoice {n}: {cents} cents"),
+        );
         let confirm = channel
             .basic_publish(
                 "".into(),
@@ -357,8 +400,15 @@ async fn process(
     exit_when_drained: Option<&AtomicBool>,
 ) -> Result<usize, BoxError> {
     let mut seen = ids_in_file(out)?;
-    println!("processor: started, {} lines already in {}", seen.len(), out.display());
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(out)?;
+    println!(
+        "processor: started, {} lines already in {}",
+        seen.len(),
+        out.display()
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)?;
     let (mut batches, mut written, mut drained_polls) = (0, 0, 0);
     loop {
         let received = sqs
@@ -402,10 +452,15 @@ async fn process(
         batches += 1;
         written += new;
         if skipped > 0 {
-            println!("processor: skipped {skipped} lines already in the file (delivered again after a stop)");
+            println!(
+                "processor: skipped {skipped} lines already in the file (delivered again after a stop)"
+            );
         }
         if new > 0 {
-            println!("processor: wrote batch {batches}: {new} lines ({} in total)", seen.len());
+            println!(
+                "processor: wrote batch {batches}: {new} lines ({} in total)",
+                seen.len()
+            );
         }
 
         if crash_after == Some(batches) {

@@ -40,6 +40,7 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,8 +99,18 @@ struct Progress {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    // Errors end the example with one line saying what went wrong.
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("order-processing: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
     let conn = Connection::connect(&args.amqp, ConnectionProperties::default())
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", args.amqp))?;
@@ -114,11 +125,28 @@ async fn main() -> Result<(), BoxError> {
     // The worker pool: one channel and one consumer each.
     for n in 1..=args.workers {
         let channel = conn.create_channel().await?;
-        tokio::spawn(worker(n, channel, progress.clone(), args.prefetch, args.work_ms, args.failing_order));
+        let work = worker(
+            n,
+            channel,
+            progress.clone(),
+            args.prefetch,
+            args.work_ms,
+            args.failing_order,
+        );
+        tokio::spawn(async move {
+            if let Err(e) = work.await {
+                eprintln!("worker {n} stopped: {e}");
+            }
+        });
     }
 
     // Someone watching the dead-letter queue.
-    tokio::spawn(dead_letter_watcher(conn.create_channel().await?, progress.clone()));
+    let watcher = dead_letter_watcher(conn.create_channel().await?, progress.clone());
+    tokio::spawn(async move {
+        if let Err(e) = watcher.await {
+            eprintln!("dead-letter watcher stopped: {e}");
+        }
+    });
 
     // The spike: every order as fast as the shop can send it.
     let shop = conn.create_channel().await?;
@@ -232,7 +260,10 @@ async fn declare_topology(ch: &Channel) -> Result<(), BoxError> {
     // so the third failure) the broker dead-letters the message itself; the
     // workers only say "this attempt failed".
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args.insert("x-delivery-limit".into(), AMQPValue::LongInt(2));
     args.insert(
         "x-dead-letter-exchange".into(),
@@ -242,7 +273,8 @@ async fn declare_topology(ch: &Channel) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("declaring `{ORDERS}`: {e} (delete the queue if an older run declared it differently)"))?;
 
-    ch.queue_purge(ORDERS.into(), QueuePurgeOptions::default()).await?;
+    ch.queue_purge(ORDERS.into(), QueuePurgeOptions::default())
+        .await?;
     ch.queue_purge(DEAD_LETTERS.into(), QueuePurgeOptions::default())
         .await?;
     Ok(())
@@ -283,7 +315,9 @@ async fn worker(
                 *count += 1;
                 *count
             };
-            println!("worker {n}: order #{id} payment declined (attempt {attempt}), returning it to the queue");
+            println!(
+                "worker {n}: order #{id} payment declined (attempt {attempt}), returning it to the queue"
+            );
             // Requeue: the broker counts the delivery and dead-letters the
             // order once it has failed past the queue's delivery limit.
             delivery

@@ -41,6 +41,7 @@
 //!   says so in one line instead of waiting.
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -64,7 +65,11 @@ struct Args {
     #[arg(long, env = "MQTT_ADDR", default_value = "127.0.0.1:1883")]
     mqtt: String,
     /// The gateway's SQS/SNS endpoint.
-    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:9324")]
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:9324"
+    )]
     endpoint: String,
     /// How many devices to simulate (one MQTT connection each).
     #[arg(long, default_value_t = 100)]
@@ -90,8 +95,18 @@ struct Stats {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    // Errors end the example with one line saying what went wrong.
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sensor-fleet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
     let (host, port) = args
         .mqtt
         .rsplit_once(':')
@@ -113,7 +128,10 @@ async fn main() -> Result<(), BoxError> {
     // configuration. If it is missing, the gateway runs without the rule.
     let queue_url = match sqs.get_queue_url().queue_name(ALERT_QUEUE).send().await {
         Ok(out) => out.queue_url.ok_or("GetQueueUrl returned no URL")?,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_does_not_exist()) =>
+        {
             return Err(format!(
                 "queue `{ALERT_QUEUE}` does not exist: start the gateway with \
                  `cargo run --release -- --config examples/tether.toml` (it holds the topic rule)"

@@ -36,6 +36,7 @@
 //! * The final `done:` line with the three counts (3, 2, 3).
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use aws_sdk_sns::types::MessageAttributeValue;
@@ -57,7 +58,11 @@ type BoxError = Box<dyn Error + Send + Sync>;
 #[command(about = "One SNS publish, three subscribers: raw SQS, filtered SQS, HTTP")]
 struct Args {
     /// The gateway's SQS/SNS endpoint.
-    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:9324")]
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:9324"
+    )]
     endpoint: String,
     /// Where the webhook listens (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -68,8 +73,18 @@ struct Args {
 const SIGNUPS: [(&str, &str); 3] = [("alice", "free"), ("bob", "pro"), ("carol", "enterprise")];
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    // Errors end the example with one line saying what went wrong.
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signup-fan-out: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
     let (sqs, sns) = aws_clients(&args.endpoint);
 
     // The topic and the two queues. Creating them is idempotent: a second run
@@ -136,7 +151,9 @@ async fn main() -> Result<(), BoxError> {
         .await?
         .subscription_arn
         .ok_or("Subscribe returned no ARN")?;
-    println!("topic {TOPIC}: subscribed {EMAIL_QUEUE} (raw), {ANALYTICS_QUEUE} (paid plans), {webhook_url}");
+    println!(
+        "topic {TOPIC}: subscribed {EMAIL_QUEUE} (raw), {ANALYTICS_QUEUE} (paid plans), {webhook_url}"
+    );
 
     // The sign-up service publishes each event once; it does not know who listens.
     for (user, plan) in SIGNUPS {
@@ -168,7 +185,10 @@ async fn main() -> Result<(), BoxError> {
         // The email sender: raw delivery, the body is the event itself.
         for body in receive_and_delete(&sqs, &email_url).await? {
             let event: serde_json::Value = serde_json::from_str(&body)?;
-            println!("email: welcome mail sent to {}", event["email"].as_str().unwrap_or("?"));
+            println!(
+                "email: welcome mail sent to {}",
+                event["email"].as_str().unwrap_or("?")
+            );
             emails += 1;
         }
         // Analytics: an SNS envelope; the event is its `Message`.
@@ -200,7 +220,9 @@ async fn main() -> Result<(), BoxError> {
         .send()
         .await?;
 
-    println!("done: email {emails}/3, analytics {analytics}/2 (free plan filtered out), webhook {webhook}/3");
+    println!(
+        "done: email {emails}/3, analytics {analytics}/2 (free plan filtered out), webhook {webhook}/3"
+    );
     if (emails, analytics, webhook) == (3, 2, 3) {
         Ok(())
     } else {
@@ -294,7 +316,9 @@ async fn serve_webhook(listener: TcpListener, hits: mpsc::Sender<String>) {
             match read_request(&mut stream).await {
                 Ok(body) => {
                     let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
                         .await;
                     let _ = hits.send(body).await;
                 }
@@ -333,5 +357,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<String, BoxError> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(String::from_utf8(buf[head_end..head_end + length].to_vec())?)
+    Ok(String::from_utf8(
+        buf[head_end..head_end + length].to_vec(),
+    )?)
 }
