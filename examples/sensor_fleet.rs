@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use clap::Parser;
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 use tether_firmware::sensor::Reading;
 use tether_firmware::sensor::telemetry::{Telemetry, telemetry_topic};
 use tokio::time::Instant;
@@ -280,44 +280,81 @@ impl Device {
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = AsyncClient::new(options, 10);
 
+        // The event loop does the network I/O: nothing is sent or received
+        // unless it is polled. First the connection: wait for the CONNACK.
+        loop {
+            let event = events
+                .poll()
+                .await
+                .map_err(|e| format!("{}: cannot connect: {e}", self.id))?;
+            if let Event::Incoming(Incoming::ConnAck(_)) = event {
+                break;
+            }
+        }
+        // Then the event loop runs on its own task and counts the gateway's
+        // PUBACKs: a QoS 1 reading is safely in the gateway once acknowledged.
+        let acked = Arc::new(AtomicU64::new(0));
+        let io = {
+            let (acked, id) = (acked.clone(), self.id.clone());
+            tokio::spawn(async move {
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Incoming::PubAck(_))) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("{id}: MQTT connection failed: {e}")),
+                    }
+                }
+            })
+        };
+
+        // A reading every `interval` until the deadline, in the firmware's
+        // topic layout and JSON.
         let mut topic_buf = [0u8; 64];
         let topic = telemetry_topic(&self.id, &mut topic_buf)?.to_owned();
         let mut payload = [0u8; 160];
         let mut ticker = tokio::time::interval(self.interval);
         let mut seq = 0u32;
-        let mut unacked = 0u32;
         loop {
-            let publishing = Instant::now() < deadline;
-            if !publishing && unacked == 0 {
-                break;
-            }
             tokio::select! {
-                _ = ticker.tick(), if publishing => {
-                    let reading = self.measure();
-                    let n = Telemetry { device: &self.id, reading, seq }.write_json(&mut payload)?;
-                    client
-                        .publish(topic.as_str(), QoS::AtLeastOnce, false, payload[..n].to_vec())
-                        .await?;
-                    seq += 1;
-                    unacked += 1;
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                    if f64::from(reading.temperature_centi_c) / 100.0 > self.threshold {
-                        stats.hot.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                // The event loop is what actually talks to the gateway; it
-                // must be polled for anything to be sent or received.
-                event = events.poll() => {
-                    let event = event.map_err(|e| format!("{}: MQTT connection failed: {e}", self.id))?;
-                    if let Event::Incoming(Incoming::PubAck(_)) = event {
-                        unacked = unacked.saturating_sub(1);
-                    }
-                }
-                // Wake at the deadline even if nothing else happens.
-                _ = tokio::time::sleep_until(deadline), if publishing => {}
+                _ = ticker.tick() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            if io.is_finished() {
+                break; // the connection failed; its error is reported below
+            }
+            let reading = self.measure();
+            let n = Telemetry {
+                device: &self.id,
+                reading,
+                seq,
+            }
+            .write_json(&mut payload)?;
+            client
+                .publish(
+                    topic.as_str(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload[..n].to_vec(),
+                )
+                .await?;
+            seq += 1;
+            stats.sent.fetch_add(1, Ordering::Relaxed);
+            if f64::from(reading.temperature_centi_c) / 100.0 > self.threshold {
+                stats.hot.fetch_add(1, Ordering::Relaxed);
             }
         }
-        client.disconnect().await?;
+
+        // Wait for the last acknowledgements, then say goodbye properly.
+        while acked.load(Ordering::Relaxed) < u64::from(seq) && !io.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !io.is_finished() {
+            client.disconnect().await?;
+        }
+        io.await??;
         Ok(())
     }
 
