@@ -5,7 +5,7 @@
 //! ```text
 //!                              ┌─► HTTP webhook (this program): "thumbnailer"
 //! uploads ─► SNS `image-uploads`┤
-//!                              └─► SQS `print-jobs` ◄── print server (outbound HTTPS only:
+//!                              └─► SQS `print-jobs` ◄── print server (outbound requests only:
 //!                                                        long polling, visibility timeout,
 //!                                                        delete after printing)
 //! ```

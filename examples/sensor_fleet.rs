@@ -195,9 +195,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     progress.abort();
-    worker.abort();
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_millis(10), worker).await {
-        return Err(format!("alert worker failed: {e}").into());
+    if worker.is_finished() {
+        // The worker loops until it fails: report why.
+        worker
+            .await?
+            .map_err(|e| format!("alert worker failed: {e}"))?;
+    } else {
+        worker.abort();
     }
     print_progress(&stats);
     let seen = stats.alerts.load(Ordering::Relaxed);
