@@ -12,6 +12,7 @@ mod crash;
 mod cross_protocol;
 mod durability;
 mod durability_api;
+mod examples;
 mod firmware;
 mod mqtt_malformed;
 mod mqtt_mosquitto;
