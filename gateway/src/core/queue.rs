@@ -562,9 +562,21 @@ impl MemoryGauge {
 }
 
 /// What every queue shares: the memory gauge, the deadline scheduler and the
-/// store.
+/// store. Cloning it clones one pointer (a queue keeps a clone).
 #[derive(Debug, Clone)]
-pub struct QueueEnv {
+pub struct QueueEnv(Arc<EnvParts>);
+
+impl std::ops::Deref for QueueEnv {
+    type Target = EnvParts;
+
+    fn deref(&self) -> &EnvParts {
+        &self.0
+    }
+}
+
+/// The parts of a [`QueueEnv`].
+#[derive(Debug)]
+pub struct EnvParts {
     /// Gateway-wide queued bytes.
     pub memory: Arc<MemoryGauge>,
     /// Timer service for TTLs and idle expiry.
@@ -588,14 +600,14 @@ impl QueueEnv {
 
     /// An environment whose durable queues keep their entries in `store`.
     pub fn with_store(high_watermark: usize, store: SharedStore) -> Self {
-        QueueEnv {
+        QueueEnv(Arc::new(EnvParts {
             memory: Arc::new(MemoryGauge::new(high_watermark)),
             scheduler: Arc::new(Scheduler::default()),
             store,
             recovered: Arc::new(Mutex::new(HashMap::new())),
             pageable: Arc::new(Mutex::new(Vec::new())),
             flow: Arc::new(Notify::new()),
-        }
+        }))
     }
 }
 

@@ -167,7 +167,8 @@ impl SessionState {
 #[derive(Debug)]
 struct Inner {
     /// `None` while a connection holds the state.
-    state: Option<SessionState>,
+    /// Boxed: most sessions are online, and then the connection holds it.
+    state: Option<Box<SessionState>>,
     /// The live connection, if any.
     owner: Option<OwnerSlot>,
     /// Bumped on every attach; timers compare it to know they are stale.
@@ -340,7 +341,7 @@ impl SessionRegistry {
                             self.end(&session);
                             continue;
                         }
-                        let state = inner.state.take().unwrap_or_default();
+                        let state = inner.state.take().map(|b| *b).unwrap_or_default();
                         let (kick_tx, kick_rx) = oneshot::channel();
                         let (rel_tx, rel_rx) = watch::channel(false);
                         inner.owner = Some(OwnerSlot {
@@ -434,7 +435,7 @@ impl SessionRegistry {
             if !expiry.is_zero() {
                 self.save(session, &state, expiry, false);
             }
-            inner.state = Some(state);
+            inner.state = Some(Box::new(state));
             inner.owner = None;
             inner.expiry = expiry;
         }
@@ -687,7 +688,7 @@ impl SessionRegistry {
                     PacketSide::Released => state.outgoing.push_back((id, Outgoing::Released)),
                 }
             }
-            session.inner.lock().state = Some(state);
+            session.inner.lock().state = Some(Box::new(state));
             self.sessions
                 .lock()
                 .insert(session.client_id.clone(), session.clone());

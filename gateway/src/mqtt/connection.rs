@@ -112,7 +112,9 @@ pub(super) struct Conn {
     pub out_alias_max: u16,
     /// Client → server topic aliases (v5), index = alias - 1.
     pub in_aliases: Vec<Option<ByteStr>>,
-    pub scratch: RouteScratch,
+    /// Routing scratch space, made on the first PUBLISH (many connections
+    /// only subscribe).
+    pub scratch: Option<Box<RouteScratch>>,
     pub will: Option<Box<WillSpec>>,
     pub session_expiry: Duration,
     /// Whether the client asked for reason strings and user properties on errors.
@@ -518,7 +520,7 @@ async fn handshake(
             0
         },
         in_aliases: vec![None; usize::from(if v5 { cfg.topic_alias_maximum } else { 0 })],
-        scratch: RouteScratch::default(),
+        scratch: None,
         will,
         session_expiry,
         problem_info: connect.properties.request_problem_information != Some(0),
@@ -569,6 +571,10 @@ impl Conn {
         // Packets that arrived with CONNECT.
         if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
             return end;
+        }
+        if rbuf.is_empty() {
+            // Let go of the buffer CONNECT was read into.
+            rbuf = BytesMut::new();
         }
         loop {
             if !self.pending.is_empty()

@@ -429,13 +429,9 @@ impl Conn {
             origin: self.session.id,
             props: message_properties(&p.properties, frame),
         });
+        let scratch = self.scratch.get_or_insert_with(Box::default);
         let (outcome, lsn) = tracked(|| {
-            let outcome = publish_message(
-                &self.ctx.core,
-                &msg,
-                &mut self.scratch,
-                &self.session.client_id,
-            );
+            let outcome = publish_message(&self.ctx.core, &msg, scratch, &self.session.client_id);
             if qos == 2 {
                 self.ctx.core.sessions.save_packet(
                     &self.session,
@@ -446,7 +442,7 @@ impl Conn {
             }
             outcome
         });
-        if let Some(q) = self.scratch.congested.take()
+        if let Some(q) = scratch.congested.take()
             && !Arc::ptr_eq(&q, &self.session.queue)
         {
             // Read no further PUBLISH until that subscriber catches up (its
