@@ -987,6 +987,9 @@ pub struct Bar {
     pub peer: &'static str,
     /// The ratio, if both sides were measured.
     pub ratio: Option<f64>,
+    /// Whether both sides were run (a bar without a ratio is then marked
+    /// n/a; one not run is left out).
+    pub run: bool,
     /// The target ratio, if there is one.
     pub target: Option<f64>,
 }
@@ -1002,6 +1005,9 @@ pub fn bars(results: &Results) -> Vec<Bar> {
                     case: case.id,
                     peer: peer.id,
                     ratio: results.ratio(case, peer.id),
+                    run: [peer.id, "tether"]
+                        .iter()
+                        .all(|p| results.outcome(case.id, p) != Outcome::NotRun),
                     target: case
                         .targets
                         .iter()
@@ -1078,7 +1084,7 @@ pub fn render_svg(results: &Results, path: &Path) -> Result<(), Box<dyn std::err
             }))?
             .label(peer_name(peer))
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
-        chart.draw_series(mine.iter().map(|(g, b)| {
+        chart.draw_series(mine.iter().filter(|(_, b)| b.run).map(|(g, b)| {
             let (text, y) = match b.ratio {
                 Some(r) => (format_ratio(r), r),
                 None => ("n/a".to_owned(), y0),
@@ -1209,7 +1215,7 @@ mod tests {
         // nothing still has.
         assert_eq!(
             r.headline(c, "rabbitmq"),
-            Err("delivered msg/s was 0".to_owned())
+            Err("nothing measured: delivered msg/s was 0".to_owned())
         );
         let (_, s1) = case("s1-16B");
         let mut zero = r.clone();
@@ -1217,7 +1223,7 @@ mod tests {
             .insert(("s1-16B".into(), "mosquitto".into()), report(0.0, 1.0));
         assert_eq!(
             zero.headline(s1, "mosquitto"),
-            Err("delivered msg/s was 0".to_owned())
+            Err("nothing measured: delivered msg/s was 0".to_owned())
         );
     }
 
@@ -1251,6 +1257,24 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| CPU | Test CPU |"), "{md}");
+    }
+
+    #[test]
+    fn chart_bars_carry_ratio_target_and_whether_they_ran() {
+        let bars = bars(&fixture());
+        let find = |case: &str, peer: &str| {
+            bars.iter()
+                .find(|b| b.case == case && b.peer == peer)
+                .cloned()
+                .unwrap()
+        };
+        let b = find("s1-16B", "mosquitto");
+        assert_eq!((b.ratio, b.target, b.run), (Some(3.0), Some(2.0), true));
+        let b = find("s1-16B", "rumqttd");
+        assert_eq!((b.ratio, b.target, b.run), (None, Some(1.5), true));
+        assert!(!find("s1-16B", "rabbitmq").run);
+        assert!(bars.iter().all(|b| b.peer != "tether"));
+        assert!(!bars.iter().any(|b| b.case.starts_with("ceiling")));
     }
 
     #[test]
