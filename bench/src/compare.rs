@@ -606,7 +606,7 @@ impl Results {
         let first = &case.figures[0];
         let figure = &case.figures[case.ratio.unwrap_or(0)];
         match (first.read(&r), figure.read(&r)) {
-            (Some(v), _) if v <= 0.0 => Err(format!("{} was 0", first.label)),
+            (Some(v), _) if v <= 0.0 => Err(format!("nothing measured: {} was 0", first.label)),
             (None, _) => Err(format!("the report has no {}", first.label)),
             (_, Some(v)) if v > 0.0 => Ok(v),
             (_, Some(_)) => Err(format!("{} was 0", figure.label)),
