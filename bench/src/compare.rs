@@ -609,6 +609,10 @@ impl Results {
             (Some(v), _) if v <= 0.0 => Err(format!("nothing measured: {} was 0", first.label)),
             (None, _) => Err(format!("the report has no {}", first.label)),
             (_, Some(v)) if v > 0.0 => Ok(v),
+            (_, Some(v)) if v < 0.0 => Err(format!(
+                "{} was negative ({v:.1}): a measurement error",
+                figure.label
+            )),
             (_, Some(_)) => Err(format!("{} was 0", figure.label)),
             (_, None) => Err(format!("the report has no {}", figure.label)),
         }
@@ -1225,6 +1229,18 @@ mod tests {
             zero.headline(s1, "mosquitto"),
             Err("nothing measured: delivered msg/s was 0".to_owned())
         );
+    }
+
+    #[test]
+    fn a_negative_cost_is_a_measurement_error_not_a_ratio() {
+        let mut r = fixture();
+        r.runs.insert(
+            ("s4-wildcard".into(), "mosquitto".into()),
+            report(10_000.0, -3.0),
+        );
+        let (_, c) = case("s4-wildcard");
+        assert_eq!(r.ratio(c, "mosquitto"), None);
+        assert!(r.headline(c, "mosquitto").unwrap_err().contains("negative"));
     }
 
     #[test]
