@@ -59,17 +59,6 @@ impl CpuMark {
         }
     }
 
-    /// Reads both when `timeline`'s measured window starts.
-    pub fn at_window_start(
-        timeline: std::sync::Arc<crate::timeline::Timeline>,
-        broker_pid: Option<u32>,
-    ) -> tokio::task::JoinHandle<CpuMark> {
-        tokio::spawn(async move {
-            timeline.window_started().await;
-            CpuMark::now(broker_pid)
-        })
-    }
-
     /// CPU seconds used between `self` and `later`: (broker, bench).
     pub fn until(&self, later: &CpuMark) -> (Option<f64>, f64) {
         let broker = match (self.broker, later.broker) {

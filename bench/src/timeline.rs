@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::probe::CpuMark;
+
 /// A monotonically growing count shared by workers.
 #[derive(Debug, Default)]
 pub struct Meter(AtomicU64);
@@ -55,11 +57,6 @@ impl Timeline {
         started >= self.measure_from && finished <= self.measure_until
     }
 
-    /// Resolves when the measured window starts (at once if it has).
-    pub async fn window_started(&self) {
-        tokio::time::sleep_until(self.measure_from).await;
-    }
-
     /// Whether workers should stop.
     pub fn is_stopped(&self) -> bool {
         *self.stop_tx.borrow()
@@ -92,20 +89,35 @@ impl Timeline {
     /// as actually measured. Ends early (with what was counted so far) if a
     /// worker stops the run.
     pub async fn drive(&self, meters: &[&Meter]) -> (Vec<u64>, Duration) {
+        let (counts, window, _) = self.drive_cpu(meters, None).await;
+        (counts, window)
+    }
+
+    /// [`Timeline::drive`], also reading CPU time at the same two instants as
+    /// the meters: the broker's (`broker_pid`) and this process's, in seconds.
+    /// Read by the driver itself, so however late a busy runtime wakes it,
+    /// counts and CPU cover the same window.
+    pub async fn drive_cpu(
+        &self,
+        meters: &[&Meter],
+        broker_pid: Option<u32>,
+    ) -> (Vec<u64>, Duration, (Option<f64>, f64)) {
         let read = || meters.iter().map(|m| m.get()).collect::<Vec<_>>();
         tokio::select! {
             _ = tokio::time::sleep_until(self.measure_from) => {}
-            _ = self.stopped() => return (vec![0; meters.len()], Duration::ZERO),
+            _ = self.stopped() => {
+                return (vec![0; meters.len()], Duration::ZERO, (broker_pid.map(|_| 0.0), 0.0));
+            }
         }
-        let (before, from) = (read(), Instant::now());
+        let (before, cpu_from, from) = (read(), CpuMark::now(broker_pid), Instant::now());
         tokio::select! {
             _ = tokio::time::sleep_until(self.measure_until) => {}
             _ = self.stopped() => {}
         }
-        let (after, until) = (read(), Instant::now());
+        let (after, cpu_to, until) = (read(), CpuMark::now(broker_pid), Instant::now());
         self.stop();
         let counts = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-        (counts, until - from)
+        (counts, until - from, cpu_from.until(&cpu_to))
     }
 }
 

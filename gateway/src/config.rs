@@ -77,7 +77,8 @@ pub struct MqttConfig {
     pub overflow: OverflowPolicy,
     /// Messages waiting for a connected subscriber at which publishers to it
     /// are paused until it drains to half (0: never; its queue's limits and
-    /// `overflow` apply instead).
+    /// `overflow` apply instead). QoS 0 messages also pause them at half of
+    /// `max_queued_qos0`.
     pub flow_control_at: usize,
     /// Longest one congestion pauses publishers: a subscriber that drains
     /// nothing for this long no longer slows them.
@@ -103,7 +104,7 @@ impl Default for MqttConfig {
             max_queued_messages: 10_000,
             max_queued_qos0: 1000,
             overflow: OverflowPolicy::DropOldest,
-            flow_control_at: 500,
+            flow_control_at: 5000,
             flow_control_timeout: Duration::from_secs(1),
             retain_available: true,
         }

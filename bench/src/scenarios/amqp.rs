@@ -31,7 +31,6 @@ use crate::amqp::{Closed, Conn, ConnectOptions, Event, QueueOptions};
 use crate::cli::RunArgs;
 use crate::latency::{self, Latencies, STAMP_LEN};
 use crate::net;
-use crate::probe::CpuMark;
 use crate::report::{Rate, Report, redact};
 use crate::timeline::{Meter, Pacer, Timeline};
 
@@ -151,12 +150,12 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
 
     let m = &*meters;
-    let cpu_from = CpuMark::at_window_start(timeline.clone(), args.run.broker_pid);
-    let (counts, window) = timeline
-        .drive(&[&m.published, &m.confirmed, &m.received])
+    let (counts, window, (broker_cpu, bench_cpu)) = timeline
+        .drive_cpu(
+            &[&m.published, &m.confirmed, &m.received],
+            args.run.broker_pid,
+        )
         .await;
-    let cpu_to = CpuMark::now(args.run.broker_pid);
-    let (broker_cpu, bench_cpu) = cpu_from.await?.until(&cpu_to);
 
     let mut deliver = Latencies::new();
     let mut confirm = Latencies::new();

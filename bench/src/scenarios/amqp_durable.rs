@@ -31,7 +31,6 @@ use tokio::time::Instant;
 use crate::Error;
 use crate::cli::RunArgs;
 use crate::latency::Latencies;
-use crate::probe::CpuMark;
 use crate::report::{Rate, Report, redact};
 use crate::timeline::{Meter, Timeline};
 
@@ -139,12 +138,12 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
 
     let m = &*meters;
-    let cpu_from = CpuMark::at_window_start(timeline.clone(), args.run.broker_pid);
-    let (counts, window) = timeline
-        .drive(&[&m.published, &m.confirmed, &m.consumed])
+    let (counts, window, (broker_cpu, bench_cpu)) = timeline
+        .drive_cpu(
+            &[&m.published, &m.confirmed, &m.consumed],
+            args.run.broker_pid,
+        )
         .await;
-    let cpu_to = CpuMark::now(args.run.broker_pid);
-    let (broker_cpu, bench_cpu) = cpu_from.await?.until(&cpu_to);
     let mut confirm = Latencies::new();
     let mut first_error = None;
     while let Some(joined) = workers.join_next().await {

@@ -20,7 +20,6 @@ use crate::amqp::{Conn, ConnectOptions, QueueOptions};
 use crate::cli::RunArgs;
 use crate::latency::{Latencies, STAMP_LEN};
 use crate::mqtt as client;
-use crate::probe::CpuMark;
 use crate::report::{Rate, Report, redact};
 use crate::scenarios::{amqp, mqtt};
 use crate::timeline::Timeline;
@@ -146,10 +145,9 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     }
 
     let m = &*meters;
-    let cpu_from = CpuMark::at_window_start(timeline.clone(), args.run.broker_pid);
-    let (counts, window) = timeline.drive(&[&m.published, &m.acked, &m.received]).await;
-    let cpu_to = CpuMark::now(args.run.broker_pid);
-    let (broker_cpu, bench_cpu) = cpu_from.await?.until(&cpu_to);
+    let (counts, window, (broker_cpu, bench_cpu)) = timeline
+        .drive_cpu(&[&m.published, &m.acked, &m.received], args.run.broker_pid)
+        .await;
     let mut deliver = Latencies::new();
     let mut first_error = None;
     while let Some(joined) = workers.join_next().await {

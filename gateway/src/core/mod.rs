@@ -133,6 +133,8 @@ impl Core {
             },
             flow: (config.mqtt.flow_control_at > 0).then_some(FlowControl {
                 high: config.mqtt.flow_control_at,
+                high_best_effort: (config.mqtt.max_queued_qos0 / 2)
+                    .clamp(1, config.mqtt.flow_control_at),
                 timeout: config.mqtt.flow_control_timeout,
             }),
             ..Default::default()

@@ -113,9 +113,9 @@ pub struct QueueOptions {
 
 /// Publisher flow control for a queue with consumers.
 ///
-/// When `high` messages are ready while a consumer is attached, the queue is
-/// congested: [`Queue::enqueue_flow`] says so, and publishers that honour it
-/// pause (see [`Queue::wait_uncongested`]) until it drains to half of `high`,
+/// When `high` messages (or `high_best_effort` QoS 0 ones) are ready while a
+/// consumer is attached, the queue is congested: [`Queue::enqueue_flow`] says so, and publishers that honour it
+/// pause (see [`Queue::wait_uncongested`]) until it drains to half of both,
 /// instead of filling it up to its limit, where its overflow policy drops
 /// messages. A queue congested for longer than `timeout` (its consumer has
 /// stopped draining) stops pausing publishers until it drains, so one stuck
@@ -124,6 +124,8 @@ pub struct QueueOptions {
 pub struct FlowControl {
     /// Ready messages at which publishers pause.
     pub high: usize,
+    /// Ready QoS 0 messages at which publishers pause.
+    pub high_best_effort: usize,
     /// Longest a congestion pauses publishers.
     pub timeout: Duration,
 }
@@ -880,9 +882,9 @@ impl Queue {
         let Some(flow) = self.options.flow else {
             return false;
         };
-        if st.congested_since.is_none()
-            || (st.ready_count > flow.high / 2 && !st.consumers.is_empty() && !st.deleted)
-        {
+        let drained =
+            st.ready_count <= flow.high / 2 && st.ready_best_effort <= flow.high_best_effort / 2;
+        if st.congested_since.is_none() || (!drained && !st.consumers.is_empty() && !st.deleted) {
             return false;
         }
         st.congested_since = None;
@@ -1063,7 +1065,8 @@ impl Queue {
                 if delay.is_zero() {
                     push_ready(&mut st, entry);
                     if let Some(flow) = self.options.flow
-                        && st.ready_count >= flow.high
+                        && (st.ready_count >= flow.high
+                            || st.ready_best_effort >= flow.high_best_effort)
                         && !st.consumers.is_empty()
                     {
                         let since = *st.congested_since.get_or_insert(now);
