@@ -56,6 +56,10 @@ pub struct Args {
     /// Keep-alive in seconds.
     #[arg(long, default_value_t = 120)]
     pub keep_alive: u16,
+    /// A connection not accepted (CONNACK) within this time counts as failed,
+    /// so one unanswered CONNECT cannot hang the run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
     /// User name and password (`user:password`).
     #[arg(long)]
     pub credentials: Option<String>,
@@ -112,9 +116,13 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         };
         let (hold, failed, up_tx) = (hold.clone(), failed.clone(), up_tx.clone());
         let keep_alive = args.keep_alive;
+        let connect_timeout = args.connect_timeout;
         held.spawn(async move {
             let t0 = Instant::now();
-            let conn = match Conn::connect(&opts).await {
+            let connected = tokio::time::timeout(connect_timeout, Conn::connect(&opts))
+                .await
+                .unwrap_or_else(|_| Err(format!("no CONNACK within {connect_timeout:?}").into()));
+            let conn = match connected {
                 Ok(c) => c,
                 Err(e) => {
                     failed.fetch_add(1, Ordering::Relaxed);
