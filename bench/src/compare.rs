@@ -402,7 +402,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         title: "7. AMQP persistent, confirm window 256, prefetch 256, 1 KiB",
-        description: "Persistent 1 KiB messages into a durable queue (a classic queue on RabbitMQ) with publisher confirms, at most 256 unconfirmed; one consumer, prefetch 256, acknowledging each message. A confirm waits for the disk.",
+        description: "Persistent 1 KiB messages into a durable queue (a classic queue on RabbitMQ) with publisher confirms, at most 256 unconfirmed; one consumer, prefetch 256, manual acknowledgements (one `multiple` ack per read). A confirm waits for the disk.",
         protocol: Protocol::Amqp,
         cases: &[Case {
             id: "s7",

@@ -46,6 +46,10 @@ const PUBCOMP: u8 = 7;
 const PINGREQ: u8 = 12;
 /// Smallest read reservation; grows while reads keep filling it.
 const READ_MIN: usize = 256;
+/// A read buffer left empty this long is given back, so idle connections hold
+/// none (while traffic flows it is kept: reading into it lets tokio skip the
+/// extra read that would otherwise find the socket drained).
+const IDLE_RELEASE: Duration = Duration::from_secs(2);
 const READ_MAX: usize = 64 * 1024;
 
 /// Why a connection ends.
@@ -615,44 +619,56 @@ impl Conn {
                     }
                 });
             }
+            let can_read = self.held_bytes < max_packet + HELD_SLACK;
+            let buffered = rbuf.capacity() > 0;
+            if buffered && rbuf.capacity() - rbuf.len() < READ_MIN {
+                rbuf.reserve(read_hint);
+            }
             tokio::select! {
                 biased;
                 kick = &mut kicked => {
                     return End::Kicked(kick.unwrap_or(Kick::TakenOver { resumed: false }));
                 }
                 _ = shutdown.cancelled() => return End::Kicked(Kick::Shutdown),
-                r = rd.readable(), if self.held_bytes < max_packet + HELD_SLACK => {
-                    if r.is_err() {
-                        return End::Closed;
+                // With a buffer (traffic flowing): read into it. Without one
+                // (idle): wait for readability first, so none is held.
+                r = async {
+                    if buffered {
+                        rd.read_buf(&mut rbuf).await.map(Some)
+                    } else {
+                        rd.readable().await.map(|()| None)
                     }
-                    // The read buffer exists only while there is something to
-                    // read or a partial packet: an idle connection holds none.
-                    if rbuf.capacity() - rbuf.len() < READ_MIN {
-                        rbuf.reserve(read_hint);
-                    }
-                    match rd.try_read_buf(&mut rbuf) {
-                        Ok(0) => return End::Closed,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => return End::Closed,
-                        Ok(n) => {
-                            last_read = Instant::now();
-                            if n >= read_hint && read_hint < READ_MAX {
-                                read_hint *= 2;
-                            }
-                            if let Err(end) = self.process_frames(&mut rbuf, max_packet) {
-                                return end;
-                            }
-                            if rbuf.is_empty() {
-                                rbuf = BytesMut::new();
-                            }
-                            if n >= READ_MAX / 2 {
-                                // A flooding publisher: let the subscribers it
-                                // just woke run (they wait in this worker's
-                                // LIFO slot, which other workers cannot steal)
-                                // instead of reading on until the budget ends.
-                                tokio::task::yield_now().await;
+                }, if can_read => {
+                    let n = match r {
+                        Err(_) | Ok(Some(0)) => return End::Closed,
+                        Ok(Some(n)) => n,
+                        Ok(None) => {
+                            rbuf.reserve(read_hint);
+                            match rd.try_read_buf(&mut rbuf) {
+                                Ok(0) => return End::Closed,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                                Err(_) => return End::Closed,
+                                Ok(n) => {
+                                    // Give the buffer back if it goes idle again.
+                                    let at = tokio::time::Instant::from_std(Instant::now() + IDLE_RELEASE);
+                                    if sleep.deadline() > at {
+                                        sleep.as_mut().reset(at);
+                                    }
+                                    n
+                                }
                             }
                         }
+                    };
+                    last_read = Instant::now();
+                    if let Err(end) = self.after_read(n, &mut rbuf, &mut read_hint, max_packet) {
+                        return end;
+                    }
+                    if n >= READ_MAX / 2 {
+                        // A flooding publisher: let the subscribers it just
+                        // woke run (they wait in this worker's LIFO slot,
+                        // which other workers cannot steal) instead of
+                        // reading on until the budget ends.
+                        tokio::task::yield_now().await;
                     }
                 }
                 r = wr.writable(), if !self.wbuf.is_empty() => {
@@ -670,17 +686,27 @@ impl Conn {
                     }
                 }
                 _ = &mut sleep => {
+                    let now = Instant::now();
+                    let mut next = far;
                     if let Some(k) = keep_alive {
                         if self.held_bytes >= max_packet + HELD_SLACK {
                             // We stopped reading, not the client: its silence is ours.
-                            last_read = Instant::now();
+                            last_read = now;
                         }
                         let deadline = last_read + k;
-                        if Instant::now() >= deadline {
+                        if now >= deadline {
                             return End::KeepAlive;
                         }
-                        sleep.as_mut().reset(deadline.into());
+                        next = deadline;
                     }
+                    if rbuf.capacity() > 0 {
+                        if rbuf.is_empty() && now >= last_read + IDLE_RELEASE {
+                            rbuf = BytesMut::new();
+                        } else {
+                            next = next.min((last_read + IDLE_RELEASE).max(now + IDLE_RELEASE / 2));
+                        }
+                    }
+                    sleep.as_mut().reset(next.into());
                 }
                 _ = Unblocked(&mut self.unblock), if self.blocked => {
                     self.unblock = None;
@@ -695,6 +721,21 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// After a read of `n` bytes: grows the read size for a busy connection
+    /// and handles the complete packets.
+    fn after_read(
+        &mut self,
+        n: usize,
+        rbuf: &mut BytesMut,
+        read_hint: &mut usize,
+        max_packet: usize,
+    ) -> Result<(), End> {
+        if n >= *read_hint && *read_hint < READ_MAX {
+            *read_hint *= 2;
+        }
+        self.process_frames(rbuf, max_packet)
     }
 
     /// Handles every complete packet in `rbuf`.
