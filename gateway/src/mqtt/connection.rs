@@ -30,7 +30,7 @@ use crate::auth::{ClientAcl, LoginError};
 use crate::core::bytestr::ByteStr;
 use crate::core::exchange::RouteScratch;
 use crate::core::queue::{ConsumerId, Delivery, Queue, Wakeup};
-use crate::core::session::{Kick, Session, SessionState};
+use crate::core::session::{Kick, Released, Session, SessionState};
 use crate::listener::Slot;
 use crate::store::Lsn;
 
@@ -144,7 +144,7 @@ pub(super) struct Conn {
     /// Rings when another connection takes the session over or the gateway stops.
     pub kicked: Option<oneshot::Receiver<Kick>>,
     /// Tells a waiting successor that the session state is back in the registry.
-    pub released: Option<watch::Sender<bool>>,
+    pub released: Option<Released>,
     /// Replies that wait for the store, in the order they must be sent.
     pub pending: VecDeque<(Lsn, PendingReply)>,
     /// The store's progress.
@@ -972,9 +972,8 @@ impl Conn {
             self.session_expiry,
             will,
         );
-        if let Some(released) = self.released.take() {
-            let _ = released.send(true);
-        }
+        // Hands the session over to a connection waiting to take it.
+        drop(self.released.take());
         tracing::debug!(%peer, %client_id, ?end, "client disconnected");
     }
 }
