@@ -121,6 +121,25 @@ impl Timeline {
     }
 }
 
+/// Waits for every worker of a run, handing each one's result to `each`;
+/// returns the first failure once all have finished (a failed worker stopped
+/// the run, so the others end soon after).
+pub async fn join_workers<T: 'static>(
+    workers: &mut tokio::task::JoinSet<Result<T, crate::Error>>,
+    mut each: impl FnMut(T),
+) -> Result<(), crate::Error> {
+    let mut first_error = None;
+    while let Some(joined) = workers.join_next().await {
+        match joined.map_err(crate::Error::from).and_then(|r| r) {
+            Ok(v) => each(v),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// The schedule of one sender at a fixed rate (or none, at maximum rate).
 ///
 /// At a fixed rate message `k` is due at `start + k / rate`, and its stamp is

@@ -13,6 +13,22 @@ async fn run(args: &[&str]) -> Report {
     cli.scenario.run().await.expect("the run succeeds")
 }
 
+/// Runs `scenario` with `args` for a second after a short warm-up, reading
+/// the CPU of `broker_pid`, and checks the report is well formed.
+async fn smoke(scenario: &str, args: &[&str], broker_pid: &str) -> Value {
+    let mut all = vec!["tether-bench", scenario];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--broker-pid",
+        broker_pid,
+    ]);
+    check_well_formed(&run(&all).await, scenario)
+}
+
 fn check_well_formed(r: &Report, scenario: &str) -> Value {
     assert_eq!(r.scenario, scenario);
     assert!(r.measured_seconds > 0.5, "{r:?}");
@@ -40,30 +56,25 @@ async fn mqtt_scenario_reports_deliveries_and_latencies() {
     let gw = Gateway::start();
     let addr = gw.mqtt_addr().to_string();
     let pid = gw.pid().expect("running").to_string();
-    let r = run(&[
-        "tether-bench",
+    let json = smoke(
         "mqtt",
-        "--addr",
-        &addr,
-        "--publishers",
-        "2",
-        "--subscribers",
-        "2",
-        "--qos",
-        "1",
-        "--sub-qos",
-        "1",
-        "--rate",
-        "500",
-        "--duration",
-        "1s",
-        "--warmup",
-        "300ms",
-        "--broker-pid",
+        &[
+            "--addr",
+            &addr,
+            "--publishers",
+            "2",
+            "--subscribers",
+            "2",
+            "--qos",
+            "1",
+            "--sub-qos",
+            "1",
+            "--rate",
+            "500",
+        ],
         &pid,
-    ])
+    )
     .await;
-    let json = check_well_formed(&r, "mqtt");
     let rate = |name: &str| json["rates"][name]["messages"].as_u64().unwrap();
     // Two publishers at 500/s for a second, each matched by one subscriber.
     assert!(rate("published") > 0 && rate("received") > 0, "{json}");
@@ -149,23 +160,12 @@ async fn amqp_transient_autoack_scenario_reports_deliveries() {
     let gw = Gateway::start();
     let uri = tether_e2e::amqp::uri(gw.amqp.expect("amqp listener"));
     let pid = gw.pid().expect("running").to_string();
-    let r = run(&[
-        "tether-bench",
+    let json = smoke(
         "amqp",
-        "--uri",
-        &uri,
-        "--autoack",
-        "--rate",
-        "2000",
-        "--duration",
-        "1s",
-        "--warmup",
-        "300ms",
-        "--broker-pid",
+        &["--uri", &uri, "--autoack", "--rate", "2000"],
         &pid,
-    ])
+    )
     .await;
-    let json = check_well_formed(&r, "amqp");
     assert!(count(&json, "rates", "published") > 0, "{json}");
     assert!(count(&json, "rates", "received") > 0, "{json}");
     assert!(
@@ -181,29 +181,24 @@ async fn amqp_persistent_scenario_reports_confirms() {
     let gw = Gateway::start();
     let uri = tether_e2e::amqp::uri(gw.amqp.expect("amqp listener"));
     let pid = gw.pid().expect("running").to_string();
-    let r = run(&[
-        "tether-bench",
+    let json = smoke(
         "amqp",
-        "--uri",
-        &uri,
-        "--persistent",
-        "--confirm-window",
-        "32",
-        "--prefetch",
-        "32",
-        "--size",
-        "1024",
-        "--rate",
-        "1000",
-        "--duration",
-        "1s",
-        "--warmup",
-        "300ms",
-        "--broker-pid",
+        &[
+            "--uri",
+            &uri,
+            "--persistent",
+            "--confirm-window",
+            "32",
+            "--prefetch",
+            "32",
+            "--size",
+            "1024",
+            "--rate",
+            "1000",
+        ],
         &pid,
-    ])
+    )
     .await;
-    let json = check_well_formed(&r, "amqp");
     let total = |name| count(&json, "totals", name);
     assert!(count(&json, "rates", "confirmed") > 0, "{json}");
     assert!(count(&json, "rates", "received") > 0, "{json}");
@@ -219,28 +214,23 @@ async fn mqtt_amqp_scenario_delivers_mqtt_publishes_to_amqp_consumers() {
     let mqtt = gw.mqtt_addr().to_string();
     let uri = tether_e2e::amqp::uri(gw.amqp.expect("amqp listener"));
     let pid = gw.pid().expect("running").to_string();
-    let r = run(&[
-        "tether-bench",
+    let json = smoke(
         "mqtt-amqp",
-        "--mqtt-addr",
-        &mqtt,
-        "--amqp-uri",
-        &uri,
-        "--publishers",
-        "2",
-        "--qos",
-        "1",
-        "--rate",
-        "500",
-        "--duration",
-        "1s",
-        "--warmup",
-        "300ms",
-        "--broker-pid",
+        &[
+            "--mqtt-addr",
+            &mqtt,
+            "--amqp-uri",
+            &uri,
+            "--publishers",
+            "2",
+            "--qos",
+            "1",
+            "--rate",
+            "500",
+        ],
         &pid,
-    ])
+    )
     .await;
-    let json = check_well_formed(&r, "mqtt-amqp");
     let total = |name| count(&json, "totals", name);
     assert!(count(&json, "rates", "received") > 0, "{json}");
     assert!(total("acked") <= total("published"), "{json}");
@@ -262,42 +252,32 @@ async fn sink_acknowledges_every_mqtt_and_amqp_publish() {
     // The sink runs in this process: it is the "broker" whose CPU is read.
     let pid = std::process::id().to_string();
 
-    let m = run(&[
-        "tether-bench",
+    let mj = smoke(
         "mqtt",
-        "--addr",
-        &mqtt.to_string(),
-        "--subscribers",
-        "0",
-        "--qos",
-        "1",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--broker-pid",
+        &[
+            "--addr",
+            &mqtt.to_string(),
+            "--subscribers",
+            "0",
+            "--qos",
+            "1",
+        ],
         &pid,
-    ])
+    )
     .await;
-    let mj = check_well_formed(&m, "mqtt");
-    let a = run(&[
-        "tether-bench",
+    let aj = smoke(
         "amqp",
-        "--uri",
-        &format!("amqp://{amqp}/%2f"),
-        "--consumers",
-        "0",
-        "--confirm-window",
-        "64",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--broker-pid",
+        &[
+            "--uri",
+            &format!("amqp://{amqp}/%2f"),
+            "--consumers",
+            "0",
+            "--confirm-window",
+            "64",
+        ],
         &pid,
-    ])
+    )
     .await;
-    let aj = check_well_formed(&a, "amqp");
     let _ = stop.send(());
     let report = serving.await.expect("the sink stops");
 

@@ -32,7 +32,7 @@ use crate::cli::RunArgs;
 use crate::latency::{self, Latencies, STAMP_LEN};
 use crate::net;
 use crate::report::{Rate, Report, redact};
-use crate::timeline::{Meter, Pacer, Timeline};
+use crate::timeline::{Meter, Pacer, Timeline, join_workers};
 
 /// Write-buffer size at which a producer stops encoding and writes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -159,21 +159,14 @@ pub async fn run(args: Args) -> Result<Report, Error> {
 
     let mut deliver = Latencies::new();
     let mut confirm = Latencies::new();
-    let mut first_error = None;
-    while let Some(joined) = workers.join_next().await {
-        match joined.map_err(Error::from).and_then(|r| r) {
-            Ok(Outcome::Deliver(l)) => deliver.merge(&l),
-            Ok(Outcome::Confirm(l)) => confirm.merge(&l),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
+    let joined = join_workers(&mut workers, |o| match o {
+        Outcome::Deliver(l) => deliver.merge(&l),
+        Outcome::Confirm(l) => confirm.merge(&l),
+    })
+    .await;
     let _ = setup.queue_delete(CHANNEL, &args.queue).await;
     setup.close().await;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    joined?;
 
     let secs = window.as_secs_f64();
     let named = |name: &str, n: u64| (name.to_owned(), Rate::over(n, secs));

@@ -32,7 +32,7 @@ use crate::Error;
 use crate::cli::RunArgs;
 use crate::latency::Latencies;
 use crate::report::{Rate, Report, redact};
-use crate::timeline::{Meter, Timeline};
+use crate::timeline::{Meter, Timeline, join_workers};
 
 /// How long a publisher waits for any one confirm before giving up.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,25 +145,19 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         )
         .await;
     let mut confirm = Latencies::new();
-    let mut first_error = None;
-    while let Some(joined) = workers.join_next().await {
-        match joined.map_err(Error::from).and_then(|r| r) {
-            Ok(Some(l)) => confirm.merge(&l),
-            Ok(None) => {}
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+    let joined = join_workers(&mut workers, |l| {
+        if let Some(l) = l {
+            confirm.merge(&l);
         }
-    }
+    })
+    .await;
     if !args.keep_queue {
         let _ = setup_ch
             .queue_delete(args.queue.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
     let _ = setup.close(200, "bench done".into()).await;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    joined?;
 
     let secs = window.as_secs_f64();
     let named = |name: &str, n: u64| (name.to_owned(), Rate::over(n, secs));

@@ -35,7 +35,7 @@ use crate::mqtt::{self as client, AckKind, Conn, ConnectOptions, MAX_PACKET};
 use crate::net;
 use crate::probe;
 use crate::report::{Rate, Report};
-use crate::timeline::{Meter, Pacer, Timeline};
+use crate::timeline::{Meter, Pacer, Timeline, join_workers};
 
 /// Write-buffer size at which a publisher stops encoding and writes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -154,20 +154,12 @@ pub async fn run(args: Args) -> Result<Report, Error> {
 
     let mut deliver = Latencies::new();
     let mut ack = Latencies::new();
-    let mut first_error = None;
-    while let Some(joined) = workers.join_next().await {
-        match joined.map_err(Error::from).and_then(|r| r) {
-            Ok(Some((l, true))) => deliver.merge(&l),
-            Ok(Some((l, false))) => ack.merge(&l),
-            Ok(None) => {}
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    join_workers(&mut workers, |o| match o {
+        Some((l, true)) => deliver.merge(&l),
+        Some((l, false)) => ack.merge(&l),
+        None => {}
+    })
+    .await?;
     let secs = window.as_secs_f64();
     let named = |name: &str, n: u64| (name.to_owned(), Rate::over(n, secs));
     let mut latencies = Vec::new();

@@ -22,7 +22,7 @@ use crate::latency::{Latencies, STAMP_LEN};
 use crate::mqtt as client;
 use crate::report::{Rate, Report, redact};
 use crate::scenarios::{amqp, mqtt};
-use crate::timeline::Timeline;
+use crate::timeline::{Timeline, join_workers};
 
 /// Options of `tether-bench mqtt-amqp`.
 #[derive(Debug, Clone, clap::Args)]
@@ -149,21 +149,15 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         .drive_cpu(&[&m.published, &m.acked, &m.received], args.run.broker_pid)
         .await;
     let mut deliver = Latencies::new();
-    let mut first_error = None;
-    while let Some(joined) = workers.join_next().await {
-        match joined.map_err(Error::from).and_then(|r| r) {
-            Ok(Some(l)) => deliver.merge(&l),
-            Ok(None) => {}
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+    let joined = join_workers(&mut workers, |l| {
+        if let Some(l) = l {
+            deliver.merge(&l);
         }
-    }
+    })
+    .await;
     let _ = setup.queue_delete(1, &args.queue).await;
     setup.close().await;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    joined?;
 
     let secs = window.as_secs_f64();
     let named = |name: &str, n: u64| (name.to_owned(), Rate::over(n, secs));
