@@ -2489,7 +2489,7 @@ mod tests {
         })
     }
 
-    fn hints(qos: u8) -> DeliveryHints {
+    pub(super) fn hints(qos: u8) -> DeliveryHints {
         DeliveryHints {
             qos,
             ..Default::default()
@@ -2700,7 +2700,7 @@ mod tests {
         Arc::new(m)
     }
 
-    fn receive(q: &Queue, max: usize, visibility: Duration) -> Vec<Delivery> {
+    pub(super) fn receive(q: &Queue, max: usize, visibility: Duration) -> Vec<Delivery> {
         let mut out = Vec::new();
         q.pull(
             0,
@@ -2857,6 +2857,7 @@ mod tests {
 
 #[cfg(test)]
 mod timer_tests {
+    use super::tests::hints;
     use super::*;
     use crate::core::message::{KeyForm, Message};
     use bytes::Bytes;
@@ -2889,13 +2890,7 @@ mod timer_tests {
             origin: 0,
             props: None,
         });
-        q.enqueue(
-            &m,
-            DeliveryHints {
-                qos: 1,
-                ..Default::default()
-            },
-        );
+        q.enqueue(&m, hints(1));
         let mut out = Vec::new();
         q.pull(
             0,
@@ -2919,6 +2914,7 @@ mod timer_tests {
 
 #[cfg(test)]
 mod store_tests {
+    use super::tests::{hints, receive};
     use super::*;
     use crate::config::StorageConfig;
     use crate::core::message::{KeyForm, Message};
@@ -2977,13 +2973,7 @@ mod store_tests {
         let env = stored_env(dir.path());
         let q = Queue::new("q".into(), durable(), &env);
         for n in 1..=2000 {
-            q.enqueue(
-                &persistent(n),
-                DeliveryHints {
-                    qos: 1,
-                    ..Default::default()
-                },
-            );
+            q.enqueue(&persistent(n), hints(1));
         }
         let before = env.memory.used();
         env.store.flush().unwrap();
@@ -3008,25 +2998,8 @@ mod store_tests {
             let env = stored_env(dir.path());
             let q = Queue::new("q".into(), durable(), &env);
             uid = q.uid();
-            q.enqueue(
-                &persistent(1),
-                DeliveryHints {
-                    qos: 1,
-                    ..Default::default()
-                },
-            );
-            let mut out = Vec::new();
-            q.pull(
-                0,
-                PullLimits {
-                    max: 1,
-                    max_leased: 1,
-                },
-                PullMode::Receive {
-                    visibility: Duration::from_secs(60),
-                },
-                &mut out,
-            );
+            q.enqueue(&persistent(1), hints(1));
+            let out = receive(&q, 1, Duration::from_secs(60));
             old_tag = out[0].tag.unwrap();
             old_seq = out[0].seq;
             // Emptied: nothing of the queue's history is left in its entries.
@@ -3038,25 +3011,8 @@ mod store_tests {
         *env.recovered.lock() = rec.queues;
         let q = Queue::restored("q".into(), durable(), uid, &env);
         assert!(!q.ack(old_tag), "an old receipt must not name anything");
-        q.enqueue(
-            &persistent(2),
-            DeliveryHints {
-                qos: 1,
-                ..Default::default()
-            },
-        );
-        let mut out = Vec::new();
-        q.pull(
-            0,
-            PullLimits {
-                max: 1,
-                max_leased: 1,
-            },
-            PullMode::Receive {
-                visibility: Duration::from_secs(60),
-            },
-            &mut out,
-        );
+        q.enqueue(&persistent(2), hints(1));
+        let out = receive(&q, 1, Duration::from_secs(60));
         assert!(out[0].seq > old_seq, "sequence numbers went backwards");
         assert!(out[0].tag.unwrap() > old_tag, "a lease tag was reused");
     }
@@ -3070,13 +3026,7 @@ mod store_tests {
             let q = Queue::new("q".into(), durable(), &env);
             uid = q.uid();
             for n in 1..=50 {
-                q.enqueue(
-                    &persistent(n),
-                    DeliveryHints {
-                        qos: 1,
-                        ..Default::default()
-                    },
-                );
+                q.enqueue(&persistent(n), hints(1));
             }
             // Lease and ack the first ten.
             let mut out = Vec::new();
