@@ -38,6 +38,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Log output.
     pub log: LogConfig,
+    /// Certificates for the TLS listeners, and client certificate checks.
+    pub tls: TlsConfig,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1/5.0 listener and session limits.
@@ -86,6 +88,14 @@ pub struct MqttConfig {
     pub flow_control_timeout: Duration,
     /// Whether retained messages are kept.
     pub retain_available: bool,
+    /// MQTT over TLS (mqtts); active only when `tls.cert` and `tls.key` are set.
+    pub tls_listen: String,
+    /// MQTT over WebSocket (ws); empty disables it.
+    pub ws_listen: String,
+    /// MQTT over WebSocket with TLS (wss); empty disables it. Needs `tls.cert`.
+    pub wss_listen: String,
+    /// The HTTP path of the WebSocket upgrade on `ws_listen` and `wss_listen`.
+    pub ws_path: String,
 }
 
 impl Default for MqttConfig {
@@ -107,6 +117,10 @@ impl Default for MqttConfig {
             flow_control_at: 5000,
             flow_control_timeout: Duration::from_secs(1),
             retain_available: true,
+            tls_listen: "0.0.0.0:8883".into(),
+            ws_listen: String::new(),
+            wss_listen: String::new(),
+            ws_path: "/mqtt".into(),
         }
     }
 }
@@ -143,6 +157,8 @@ pub struct AmqpConfig {
     pub handshake_timeout: Duration,
     /// Most simultaneous AMQP connections.
     pub max_connections: usize,
+    /// AMQP over TLS (amqps); active only when `tls.cert` and `tls.key` are set.
+    pub tls_listen: String,
 }
 
 impl Default for AmqpConfig {
@@ -156,6 +172,7 @@ impl Default for AmqpConfig {
             max_message_size: ByteSize(16 * 1024 * 1024),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            tls_listen: "0.0.0.0:5671".into(),
         }
     }
 }
@@ -166,12 +183,15 @@ impl Default for AmqpConfig {
 pub struct HttpConfig {
     /// Socket address to listen on; an empty string disables the listener.
     pub listen: String,
+    /// HTTPS (same API); active only when `tls.cert` and `tls.key` are set.
+    pub tls_listen: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:9324".into(),
+            tls_listen: "0.0.0.0:9325".into(),
         }
     }
 }
@@ -473,6 +493,125 @@ impl Default for LogConfig {
     }
 }
 
+/// `[tls]`: the certificate the TLS listeners present and how client
+/// certificates are checked. Empty `cert` and `key` keep every TLS listener off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file with the CAs that sign client certificates; when set, clients
+    /// are asked for a certificate (mutual TLS).
+    pub client_ca: PathBuf,
+    /// With `client_ca`: whether a client must present a certificate.
+    pub client_auth: ClientAuth,
+    /// Which certificate field names the client: the subject's common name,
+    /// or the first DNS (else URI) subject alternative name.
+    pub identity: IdentityField,
+    /// The certificate's identity is the MQTT username (ACL `user` and `%u`);
+    /// the certificate authenticates the client and CONNECT credentials are
+    /// ignored.
+    pub use_identity_as_username: bool,
+    /// The certificate's identity is the MQTT client id (`%c`); a CONNECT with
+    /// an empty client id gets it, one with another id is refused.
+    pub use_identity_as_client_id: bool,
+    /// Oldest protocol version accepted: "1.2" or "1.3".
+    pub min_version: TlsVersion,
+    /// A connection whose handshake has not completed by then is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            client_ca: PathBuf::new(),
+            client_auth: ClientAuth::Required,
+            identity: IdentityField::Cn,
+            use_identity_as_username: false,
+            use_identity_as_client_id: false,
+            min_version: TlsVersion::V1_2,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether a certificate is configured (the TLS listeners are on).
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+}
+
+/// Whether clients must present a certificate (with `tls.client_ca`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A handshake without a valid client certificate is refused.
+    Required,
+    /// A client may connect without a certificate (and then logs in as
+    /// usual); one it presents must still be valid.
+    Optional,
+}
+
+/// The client certificate field that names the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityField {
+    /// The subject's common name (CN).
+    Cn,
+    /// The first DNS-name subject alternative name, else the first URI one.
+    San,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (and 1.3).
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
+}
+
+impl Serialize for TlsVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TlsVersion;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a TLS version, \"1.2\" or \"1.3\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsVersion, E> {
+                match v.trim() {
+                    "1.2" => Ok(TlsVersion::V1_2),
+                    "1.3" => Ok(TlsVersion::V1_3),
+                    other => Err(E::custom(format!(
+                        "unknown TLS version `{other}` (expected \"1.2\" or \"1.3\")"
+                    ))),
+                }
+            }
+            // `TETHER_TLS__MIN_VERSION=1.3` arrives as a number.
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TlsVersion, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -629,6 +768,7 @@ impl Config {
         ] {
             parse_listen(key, addr)?;
         }
+        self.validate_tls()?;
         let a = &self.amqp;
         if a.frame_max.0 < 4096 || a.frame_max.0 > u64::from(u32::MAX) {
             return Err(ConfigError::Value {
@@ -736,6 +876,94 @@ impl Config {
         parse_listen("http.listen", &self.http.listen)
             .ok()
             .flatten()
+    }
+
+    /// The TLS and WebSocket listeners that are on, as (configuration key,
+    /// protocol name, address): `mqtts`, `amqps` and `https` need a
+    /// certificate, `ws` does not, `wss` refuses to start without one.
+    pub fn tls_listeners(&self) -> Vec<(&'static str, &'static str, SocketAddr)> {
+        let tls = self.tls.enabled();
+        [
+            ("mqtt.tls_listen", "mqtts", &self.mqtt.tls_listen, tls),
+            ("amqp.tls_listen", "amqps", &self.amqp.tls_listen, tls),
+            ("http.tls_listen", "https", &self.http.tls_listen, tls),
+            ("mqtt.ws_listen", "ws", &self.mqtt.ws_listen, true),
+            ("mqtt.wss_listen", "wss", &self.mqtt.wss_listen, tls),
+        ]
+        .into_iter()
+        .filter(|(_, _, _, on)| *on)
+        .filter_map(|(key, protocol, text, _)| {
+            let addr = parse_listen(key, text).ok().flatten()?;
+            Some((key, protocol, addr))
+        })
+        .collect()
+    }
+
+    /// Checks `[tls]` and the TLS and WebSocket listener keys (the files
+    /// themselves are read when the gateway starts).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        for (key, addr) in [
+            ("mqtt.tls_listen", &self.mqtt.tls_listen),
+            ("mqtt.ws_listen", &self.mqtt.ws_listen),
+            ("mqtt.wss_listen", &self.mqtt.wss_listen),
+            ("amqp.tls_listen", &self.amqp.tls_listen),
+            ("http.tls_listen", &self.http.tls_listen),
+        ] {
+            parse_listen(key, addr)?;
+        }
+        if !self.mqtt.ws_path.starts_with('/') {
+            return Err(ConfigError::Value {
+                key: "mqtt.ws_path",
+                reason: format!("`{}` must start with /", self.mqtt.ws_path),
+            });
+        }
+        let t = &self.tls;
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        let needs_cert = |key: &'static str| ConfigError::Value {
+            key,
+            reason: "needs tls.cert and tls.key".into(),
+        };
+        if set(&t.cert) != set(&t.key) {
+            return Err(if set(&t.cert) {
+                ConfigError::Value {
+                    key: "tls.key",
+                    reason: "must be set together with tls.cert".into(),
+                }
+            } else {
+                ConfigError::Value {
+                    key: "tls.cert",
+                    reason: "must be set together with tls.key".into(),
+                }
+            });
+        }
+        if !t.enabled() {
+            if set(&t.client_ca) {
+                return Err(needs_cert("tls.client_ca"));
+            }
+            if !self.mqtt.wss_listen.trim().is_empty() {
+                return Err(needs_cert("mqtt.wss_listen"));
+            }
+        }
+        if !set(&t.client_ca) {
+            for (key, on) in [
+                ("tls.use_identity_as_username", t.use_identity_as_username),
+                ("tls.use_identity_as_client_id", t.use_identity_as_client_id),
+            ] {
+                if on {
+                    return Err(ConfigError::Value {
+                        key,
+                        reason: "needs tls.client_ca (client certificates)".into(),
+                    });
+                }
+            }
+        }
+        if t.handshake_timeout.is_zero() {
+            return Err(ConfigError::Value {
+                key: "tls.handshake_timeout",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -866,6 +1094,72 @@ mod tests {
             let c = Config::load_from(None, env(&[("TETHER_STORAGE__ENGINE", name)])).unwrap();
             assert_eq!(c.storage.engine, engine);
         }
+    }
+
+    #[test]
+    fn tls_listeners_stay_off_without_a_certificate() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert!(c.tls_listeners().is_empty());
+        let c =
+            Config::load_from(None, env(&[("TETHER_MQTT__WS_LISTEN", "127.0.0.1:8083")])).unwrap();
+        let on: Vec<_> = c.tls_listeners().iter().map(|l| l.1).collect();
+        assert_eq!(on, ["ws"]);
+    }
+
+    #[test]
+    fn tls_certificate_turns_on_the_default_tls_ports() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("TETHER_TLS__CERT", "/etc/tether/cert.pem"),
+                ("TETHER_TLS__KEY", "/etc/tether/key.pem"),
+                ("TETHER_TLS__MIN_VERSION", "1.3"),
+            ]),
+        )
+        .unwrap();
+        let on: Vec<_> = c
+            .tls_listeners()
+            .iter()
+            .map(|l| (l.1, l.2.port()))
+            .collect();
+        assert_eq!(on, [("mqtts", 8883), ("amqps", 5671), ("https", 9325)]);
+        assert_eq!(c.tls.min_version, TlsVersion::V1_3);
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_name_their_key() {
+        for (pairs, key) in [
+            (&[("TETHER_TLS__CERT", "/c.pem")][..], "tls.key:"),
+            (&[("TETHER_TLS__KEY", "/k.pem")][..], "tls.cert:"),
+            (
+                &[("TETHER_TLS__CLIENT_CA", "/ca.pem")][..],
+                "tls.client_ca:",
+            ),
+            (
+                &[("TETHER_MQTT__WSS_LISTEN", "127.0.0.1:0")][..],
+                "mqtt.wss_listen:",
+            ),
+            (&[("TETHER_MQTT__WS_PATH", "mqtt")][..], "mqtt.ws_path:"),
+            (
+                &[("TETHER_MQTT__TLS_LISTEN", "nowhere")][..],
+                "mqtt.tls_listen:",
+            ),
+            (
+                &[
+                    ("TETHER_TLS__CERT", "/c.pem"),
+                    ("TETHER_TLS__KEY", "/k.pem"),
+                    ("TETHER_TLS__USE_IDENTITY_AS_USERNAME", "true"),
+                ][..],
+                "tls.use_identity_as_username:",
+            ),
+        ] {
+            let e = Config::load_from(None, env(pairs)).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{e}");
+        }
+        let e = Config::load_from(None, env(&[("TETHER_TLS__MIN_VERSION", "1.1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1.1"), "{e}");
     }
 
     #[test]

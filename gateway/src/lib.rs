@@ -14,6 +14,8 @@
 //! * [`auth`]: users and ACLs shared by every front end.
 //! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
 //!   group commit, recovery).
+//! * [`transport`]: the streams connections run over (TCP, TLS, WebSocket),
+//!   certificates and their reload, client certificate identity.
 //!
 //! Protocol codecs live in the `tether-protocols` crate, sans-IO and `no_std`.
 
@@ -26,3 +28,4 @@ pub mod listener;
 pub mod mqtt;
 pub mod server;
 pub mod store;
+pub mod transport;

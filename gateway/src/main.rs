@@ -1,5 +1,6 @@
 //! The `tether` binary: parses the command line, loads configuration, sets up
-//! logging, runs the gateway until SIGINT/SIGTERM and shuts it down cleanly.
+//! logging, runs the gateway until SIGINT/SIGTERM and shuts it down cleanly;
+//! SIGHUP reloads the TLS certificates.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -77,7 +78,7 @@ fn run(config: Config) -> ExitCode {
         // Installed before anything starts: a SIGTERM that arrives while the
         // gateway is starting (or right after it says so) must stop it
         // cleanly, not kill it.
-        let signals = Signals::install();
+        let mut signals = Signals::install();
         let gateway = match Gateway::start(config).await {
             Ok(g) => g,
             Err(e) => {
@@ -86,7 +87,12 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let signal = signals.recv().await;
+        let signal = loop {
+            match signals.recv().await {
+                "SIGHUP" => gateway.reload_tls(),
+                stop => break stop,
+            }
+        };
         tracing::info!(signal, "shutting down");
         gateway.shutdown().await;
         tracing::info!("stopped");
@@ -94,8 +100,15 @@ fn run(config: Config) -> ExitCode {
     })
 }
 
-/// SIGTERM and SIGINT, caught from the moment they are installed.
-struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+/// SIGTERM and SIGINT (stop), and SIGHUP (reload certificates), caught from
+/// the moment they are installed.
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
 
 impl Signals {
     fn install() -> Signals {
@@ -103,15 +116,16 @@ impl Signals {
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some((term, int, hup))),
             _ => Signals(None),
         }
     }
 
-    /// Waits for the first signal; its name.
-    async fn recv(mut self) -> &'static str {
-        let Some((term, int)) = self.0.as_mut() else {
+    /// Waits for the next signal; its name.
+    async fn recv(&mut self) -> &'static str {
+        let Some((term, int, hup)) = self.0.as_mut() else {
             // Without signal handlers the only way out is being killed.
             std::future::pending::<()>().await;
             unreachable!()
@@ -119,6 +133,7 @@ impl Signals {
         tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            _ = hup.recv() => "SIGHUP",
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::core::Core;
 use crate::core::session::Kick;
+use crate::transport::tls::Tls;
 
 /// Why the gateway could not start; printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,9 @@ pub enum StartError {
         /// What went wrong.
         source: crate::store::StoreError,
     },
+    /// A configured certificate, key or client CA is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// A running gateway.
@@ -58,6 +62,7 @@ pub struct Gateway {
     listeners: Vec<(&'static str, SocketAddr)>,
     shutdown_timeout: Duration,
     _pager: crate::core::pager::Pager,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Gateway {
@@ -77,41 +82,86 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut listeners = Vec::new();
+        // Certificates are read before anything listens: a bad file refuses
+        // to start, naming its key.
+        let tls = Tls::load(&config.tls)?;
 
         // Bind everything before serving anything, so a bad address fails fast
         // with nothing half-started.
         let mqtt = bind("mqtt.listen", config.mqtt_listen()).await?;
         let amqp = bind("amqp.listen", config.amqp_listen()).await?;
         let http = bind("http.listen", config.http_listen()).await?;
+        let mut secure = Vec::new();
+        for (key, protocol, addr) in config.tls_listeners() {
+            if let Some(listener) = bind(key, Some(addr)).await? {
+                secure.push((key, protocol, listener));
+            }
+        }
+        let wants = |name: &str| secure.iter().any(|(_, p, _)| p.starts_with(name));
 
-        if let Some(listener) = mqtt {
-            let addr = local_addr("mqtt.listen", &listener)?;
-            listeners.push(("mqtt", addr));
-            let ctx = crate::mqtt::Context::new(
+        // A protocol's plain, TLS and WebSocket listeners share one context,
+        // so its connection limit counts them all.
+        let mqtt_ctx = (mqtt.is_some() || wants("mqtt") || wants("ws")).then(|| {
+            crate::mqtt::Context::new(
                 core.clone(),
                 config.mqtt.clone(),
                 shutdown.clone(),
                 tasks.clone(),
-            );
-            tasks.spawn(crate::mqtt::serve(listener, ctx));
-        }
-        if let Some(listener) = amqp {
-            let addr = local_addr("amqp.listen", &listener)?;
-            listeners.push(("amqp", addr));
-            let ctx = crate::amqp::Context::new(
+            )
+        });
+        let amqp_ctx = (amqp.is_some() || wants("amqp")).then(|| {
+            crate::amqp::Context::new(
                 core.clone(),
                 config.amqp.clone(),
                 shutdown.clone(),
                 tasks.clone(),
-            );
-            tasks.spawn(crate::amqp::serve(listener, ctx));
-        }
-        if let Some(listener) = http {
-            let addr = local_addr("http.listen", &listener)?;
-            listeners.push(("http", addr));
+            )
+        });
+        let api = (http.is_some() || wants("https")).then(|| {
             let api = crate::http::Api::new(core.clone(), &config, shutdown.clone());
             api.ensure_rule_targets(&config.rules);
-            tasks.spawn(crate::http::serve(listener, api, shutdown.clone()));
+            api
+        });
+        if let (Some(listener), Some(ctx)) = (mqtt, &mqtt_ctx) {
+            let addr = local_addr("mqtt.listen", &listener)?;
+            listeners.push(("mqtt", addr));
+            tasks.spawn(crate::mqtt::serve(listener, ctx.clone()));
+        }
+        if let (Some(listener), Some(ctx)) = (amqp, &amqp_ctx) {
+            let addr = local_addr("amqp.listen", &listener)?;
+            listeners.push(("amqp", addr));
+            tasks.spawn(crate::amqp::serve(listener, ctx.clone()));
+        }
+        if let (Some(listener), Some(api)) = (http, &api) {
+            let addr = local_addr("http.listen", &listener)?;
+            listeners.push(("http", addr));
+            tasks.spawn(crate::http::serve(listener, api.clone(), shutdown.clone()));
+        }
+        for (key, protocol, listener) in secure {
+            let addr = local_addr(key, &listener)?;
+            listeners.push((protocol, addr));
+            match (protocol, &tls, &mqtt_ctx, &amqp_ctx, &api) {
+                ("mqtts", Some(tls), Some(ctx), _, _) => {
+                    tasks.spawn(crate::mqtt::serve_tls(listener, ctx.clone(), tls.clone()));
+                }
+                ("ws", _, Some(ctx), _, _) => {
+                    tasks.spawn(crate::mqtt::serve_ws(listener, ctx.clone(), None));
+                }
+                ("wss", Some(tls), Some(ctx), _, _) => {
+                    let tls = Some(tls.clone());
+                    tasks.spawn(crate::mqtt::serve_ws(listener, ctx.clone(), tls));
+                }
+                ("amqps", Some(tls), _, Some(ctx), _) => {
+                    tasks.spawn(crate::amqp::serve_tls(listener, ctx.clone(), tls.clone()));
+                }
+                ("https", Some(tls), _, _, Some(api)) => {
+                    let https = tls
+                        .https_listener(listener, shutdown.clone())
+                        .map_err(|source| StartError::Bind { key, addr, source })?;
+                    tasks.spawn(crate::http::serve(https, api.clone(), shutdown.clone()));
+                }
+                _ => unreachable!("{protocol} listener without its context"),
+            }
         }
         core.finish_recovery();
         let pager = crate::core::pager::Pager::start(
@@ -135,7 +185,24 @@ impl Gateway {
             listeners,
             shutdown_timeout: config.limits.shutdown_timeout,
             _pager: pager,
+            tls,
         })
+    }
+
+    /// Re-reads the TLS certificate, key and client CA (on SIGHUP): new
+    /// handshakes use them, established connections stay up. A reload that
+    /// fails keeps the current certificates and logs why.
+    pub fn reload_tls(&self) {
+        let Some(tls) = &self.tls else {
+            tracing::info!("tls reload requested, but no certificate is configured");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!("tls certificates reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "tls reload failed; keeping the current certificates")
+            }
+        }
     }
 
     /// The address each listener is bound to, by protocol name.

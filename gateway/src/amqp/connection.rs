@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{AMQPClass, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 
 use super::Context;
@@ -29,6 +27,7 @@ use crate::core::exchange::RouteScratch;
 use crate::core::vhost::VHost;
 use crate::listener::Slot;
 use crate::store::Lsn;
+use crate::transport::{Reader, Writer};
 
 /// Stop pulling deliveries above this many buffered bytes.
 pub(super) const WRITE_HIGH_WATER: usize = 128 * 1024;
@@ -88,17 +87,30 @@ pub(super) struct Conn {
     barrier: Option<(Lsn, usize)>,
 }
 
-/// Runs one AMQP connection from accept to close.
-pub(super) async fn run(
+/// Runs one plain TCP AMQP connection from accept to close.
+pub(super) fn run(
     stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    slot: Slot,
+    over_limit: bool,
+) -> impl Future<Output = ()> + Send {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    serve(rd, wr, peer, ctx, slot, over_limit)
+}
+
+/// Runs one AMQP connection over any transport (TCP halves, TLS) from accept
+/// to close.
+pub(super) async fn serve<R: Reader, W: Writer>(
+    mut rd: R,
+    mut wr: W,
     peer: SocketAddr,
     ctx: Arc<Context>,
     slot: Slot,
     over_limit: bool,
 ) {
     let _slot = slot;
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
     let mut rbuf = BytesMut::with_capacity(READ_MIN);
     let timeout = ctx.config.handshake_timeout;
     let hs = tokio::time::timeout(
@@ -119,8 +131,8 @@ pub(super) async fn run(
 }
 
 /// Reads until one whole frame is available.
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
+async fn read_frame<R: Reader>(
+    rd: &mut R,
     rbuf: &mut BytesMut,
     frame_max: usize,
 ) -> Result<Option<RawFrame>, AmqpError> {
@@ -139,8 +151,8 @@ async fn read_frame(
 }
 
 /// Reads the next method frame during the handshake (heartbeats are skipped).
-async fn read_method(
-    rd: &mut OwnedReadHalf,
+async fn read_method<R: Reader>(
+    rd: &mut R,
     rbuf: &mut BytesMut,
     frame_max: usize,
 ) -> Result<Option<AMQPClass>, AmqpError> {
@@ -161,7 +173,7 @@ async fn read_method(
     }
 }
 
-async fn send_close(wr: &mut OwnedWriteHalf, e: &AmqpError) {
+async fn send_close<W: Writer>(wr: &mut W, e: &AmqpError) {
     let mut buf = BytesMut::new();
     let mut scratch = Vec::new();
     frame::put_method(&mut buf, &mut scratch, 0, close_method(e));
@@ -266,11 +278,11 @@ fn credentials(mechanism: &str, response: &[u8]) -> Result<(String, Vec<u8>), Am
 }
 
 /// Runs the handshake; `None` when the connection was refused or went away.
-async fn handshake(
+async fn handshake<R: Reader, W: Writer>(
     ctx: &Arc<Context>,
     peer: SocketAddr,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut R,
+    wr: &mut W,
     rbuf: &mut BytesMut,
     over_limit: bool,
 ) -> Option<Conn> {
@@ -505,10 +517,10 @@ async fn handshake(
 }
 
 impl Conn {
-    async fn run_loop(
+    async fn run_loop<R: Reader, W: Writer>(
         &mut self,
-        rd: &mut OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
+        rd: &mut R,
+        wr: &mut W,
         mut rbuf: BytesMut,
     ) -> End {
         let shutdown = self.ctx.shutdown.clone();
@@ -797,7 +809,7 @@ impl Conn {
 
     /// Ends the connection: closes it with a reason when we raised one, releases
     /// everything its channels held, and deletes its exclusive queues.
-    async fn finish(mut self, end: End, rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) {
+    async fn finish<R: Reader, W: Writer>(mut self, end: End, rd: &mut R, wr: &mut W) {
         let peer = self.peer;
         // The client asked to close and got close-ok: it closes the socket.
         let client_closes = matches!(&end, End::Error(e) if e.code == code::REPLY_SUCCESS);
@@ -822,9 +834,11 @@ impl Conn {
         if client_closes {
             // Let the client close the TCP connection after close-ok, as
             // clients expect; give up after a second.
-            let mut sink = [0u8; 256];
+            let mut sink = BytesMut::with_capacity(256);
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+                while matches!(rd.read_buf(&mut sink).await, Ok(n) if n > 0) {
+                    sink.clear();
+                }
             })
             .await;
         }

@@ -1,7 +1,8 @@
 //! The AMQP 0-9-1 front end: RabbitMQ clients (pika, lapin, the Java and .NET
 //! clients, amqplib, Celery/kombu) connect unchanged.
 //!
-//! * [`serve`]: the accept loop and connection limit.
+//! * [`serve`]: the accept loop and connection limit; [`serve_tls`] the same
+//!   over TLS (amqps), sharing the limit.
 //! * `connection`: handshake, I/O loop, heartbeats, connection.blocked, close.
 //! * `channel`: channel state and every class's methods as core operations.
 //! * `deliver`: consumer deliveries within prefetch credit.
@@ -26,6 +27,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::AmqpConfig;
 use crate::core::Core;
 use crate::listener::{Connections, accept_loop};
+use crate::transport::split;
+use crate::transport::tls::Tls;
 
 /// What every AMQP connection task shares.
 #[derive(Debug)]
@@ -75,6 +78,31 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
         ctx.connections.clone(),
         move |stream, peer, slot, over_limit| {
             connection::run(stream, peer, handler_ctx.clone(), slot, over_limit)
+        },
+    )
+    .await;
+}
+
+/// Accepts AMQP over TLS (amqps) on `listener` until shutdown. The handshake
+/// runs in each connection's task, bounded by `tls.handshake_timeout`.
+pub async fn serve_tls(listener: TcpListener, ctx: Arc<Context>, tls: Arc<Tls>) {
+    let handler_ctx = ctx.clone();
+    accept_loop(
+        listener,
+        "amqps",
+        ctx.shutdown.clone(),
+        ctx.tasks.clone(),
+        ctx.connections.clone(),
+        move |stream, peer, slot, over_limit| {
+            let ctx = handler_ctx.clone();
+            let tls = tls.clone();
+            async move {
+                let Some((stream, identity)) = tls.accept(stream, peer, "amqps").await else {
+                    return;
+                };
+                let (rd, wr) = split(stream, identity);
+                connection::serve(rd, wr, peer, ctx, slot, over_limit).await;
+            }
         },
     )
     .await;

@@ -28,7 +28,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -116,8 +115,13 @@ fn futures_now<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
+/// Serves HTTP on `listener` (a `TcpListener`, or the HTTPS listener of
+/// [`crate::transport::tls`]) until `shutdown` is cancelled.
+pub async fn serve<L>(listener: L, api: Arc<Api>, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))

@@ -19,9 +19,7 @@ use tether_protocols::mqtt::{
     self, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
     ReasonCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::Context;
@@ -33,6 +31,7 @@ use crate::core::queue::{ConsumerId, Delivery, Queue, Wakeup};
 use crate::core::session::{Kick, Released, Session, SessionState};
 use crate::listener::Slot;
 use crate::store::Lsn;
+use crate::transport::{CertIdentity, Reader, Writer};
 
 /// Write-buffer size above which no more deliveries are pulled until it drains.
 pub(super) const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -183,17 +182,30 @@ pub(super) enum AckKind {
     Comp,
 }
 
-/// Runs one connection from accept to close.
-pub(super) async fn run(
+/// Runs one plain TCP connection from accept to close.
+pub(super) fn run(
     stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    slot: Slot,
+    over_limit: bool,
+) -> impl Future<Output = ()> + Send {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    serve(rd, wr, peer, ctx, slot, over_limit)
+}
+
+/// Runs one connection over any transport (TCP halves, TLS, WebSocket) from
+/// accept to close.
+pub(super) async fn serve<R: Reader, W: Writer>(
+    mut rd: R,
+    mut wr: W,
     peer: SocketAddr,
     ctx: Arc<Context>,
     slot: Slot,
     over_limit: bool,
 ) {
     let _slot = slot;
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
     // The CONNECT phase is a separate future (boxed, freed when it ends), so
     // its state does not stay in every idle connection's task.
     // The connection's state is boxed too, so it is not kept twice (as the
@@ -209,11 +221,11 @@ pub(super) async fn run(
 
 /// Reads CONNECT, authenticates and opens the session: the connection and
 /// whatever arrived after CONNECT, or `None` when it was refused (and told).
-async fn connect_phase(
+async fn connect_phase<R: Reader, W: Writer>(
     ctx: &Arc<Context>,
     peer: SocketAddr,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut R,
+    wr: &mut W,
     over_limit: bool,
 ) -> Option<(Box<Conn>, BytesMut)> {
     let mut rbuf = BytesMut::new();
@@ -258,13 +270,13 @@ async fn connect_phase(
         send_connack_error(wr, version, code, Some("too many connections")).await;
         return None;
     }
-    let conn = handshake(ctx, peer, &frame, &connect, wr).await?;
+    let conn = handshake(ctx, peer, &frame, &connect, wr, rd.identity()).await?;
     Some((Box::new(conn), rbuf))
 }
 
 /// Reads one whole frame (for the CONNECT phase).
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
+async fn read_frame<R: Reader>(
+    rd: &mut R,
     rbuf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Bytes>, DecodeError> {
@@ -283,12 +295,7 @@ async fn read_frame(
 
 /// Answers a CONNECT that failed to decode, in the version it asked for when
 /// that much is readable, then closes.
-async fn refuse_bad_connect(
-    wr: &mut OwnedWriteHalf,
-    peer: SocketAddr,
-    bytes: &[u8],
-    e: DecodeError,
-) {
+async fn refuse_bad_connect<W: Writer>(wr: &mut W, peer: SocketAddr, bytes: &[u8], e: DecodeError) {
     tracing::info!(%peer, error = %e, "connection refused: bad CONNECT");
     match e {
         DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName => {
@@ -315,8 +322,8 @@ fn connect_level(bytes: &[u8]) -> Option<u8> {
     bytes.get(i + 3 + name_len).copied()
 }
 
-async fn send_connack_error(
-    wr: &mut OwnedWriteHalf,
+async fn send_connack_error<W: Writer>(
+    wr: &mut W,
     version: ProtocolVersion,
     code: ReasonCode,
     reason: Option<&str>,
@@ -361,12 +368,13 @@ fn v3_code(code: ReasonCode) -> ReasonCode {
 }
 
 /// Authenticates, opens the session and sends CONNACK. `None` when refused.
-async fn handshake(
+async fn handshake<W: Writer>(
     ctx: &Arc<Context>,
     peer: SocketAddr,
     frame: &Bytes,
     connect: &Connect<'_>,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut W,
+    identity: Option<&CertIdentity>,
 ) -> Option<Conn> {
     let version = connect.protocol;
     let v5 = version.is_v5();
@@ -390,17 +398,37 @@ async fn handshake(
         .await;
         return None;
     }
+    // A client certificate may fix the client id: an empty one becomes it,
+    // another one is refused.
+    let cert_client_id = identity.and_then(CertIdentity::client_id);
+    if let Some(id) = cert_client_id
+        && !connect.client_id.is_empty()
+        && connect.client_id != id
+    {
+        let code = refuse(
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            "client id differs from the client certificate's identity",
+        );
+        send_connack_error(
+            wr,
+            version,
+            code,
+            Some("the client id must be the certificate's identity"),
+        )
+        .await;
+        return None;
+    }
     // Client identifier: empty means "assign one" (v3.1.1 only with a clean session).
     let assigned = connect.client_id.is_empty();
-    if assigned && !connect.clean_start && !v5 {
+    if assigned && !connect.clean_start && !v5 && cert_client_id.is_none() {
         let code = refuse(ReasonCode(2), "empty client id with clean session 0");
         send_connack_error(wr, version, code, None).await;
         return None;
     }
-    let client_id: String = if assigned {
-        format!("tether-{:016x}", rand::random::<u64>())
-    } else {
-        connect.client_id.to_owned()
+    let client_id: String = match cert_client_id {
+        Some(id) => id.to_owned(),
+        None if assigned => format!("tether-{:016x}", rand::random::<u64>()),
+        None => connect.client_id.to_owned(),
     };
     if let Some(will) = &connect.will
         && will.retain
@@ -414,15 +442,23 @@ async fn handshake(
         return None;
     }
 
-    match ctx
-        .core
-        .auth
-        .login(
-            connect.username.map(str::to_owned),
-            connect.password.map(<[u8]>::to_vec),
-        )
-        .await
-    {
+    // A client certificate standing for a username has authenticated it;
+    // CONNECT's username and password are ignored.
+    let cert_username = identity.and_then(CertIdentity::username);
+    let username = cert_username.or(connect.username);
+    let login = match cert_username {
+        Some(_) => Ok(()),
+        None => {
+            ctx.core
+                .auth
+                .login(
+                    connect.username.map(str::to_owned),
+                    connect.password.map(<[u8]>::to_vec),
+                )
+                .await
+        }
+    };
+    match login {
         Ok(()) => {}
         Err(e) => {
             let (v5code, why) = match e {
@@ -437,7 +473,7 @@ async fn handshake(
             return None;
         }
     }
-    let acl = ctx.core.auth.acl_for(connect.username, &client_id);
+    let acl = ctx.core.auth.acl_for(username, &client_id);
 
     // Session expiry: v5 asks for it; v3 persistent sessions last the configured maximum.
     let max_expiry = cfg.max_session_expiry;
@@ -544,7 +580,7 @@ async fn handshake(
     if conn.write_packet(&connack).is_err() {
         return None;
     }
-    tracing::debug!(%peer, client_id, ?version, present = opened.present, "client connected");
+    tracing::debug!(%peer, client_id, username, ?version, present = opened.present, "client connected");
     conn.attach_consumers();
     conn.resend_inflight();
     Some(conn)
@@ -552,10 +588,10 @@ async fn handshake(
 
 impl Conn {
     /// The main loop: returns why the connection ended.
-    async fn run_loop(
+    async fn run_loop<R: Reader, W: Writer>(
         &mut self,
-        rd: &mut OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
+        rd: &mut R,
+        wr: &mut W,
         mut rbuf: BytesMut,
     ) -> End {
         let max_packet = self.ctx.config.max_packet_size.as_usize();
@@ -894,7 +930,7 @@ impl Conn {
 
     /// Ends the connection: tells the client why (v5), hands the session back,
     /// and publishes the will when the end was abnormal.
-    async fn finish(mut self, end: End, wr: &mut OwnedWriteHalf) {
+    async fn finish<W: Writer>(mut self, end: End, wr: &mut W) {
         let client_id = self.session.client_id.clone();
         let peer = self.peer;
         let reason = match &end {
