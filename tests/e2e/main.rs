@@ -26,3 +26,5 @@ mod sqs_cross_protocol;
 mod sqs_query;
 mod sqs_semantics;
 mod startup;
+mod tls;
+mod websocket;

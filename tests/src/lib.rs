@@ -18,6 +18,7 @@ pub mod examples;
 pub mod mqtt;
 pub mod raw;
 pub mod raw_amqp;
+pub mod tls;
 
 /// How long to wait for the gateway to start or stop.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -132,6 +133,10 @@ impl GatewayBuilder {
             .env("TETHER_MQTT__LISTEN", "127.0.0.1:0")
             .env("TETHER_AMQP__LISTEN", "127.0.0.1:0")
             .env("TETHER_HTTP__LISTEN", "127.0.0.1:0")
+            // TLS listeners are on only when a test configures a certificate.
+            .env("TETHER_MQTT__TLS_LISTEN", "127.0.0.1:0")
+            .env("TETHER_AMQP__TLS_LISTEN", "127.0.0.1:0")
+            .env("TETHER_HTTP__TLS_LISTEN", "127.0.0.1:0")
             .env("TETHER_STORAGE__PATH", &data);
         if let Some(text) = &self.config {
             let path = tmp.path().join("tether.toml");
@@ -222,6 +227,16 @@ impl Gateway {
     /// The MQTT address (panics if the listener is disabled).
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt.expect("mqtt listener")
+    }
+
+    /// The address of the listener logged for `protocol` (`mqtt`, `mqtts`,
+    /// `amqps`, `https`, `ws`, `wss`, ...), if it is on.
+    pub fn addr(&self, protocol: &str) -> Option<SocketAddr> {
+        let re = regex::Regex::new(&format!(r"listening protocol={protocol} address=(\S+)"))
+            .expect("protocol name");
+        self.log
+            .wait_for(&re, Duration::from_millis(10))
+            .and_then(|c| c[1].parse().ok())
     }
 
     /// The process id, while it runs.
