@@ -507,6 +507,9 @@ pub struct TlsConfig {
     pub client_ca: PathBuf,
     /// With `client_ca`: whether a client must present a certificate.
     pub client_auth: ClientAuth,
+    /// With `client_ca`: the TLS listeners that ask for client certificates
+    /// (`mqtts`, `wss`, `amqps`, `https`); the others do not.
+    pub client_cert_listeners: Vec<String>,
     /// Which certificate field names the client: the subject's common name,
     /// or the first DNS (else URI) subject alternative name.
     pub identity: IdentityField,
@@ -531,6 +534,7 @@ impl Default for TlsConfig {
             key: PathBuf::new(),
             client_ca: PathBuf::new(),
             client_auth: ClientAuth::Required,
+            client_cert_listeners: vec!["mqtts".into(), "wss".into()],
             identity: IdentityField::Cn,
             use_identity_as_username: false,
             use_identity_as_client_id: false,
@@ -957,6 +961,18 @@ impl Config {
                 }
             }
         }
+        if let Some(bad) = t
+            .client_cert_listeners
+            .iter()
+            .find(|l| !["mqtts", "wss", "amqps", "https"].contains(&l.as_str()))
+        {
+            return Err(ConfigError::Value {
+                key: "tls.client_cert_listeners",
+                reason: format!(
+                    "`{bad}` is not a TLS listener (expected \"mqtts\", \"wss\", \"amqps\" or \"https\")"
+                ),
+            });
+        }
         if t.handshake_timeout.is_zero() {
             return Err(ConfigError::Value {
                 key: "tls.handshake_timeout",
@@ -1160,6 +1176,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("1.1"), "{e}");
+    }
+
+    #[test]
+    fn client_cert_listeners_names_tls_listeners_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "[tls]\nclient_cert_listeners = [\"mqtts\", \"mqtt\"]\n",
+        )
+        .unwrap();
+        let e = Config::load_from(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("tls.client_cert_listeners:"), "{e}");
+        assert!(e.contains("`mqtt`"), "{e}");
     }
 
     #[test]

@@ -521,33 +521,44 @@ async fn empty_client_id_becomes_the_certificate_identity() {
 
 // --- AMQP over TLS -------------------------------------------------------------------------
 
+/// Connects lapin to the gateway's amqps listener trusting `ca`, presenting
+/// `identity` when given.
+async fn lapin_amqps(
+    gw: &Gateway,
+    ca: &Ca,
+    identity: Option<&tls::Leaf>,
+) -> Result<lapin::Connection, String> {
+    use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+    let addr = gw.addr("amqps").expect("amqps listener logged");
+    let uri = format!("amqps://{}:{}/%2f", addr.ip(), addr.port());
+    let tls = OwnedTLSConfig {
+        identity: identity.map(|leaf| OwnedIdentity::PKCS8 {
+            pem: leaf.cert_pem.clone().into_bytes(),
+            key: leaf.key_pem.clone().into_bytes(),
+        }),
+        cert_chain: Some(ca.pem()),
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let connect = lapin::Connection::connect_with_config(
+        &uri,
+        lapin::ConnectionProperties::default(),
+        tls,
+        runtime,
+    );
+    match tokio::time::timeout(WAIT, connect).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("amqps connect timed out".into()),
+    }
+}
+
 #[tokio::test]
 async fn lapin_publishes_and_consumes_over_amqps() {
     use futures_lite::StreamExt;
     use lapin::options::*;
-    use lapin::tcp::OwnedTLSConfig;
     let ca = Ca::new("amqps CA");
     let files = ServerFiles::write(&ca.server(), None);
     let gw = builder(&files, &[]).start();
-    let addr = gw.addr("amqps").expect("amqps listener logged");
-    let uri = format!("amqps://{}:{}/%2f", addr.ip(), addr.port());
-    let tls = OwnedTLSConfig {
-        identity: None,
-        cert_chain: Some(ca.pem()),
-    };
-    let runtime = lapin::runtime::default_runtime().expect("runtime");
-    let conn = tokio::time::timeout(
-        WAIT,
-        lapin::Connection::connect_with_config(
-            &uri,
-            lapin::ConnectionProperties::default(),
-            tls,
-            runtime,
-        ),
-    )
-    .await
-    .expect("amqps connect in time")
-    .expect("amqps connect");
+    let conn = lapin_amqps(&gw, &ca, None).await.expect("amqps connect");
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
         "tls-q".into(),
@@ -586,6 +597,52 @@ async fn lapin_publishes_and_consumes_over_amqps() {
         .expect("delivery ok");
     assert_eq!(delivery.data, b"over amqps");
     conn.close(200, "bye".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn client_certificates_are_asked_for_only_on_the_listed_listeners() {
+    let ca = Ca::new("listeners CA");
+    let files = mtls_files(&ca);
+    // By default MQTT (devices) asks, AMQPS and HTTPS (applications) do not.
+    let gw = builder(&files, &[]).start();
+    let no_cert = tls::client_config(&ca, None, ALL_VERSIONS);
+    assert!(
+        v4::Client::start(v4_tls(&gw, "no-cert", no_cert))
+            .connection_error(WAIT)
+            .await
+            .is_some(),
+        "mqtts let a client without certificate in"
+    );
+    let https = gw.addr("https").expect("https listener logged");
+    assert_eq!(
+        tls::https_get(https, &ca, "/healthz").await.unwrap().status,
+        200
+    );
+    lapin_amqps(&gw, &ca, None)
+        .await
+        .expect("amqps without a client certificate");
+    drop(gw);
+
+    // Listed, AMQPS asks too: lapin with a certificate gets in, without one not.
+    let gw = builder(&files, &[])
+        .config("[tls]\nclient_cert_listeners = [\"amqps\"]\n")
+        .start();
+    let app = ca.client("billing-app");
+    let conn = lapin_amqps(&gw, &ca, Some(&app))
+        .await
+        .expect("amqps with a certificate");
+    conn.create_channel().await.expect("channel");
+    assert!(
+        lapin_amqps(&gw, &ca, None).await.is_err(),
+        "amqps let a client without certificate in"
+    );
+    let refused =
+        Regex::new(r"tls handshake refused protocol=amqps .*reason=.*(?i)no certificates").unwrap();
+    assert!(
+        gw.log().wait_for(&refused, WAIT).is_some(),
+        "{}",
+        gw.log().text()
+    );
 }
 
 // --- HTTPS -----------------------------------------------------------------------------

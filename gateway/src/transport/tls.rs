@@ -18,6 +18,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -46,10 +47,14 @@ pub struct TlsError {
 /// The rustls configurations new handshakes use, swapped whole on reload.
 #[derive(Debug)]
 struct Current {
-    /// For MQTT, AMQP and WebSocket listeners (no ALPN).
-    stream: Arc<ServerConfig>,
-    /// For HTTPS: the same, offering ALPN `http/1.1`.
-    https: Arc<ServerConfig>,
+    /// For the listeners that do not ask for client certificates.
+    plain: Arc<ServerConfig>,
+    /// For those that do (`tls.client_cert_listeners`, with `tls.client_ca`).
+    verifying: Arc<ServerConfig>,
+    /// `plain` offering ALPN `http/1.1`, for HTTPS.
+    https_plain: Arc<ServerConfig>,
+    /// `verifying` offering ALPN `http/1.1`.
+    https_verifying: Arc<ServerConfig>,
 }
 
 /// The gateway's TLS state: settings and the current certificates.
@@ -82,9 +87,20 @@ impl Tls {
         Ok(())
     }
 
-    /// How long a handshake may take.
-    pub fn handshake_timeout(&self) -> Duration {
-        self.settings.handshake_timeout
+    /// The configuration a handshake on `protocol`'s listener uses now.
+    fn config_for(&self, protocol: &str) -> Arc<ServerConfig> {
+        let verify = self
+            .settings
+            .client_cert_listeners
+            .iter()
+            .any(|l| l == protocol);
+        let current = self.current.read();
+        match (protocol == "https", verify) {
+            (false, false) => current.plain.clone(),
+            (false, true) => current.verifying.clone(),
+            (true, false) => current.https_plain.clone(),
+            (true, true) => current.https_verifying.clone(),
+        }
     }
 
     /// Runs the server side of a handshake on an accepted connection, bounded
@@ -97,7 +113,7 @@ impl Tls {
         protocol: &'static str,
     ) -> Option<(TlsStream<TcpStream>, Option<CertIdentity>)> {
         let _ = stream.set_nodelay(true);
-        let config = self.current.read().stream.clone();
+        let config = self.config_for(protocol);
         let stream = self.handshake(config, stream, peer, protocol).await?;
         match self.identity(&stream) {
             Ok(identity) => Some((stream, identity)),
@@ -196,7 +212,7 @@ impl Tls {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    let config = tls.current.read().https.clone();
+                    let config = tls.config_for("https");
                     if let Some(stream) = tls.handshake(config, stream, peer, "https").await {
                         let _ = tx.send((stream, peer)).await;
                     }
@@ -236,10 +252,37 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads the files and builds both server configurations.
+/// Reads the files and builds the server configurations.
 fn build(s: &TlsConfig) -> Result<Current, TlsError> {
     let certs = read_certs("tls.cert", &s.cert)?;
     let key = read_key("tls.key", &s.key)?;
+    let verifier = client_verifier(s)?;
+    let plain = server_config(s, None, &certs, &key)?;
+    let verifying = match verifier {
+        Some(v) => server_config(s, Some(v), &certs, &key)?,
+        None => plain.clone(),
+    };
+    let https = |config: &ServerConfig| {
+        let mut config = config.clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    };
+    Ok(Current {
+        https_plain: https(&plain),
+        https_verifying: https(&verifying),
+        plain: Arc::new(plain),
+        verifying: Arc::new(verifying),
+    })
+}
+
+/// A server configuration presenting `certs`, checking client certificates
+/// with `verifier` when given.
+fn server_config(
+    s: &TlsConfig,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    certs: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match s.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
@@ -251,8 +294,23 @@ fn build(s: &TlsConfig) -> Result<Current, TlsError> {
             path: String::new(),
             reason: e.to_string(),
         })?;
-    let builder = if s.client_ca.as_os_str().is_empty() {
-        builder.with_no_client_auth()
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(certs.to_vec(), key.clone_key())
+        .map_err(|e| TlsError {
+            key: "tls.key",
+            path: s.key.display().to_string(),
+            reason: format!("cannot be used with tls.cert: {e}"),
+        })
+}
+
+/// The client certificate verifier for `tls.client_ca`, if one is set.
+fn client_verifier(s: &TlsConfig) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+    if s.client_ca.as_os_str().is_empty() {
+        Ok(None)
     } else {
         let mut roots = RootCertStore::empty();
         for cert in read_certs("tls.client_ca", &s.client_ca)? {
@@ -272,19 +330,8 @@ fn build(s: &TlsConfig) -> Result<Current, TlsError> {
             path: s.client_ca.display().to_string(),
             reason: e.to_string(),
         })?;
-        builder.with_client_cert_verifier(verifier)
-    };
-    let stream = builder.with_single_cert(certs, key).map_err(|e| TlsError {
-        key: "tls.key",
-        path: s.key.display().to_string(),
-        reason: format!("cannot be used with tls.cert: {e}"),
-    })?;
-    let mut https = stream.clone();
-    https.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Current {
-        stream: Arc::new(stream),
-        https: Arc::new(https),
-    })
+        Ok(Some(verifier))
+    }
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -410,7 +457,7 @@ pub mod identity {
         const BMP: u8 = 0x1e;
         match tag {
             UTF8 | PRINTABLE | IA5 => String::from_utf8(bytes.to_vec()).ok(),
-            BMP if bytes.len() % 2 == 0 => {
+            BMP if bytes.len().is_multiple_of(2) => {
                 let units = bytes
                     .chunks_exact(2)
                     .map(|c| u16::from_be_bytes([c[0], c[1]]));
