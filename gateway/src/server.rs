@@ -47,6 +47,10 @@ pub enum StartError {
         /// What went wrong.
         source: crate::store::StoreError,
     },
+    /// The definitions file is unreadable, invalid or contradicts what
+    /// exists (the message names the file and the entry).
+    #[error("{0}")]
+    Definitions(String),
 }
 
 /// A running gateway.
@@ -84,6 +88,21 @@ impl Gateway {
         let amqp = bind("amqp.listen", config.amqp_listen()).await?;
         let http = bind("http.listen", config.http_listen()).await?;
 
+        // The SQS/SNS services run even with the HTTP listener off: they
+        // bring back stored topics and subscriptions, and definitions apply
+        // through them before any client can connect.
+        let api = crate::http::Api::new(core.clone(), &config, shutdown.clone());
+        api.ensure_rule_targets(&config.rules);
+        if let Some(path) = &config.definitions.file {
+            let host = match config.http_listen() {
+                Some(a) => format!("localhost:{}", a.port()),
+                None => "localhost".to_owned(),
+            };
+            crate::definitions::apply_file(&api, path, &host)
+                .await
+                .map_err(StartError::Definitions)?;
+        }
+
         if let Some(listener) = mqtt {
             let addr = local_addr("mqtt.listen", &listener)?;
             listeners.push(("mqtt", addr));
@@ -109,8 +128,6 @@ impl Gateway {
         if let Some(listener) = http {
             let addr = local_addr("http.listen", &listener)?;
             listeners.push(("http", addr));
-            let api = crate::http::Api::new(core.clone(), &config, shutdown.clone());
-            api.ensure_rule_targets(&config.rules);
             tasks.spawn(crate::http::serve(listener, api, shutdown.clone()));
         }
         core.finish_recovery();
