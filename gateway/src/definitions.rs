@@ -338,10 +338,7 @@ impl Format {
         match path.extension().and_then(|e| e.to_str()) {
             Some("toml") => Ok(Format::Toml),
             Some("json") => Ok(Format::Json),
-            _ => Err(format!(
-                "{} must be a .toml or .json file",
-                path.display()
-            )),
+            _ => Err(format!("{} must be a .toml or .json file", path.display())),
         }
     }
 }
@@ -466,9 +463,14 @@ fn amqp_value(v: &Value) -> Result<AMQPValue, String> {
         },
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
         Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
-            items.iter().map(amqp_value).collect::<Result<Vec<_>, _>>()?,
+            items
+                .iter()
+                .map(amqp_value)
+                .collect::<Result<Vec<_>, _>>()?,
         )),
-        Value::Object(m) => AMQPValue::FieldTable(field_table(m).map_err(|(k, e)| format!("{k}: {e}"))?),
+        Value::Object(m) => {
+            AMQPValue::FieldTable(field_table(m).map_err(|(k, e)| format!("{k}: {e}"))?)
+        }
     })
 }
 
@@ -603,8 +605,9 @@ struct RedriveDef {
 fn redrive_def(v: &Value) -> Result<Option<RedriveDef>, String> {
     let doc = match v {
         Value::String(s) if s.trim().is_empty() => return Ok(None),
-        Value::String(s) => serde_json::from_str::<Value>(s)
-            .map_err(|e| format!("is not a JSON document ({e})"))?,
+        Value::String(s) => {
+            serde_json::from_str::<Value>(s).map_err(|e| format!("is not a JSON document ({e})"))?
+        }
         other => other.clone(),
     };
     let Value::Object(m) = doc else {
@@ -770,10 +773,7 @@ pub fn validate(api: &Api, doc: &Definitions) -> Result<Plan, DefinitionsError> 
         if e.vhost == "/" && is_topic(&e.name) {
             return Err(invalid(
                 format!("{path}.name"),
-                format!(
-                    "\"{}\" is an SNS topic; define it under `topics`",
-                    e.name
-                ),
+                format!("\"{}\" is an SNS topic; define it under `topics`", e.name),
             ));
         }
         let options = ExchangeOptions {
@@ -870,10 +870,7 @@ pub fn validate(api: &Api, doc: &Definitions) -> Result<Plan, DefinitionsError> 
                     Some(eq) if eq.owner().is_some() => {
                         return Err(conflict(
                             &path,
-                            format!(
-                                "queue \"{}\" is an exclusive queue of a connection",
-                                q.name
-                            ),
+                            format!("queue \"{}\" is an exclusive queue of a connection", q.name),
                         ));
                     }
                     Some(eq) if eq.options() != &options => {
@@ -1107,9 +1104,7 @@ pub fn validate(api: &Api, doc: &Definitions) -> Result<Plan, DefinitionsError> 
                 if q.fifo && !fifo_topic {
                     return Err(invalid(
                         format!("{path}.endpoint"),
-                        format!(
-                            "FIFO queue \"{name}\" can only subscribe to a FIFO topic"
-                        ),
+                        format!("FIFO queue \"{name}\" can only subscribe to a FIFO topic"),
                     ));
                 }
                 name.to_owned()
@@ -1176,7 +1171,11 @@ pub fn validate(api: &Api, doc: &Definitions) -> Result<Plan, DefinitionsError> 
             ));
         }
         crate::core::rules::Rule::compile(r).map_err(|m| {
-            let field = if r.actions.is_empty() { "actions" } else { "sql" };
+            let field = if r.actions.is_empty() {
+                "actions"
+            } else {
+                "sql"
+            };
             invalid(format!("{path}.{field}"), m)
         })?;
     }
@@ -1293,7 +1292,11 @@ fn sqs_queue_plan(
                 format!(
                     "queue \"{}\" exists as a {} queue; FifoQueue cannot change, delete the queue first",
                     q.name,
-                    if eq.options().fifo { "FIFO" } else { "standard" }
+                    if eq.options().fifo {
+                        "FIFO"
+                    } else {
+                        "standard"
+                    }
                 ),
             ));
         }
@@ -1409,7 +1412,11 @@ pub async fn apply(api: &Api, plan: &Plan, host: &str) -> Result<Summary, Defini
             ..
         } = q
         {
-            let current = api.core.vhost.queue(name).and_then(|q| q.settings().redrive);
+            let current = api
+                .core
+                .vhost
+                .queue(name)
+                .and_then(|q| q.settings().redrive);
             let same = match (&current, redrive) {
                 (None, None) => true,
                 (Some(c), Some(r)) => {
@@ -1565,12 +1572,7 @@ async fn converge_sqs_queue(
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    desired.extend(
-        attrs
-            .iter()
-            .filter(|(k, _)| k != "FifoQueue")
-            .cloned(),
-    );
+    desired.extend(attrs.iter().filter(|(k, _)| k != "FifoQueue").cloned());
     let current = sqs_attributes(api, path, name).await?;
     let keys: BTreeSet<&String> = desired.keys().chain(current.keys()).collect();
     let changed: Vec<(String, String)> = keys
@@ -1802,9 +1804,7 @@ fn converge_subscription(
         }
         sets.push((k, desired.get(k).cloned().unwrap_or_default()));
     }
-    if filter_changes
-        && let Some(f) = desired.get("FilterPolicy").filter(|f| !f.is_empty())
-    {
+    if filter_changes && let Some(f) = desired.get("FilterPolicy").filter(|f| !f.is_empty()) {
         sets.push(("FilterPolicy", f.clone()));
     }
     if sets.is_empty() {
@@ -1913,9 +1913,25 @@ pub async fn export(api: &Api) -> Definitions {
         }
     }
     doc.bindings.sort_by(|a, b| {
-        (&a.vhost, &a.source, a.destination_type, &a.destination, &a.routing_key)
-            .cmp(&(&b.vhost, &b.source, b.destination_type, &b.destination, &b.routing_key))
-            .then_with(|| Value::Object(a.arguments.clone()).to_string().cmp(&Value::Object(b.arguments.clone()).to_string()))
+        (
+            &a.vhost,
+            &a.source,
+            a.destination_type,
+            &a.destination,
+            &a.routing_key,
+        )
+            .cmp(&(
+                &b.vhost,
+                &b.source,
+                b.destination_type,
+                &b.destination,
+                &b.routing_key,
+            ))
+            .then_with(|| {
+                Value::Object(a.arguments.clone())
+                    .to_string()
+                    .cmp(&Value::Object(b.arguments.clone()).to_string())
+            })
     });
     for (name, attrs) in topics {
         doc.topics.push(TopicDef {

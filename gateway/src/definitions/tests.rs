@@ -56,7 +56,11 @@ fn unknown_key_is_refused_with_its_entry_path() {
 
 #[test]
 fn wrong_type_names_the_field() {
-    let e = parse("[[queues]]\nname = \"a\"\ndurable = \"yes\"\n", Format::Toml).unwrap_err();
+    let e = parse(
+        "[[queues]]\nname = \"a\"\ndurable = \"yes\"\n",
+        Format::Toml,
+    )
+    .unwrap_err();
     assert_eq!(e.path, "queues[0].durable");
     assert!(e.message.contains("invalid type"), "{e}");
     let e = parse(r#"{"users": [{"name": "a"}]}"#, Format::Json).unwrap_err();
@@ -158,16 +162,24 @@ async fn sqs_attribute_values_are_checked_by_the_sqs_service() {
     let e = refusal("[[queues]]\nname = \"q\"\nattributes = { Colour = \"blue\" }\n");
     assert_eq!(e, "queues[0].attributes.Colour: Unknown Attribute Colour.");
     let e = refusal("[[queues]]\nname = \"q\"\nattributes = { FifoQueue = true }\n");
-    assert!(e.starts_with("queues[0].name: The name of a FIFO queue"), "{e}");
+    assert!(
+        e.starts_with("queues[0].name: The name of a FIFO queue"),
+        "{e}"
+    );
     let e = refusal("[[queues]]\nname = \"bad name\"\nattributes = {}\n");
-    assert!(e.starts_with("queues[0].name: Can only include alphanumeric"), "{e}");
+    assert!(
+        e.starts_with("queues[0].name: Can only include alphanumeric"),
+        "{e}"
+    );
     let e = refusal("[[queues]]\nname = \"q\"\nattributes = { DelaySeconds = {} }\n");
     assert!(e.starts_with("queues[0].attributes.DelaySeconds: "), "{e}");
 }
 
 #[tokio::test]
 async fn an_sqs_queue_entry_cannot_be_an_amqp_one_too() {
-    let e = refusal("[[queues]]\nname = \"q\"\narguments = { \"x-max-length\" = 1 }\nattributes = {}\n");
+    let e = refusal(
+        "[[queues]]\nname = \"q\"\narguments = { \"x-max-length\" = 1 }\nattributes = {}\n",
+    );
     assert_eq!(
         e,
         "queues[0]: a queue has AMQP `arguments` or SQS `attributes`, not both"
@@ -218,7 +230,9 @@ async fn exchanges_are_checked() {
     );
     let e = refusal("[[exchanges]]\nname = \"amq.topic\"\ntype = \"direct\"\n");
     assert!(
-        e.starts_with(r#"exchanges[0]: exchange "amq.topic" in vhost "/" exists as a topic exchange"#),
+        e.starts_with(
+            r#"exchanges[0]: exchange "amq.topic" in vhost "/" exists as a topic exchange"#
+        ),
         "{e}"
     );
     let e = refusal("[[exchanges]]\nname = \"t\"\ntype = \"fanout\"\n[[topics]]\nname = \"t\"\n");
@@ -229,7 +243,10 @@ async fn exchanges_are_checked() {
     let e = refusal(
         "[[exchanges]]\nname = \"x\"\ntype = \"topic\"\n[[exchanges]]\nname = \"x\"\ntype = \"topic\"\n",
     );
-    assert_eq!(e, r#"exchanges[1]: exchange "x" is also defined by exchanges[0]"#);
+    assert_eq!(
+        e,
+        r#"exchanges[1]: exchange "x" is also defined by exchanges[0]"#
+    );
 }
 
 #[tokio::test]
@@ -252,7 +269,10 @@ async fn binding_ends_must_exist() {
         r#"bindings[0].destination: exchange "x" is not defined in vhost "/""#
     );
     let e = refusal("[[bindings]]\nsource = \"\"\ndestination = \"q\"\n");
-    assert!(e.starts_with("bindings[0].source: the default exchange"), "{e}");
+    assert!(
+        e.starts_with("bindings[0].source: the default exchange"),
+        "{e}"
+    );
     // Defined in the document is enough; so is an SNS topic as the source.
     let api = api();
     let doc = toml_doc(
@@ -277,7 +297,10 @@ async fn topics_and_subscriptions_are_checked_by_the_sns_service() {
         "topics[0].attributes.Colour: Invalid parameter: AttributeName Colour"
     );
     let e = refusal("[[topics]]\nname = \"t.fifo\"\n");
-    assert!(e.starts_with("topics[0].name: Fifo Topic names must end with .fifo"), "{e}");
+    assert!(
+        e.starts_with("topics[0].name: Fifo Topic names must end with .fifo"),
+        "{e}"
+    );
     let e = refusal("[[subscriptions]]\ntopic = \"t\"\nprotocol = \"sqs\"\nendpoint = \"q\"\n");
     assert_eq!(e, r#"subscriptions[0].topic: topic "t" is not defined"#);
     let base = "[[topics]]\nname = \"t\"\n[[queues]]\nname = \"q\"\nattributes = {}\n";
@@ -317,7 +340,9 @@ async fn topics_and_subscriptions_are_checked_by_the_sns_service() {
 
 #[tokio::test]
 async fn rules_users_and_acl_are_checked() {
-    let e = refusal("[[rules]]\nname = \"r\"\nsql = \"SELECT FROM\"\nactions = [{ republish = { topic = \"a\" } }]\n");
+    let e = refusal(
+        "[[rules]]\nname = \"r\"\nsql = \"SELECT FROM\"\nactions = [{ republish = { topic = \"a\" } }]\n",
+    );
     assert!(e.starts_with("rules[0].sql: SQL error at position"), "{e}");
     let e = refusal("[[rules]]\nname = \"r\"\nsql = \"SELECT * FROM 'a'\"\nactions = []\n");
     assert_eq!(e, "rules[0].actions: has no actions");
@@ -397,7 +422,10 @@ async fn mutable_attributes_converge_and_omitted_ones_return_to_defaults() {
     assert_eq!(apply_toml(&api, &changed).await.unwrap(), summary(0, 1, 7));
     let q = api.core.vhost.queue("orders").unwrap();
     let s = q.settings();
-    assert_eq!(s.visibility_timeout, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(
+        s.visibility_timeout,
+        Some(std::time::Duration::from_secs(30))
+    );
     assert_eq!(s.delay, std::time::Duration::from_secs(5));
     assert!(s.redrive.is_none(), "the redrive policy was removed");
     let changed = changed.replace(
@@ -407,7 +435,10 @@ async fn mutable_attributes_converge_and_omitted_ones_return_to_defaults() {
     assert_eq!(apply_toml(&api, &changed).await.unwrap(), summary(0, 1, 7));
     let exported = export(&api).await;
     let sub = &exported.subscriptions[0];
-    assert_eq!(Value::Object(sub.attributes.clone()), json!({"FilterPolicy": {"kind": ["paid"]}}));
+    assert_eq!(
+        Value::Object(sub.attributes.clone()),
+        json!({"FilterPolicy": {"kind": ["paid"]}})
+    );
 }
 
 #[tokio::test]
@@ -434,7 +465,9 @@ async fn immutable_conflicts_are_refused_before_anything_changes() {
     .unwrap_err();
     // A standard name cannot be FIFO: the name check comes first.
     assert_eq!(e.kind, ErrorKind::Invalid);
-    let e = apply_toml(&api, "[[queues]]\nname = \"orders\"\n").await.unwrap_err();
+    let e = apply_toml(&api, "[[queues]]\nname = \"orders\"\n")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
     assert!(e.to_string().contains("exists as an SQS queue"), "{e}");
     let e = apply_toml(&api, "[[queues]]\nname = \"errors\"\nattributes = {}\n")
@@ -442,9 +475,12 @@ async fn immutable_conflicts_are_refused_before_anything_changes() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
     assert!(e.to_string().contains("was declared over AMQP"), "{e}");
-    let e = apply_toml(&api, "[[topics]]\nname = \"events\"\nattributes = { FifoTopic = true }\n")
-        .await
-        .unwrap_err();
+    let e = apply_toml(
+        &api,
+        "[[topics]]\nname = \"events\"\nattributes = { FifoTopic = true }\n",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
 }
 
@@ -457,8 +493,14 @@ async fn users_and_acl_apply_and_take_effect() {
     assert_eq!(apply_toml(&api, &doc).await.unwrap(), summary(1, 1, 0));
     assert_eq!(apply_toml(&api, &doc).await.unwrap(), summary(0, 0, 2));
     let auth = &api.core.auth;
-    assert_eq!(auth.check_login(Some("device"), Some(b"device-secret")), Ok(()));
-    assert_eq!(auth.user_tags("device"), Some(vec!["monitoring".to_owned()]));
+    assert_eq!(
+        auth.check_login(Some("device"), Some(b"device-secret")),
+        Ok(())
+    );
+    assert_eq!(
+        auth.user_tags("device"),
+        Some(vec!["monitoring".to_owned()])
+    );
     let acl = auth.acl_for(Some("device"), "d1");
     assert!(acl.may_publish("devices/d1/t"));
     assert!(!acl.may_publish("devices/d2/t"));
@@ -501,7 +543,10 @@ async fn export_names_queues_and_leaves_out_defaults() {
     );
     let errors = doc.queues.iter().find(|q| q.name == "errors").unwrap();
     assert!(errors.attributes.is_none());
-    assert_eq!(Value::Object(errors.arguments.clone()), json!({"x-message-ttl": 60000}));
+    assert_eq!(
+        Value::Object(errors.arguments.clone()),
+        json!({"x-message-ttl": 60000})
+    );
     assert_eq!(doc.exchanges.len(), 1, "no amq.* exchange and no SNS topic");
     assert_eq!(doc.bindings.len(), 1, "SNS subscriptions are not bindings");
     assert_eq!(doc.subscriptions[0].endpoint, "orders");

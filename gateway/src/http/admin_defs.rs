@@ -120,11 +120,7 @@ struct UserBody {
     tags: Option<Vec<String>>,
 }
 
-async fn put_user(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn put_user(State(api): State<Arc<Api>>, Path(name): Path<String>, body: Bytes) -> Response {
     let body: UserBody = match json_body(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -160,12 +156,9 @@ async fn put_user(
             h
         }
     };
-    let tags = body.tags.unwrap_or_else(|| {
-        api.core
-            .auth
-            .user_tags(&name)
-            .unwrap_or_default()
-    });
+    let tags = body
+        .tags
+        .unwrap_or_else(|| api.core.auth.user_tags(&name).unwrap_or_default());
     api.core.auth.put_users(&[UserConfig {
         name,
         password_hash,

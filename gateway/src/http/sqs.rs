@@ -508,7 +508,11 @@ impl Sqs {
     /// Checks a queue's name and attributes as CreateQueue does, creating
     /// nothing; whether it is a FIFO queue. `RedrivePolicy` is the caller's
     /// to check (its dead-letter queue may not exist yet).
-    pub fn check_new_queue(&self, name: &str, attrs: &[(String, String)]) -> Result<bool, ApiError> {
+    pub fn check_new_queue(
+        &self,
+        name: &str,
+        attrs: &[(String, String)],
+    ) -> Result<bool, ApiError> {
         let fifo = Self::check_name(name, attrs)?;
         let rest: Vec<(String, String)> = attrs
             .iter()
