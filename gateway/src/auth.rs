@@ -559,4 +559,84 @@ mod tests {
         assert!(filter_covers("a/#", "a"));
         assert!(!filter_covers("a/b", "a/+"));
     }
+
+    fn user(name: &str, password: &[u8], tags: &[&str]) -> UserConfig {
+        UserConfig {
+            name: name.into(),
+            password_hash: hash_password(password),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn runtime_user_changes_apply_to_the_next_login() {
+        let a = auth(vec![]);
+        let bob = user("bob", b"pw", &["monitoring"]);
+        assert_eq!(a.put_users(std::slice::from_ref(&bob)), [Change::Created]);
+        assert_eq!(a.put_users(std::slice::from_ref(&bob)), [Change::Unchanged]);
+        assert_eq!(a.check_login(Some("bob"), Some(b"pw")), Ok(()));
+        assert_eq!(a.user_tags("bob"), Some(vec!["monitoring".to_owned()]));
+        let bob2 = user("bob", b"pw2", &[]);
+        assert_eq!(a.put_users(&[bob2]), [Change::Updated]);
+        assert_eq!(
+            a.check_login(Some("bob"), Some(b"pw")),
+            Err(LoginError::BadCredentials)
+        );
+        assert!(a.delete_user("bob"));
+        assert!(!a.delete_user("bob"));
+        assert!(!a.knows_user("bob"));
+    }
+
+    #[test]
+    fn runtime_acl_applies_to_the_next_client() {
+        let a = auth(vec![]);
+        assert!(matches!(a.acl_for(None, "c"), ClientAcl::AllowAll));
+        let rules = vec![rule(AclAction::Publish, "open/#")];
+        assert_eq!(a.set_acl(rules.clone(), AclEffect::Deny), Change::Updated);
+        assert_eq!(a.set_acl(rules, AclEffect::Deny), Change::Unchanged);
+        let acl = a.acl_for(None, "c");
+        assert!(acl.may_publish("open/x"));
+        assert!(!acl.may_publish("closed/x"));
+    }
+
+    #[test]
+    fn stored_runtime_changes_are_laid_over_the_configuration() {
+        use crate::store::recovery::MetaRecord;
+        let config = AuthConfig {
+            allow_anonymous: false,
+            users: vec![user("alice", b"a", &[]), user("carol", b"c", &[])],
+            acl: vec![rule(AclAction::All, "#")],
+            acl_default: AclEffect::Deny,
+        };
+        let record = |name: &str, value: serde_json::Value| MetaRecord {
+            parts: vec![name.as_bytes().to_vec()],
+            value: bytes::Bytes::from(value.to_string()),
+        };
+        let users = vec![
+            record("alice", serde_json::json!({"deleted": true})),
+            record(
+                "bob",
+                serde_json::json!({"password_hash": hash_password(b"b"), "tags": ["x"]}),
+            ),
+            record("mallory", serde_json::json!({"password_hash": "plaintext"})),
+        ];
+        let acl = vec![MetaRecord {
+            parts: Vec::new(),
+            value: bytes::Bytes::from(
+                serde_json::json!({"rules": [{"action": "publish", "topic": "b/#"}], "default": "allow"})
+                    .to_string(),
+            ),
+        }];
+        let store: crate::store::SharedStore =
+            std::sync::Arc::new(crate::store::memory::MemoryStore::default());
+        let a = Authenticator::restored(&config, store, users, acl);
+        assert!(!a.knows_user("alice"), "a stored deletion wins");
+        assert!(a.knows_user("carol"), "configured users stay");
+        assert_eq!(a.check_login(Some("bob"), Some(b"b")), Ok(()));
+        assert!(!a.knows_user("mallory"), "a bad stored hash is skipped");
+        let table = a.table();
+        assert_eq!(table.acl.len(), 1);
+        assert_eq!(table.acl[0].topic, "b/#");
+        assert_eq!(table.acl_default, AclEffect::Allow);
+    }
 }

@@ -670,7 +670,7 @@ enum QueuePlan {
         path: String,
         vhost: Arc<VHost>,
         name: String,
-        options: QueueOptions,
+        options: Box<QueueOptions>,
     },
     Sqs {
         path: String,
@@ -784,28 +784,28 @@ pub fn validate(api: &Api, doc: &Definitions) -> Result<Plan, DefinitionsError> 
             args,
         };
         match vhost.exchange(&e.name) {
-            Some(ex) => {
+            Some(ex)
                 if ex.kind() != kind
                     || ex.durable != options.durable
                     || ex.auto_delete != options.auto_delete
                     || ex.internal != options.internal
-                    || ex.alternate != options.alternate
-                {
-                    return Err(conflict(
-                        &path,
-                        format!(
-                            "exchange \"{}\" in vhost \"{}\" exists as a {} exchange (durable {}, auto_delete {}, internal {}, alternate-exchange {}); an exchange cannot be redeclared with other properties, delete it first",
-                            e.name,
-                            e.vhost,
-                            ex.kind().as_str(),
-                            ex.durable,
-                            ex.auto_delete,
-                            ex.internal,
-                            ex.alternate.as_ref().map_or("none", |a| a.as_str()),
-                        ),
-                    ));
-                }
+                    || ex.alternate != options.alternate =>
+            {
+                return Err(conflict(
+                    &path,
+                    format!(
+                        "exchange \"{}\" in vhost \"{}\" exists as a {} exchange (durable {}, auto_delete {}, internal {}, alternate-exchange {}); an exchange cannot be redeclared with other properties, delete it first",
+                        e.name,
+                        e.vhost,
+                        ex.kind().as_str(),
+                        ex.durable,
+                        ex.auto_delete,
+                        ex.internal,
+                        ex.alternate.as_ref().map_or("none", |a| a.as_str()),
+                    ),
+                ));
             }
+            Some(_) => {}
             None if e.name.starts_with("amq.") => {
                 return Err(invalid(
                     format!("{path}.name"),
@@ -902,7 +902,7 @@ pub fn validate(api: &Api, doc: &Definitions) -> Result<Plan, DefinitionsError> 
                     path,
                     vhost,
                     name: q.name.clone(),
-                    options,
+                    options: Box::new(options),
                 }
             }
         };
@@ -1387,7 +1387,7 @@ pub async fn apply(api: &Api, plan: &Plan, host: &str) -> Result<Summary, Defini
                 options,
             } => {
                 let (_, created) = vhost
-                    .declare_queue(name, options.clone(), None)
+                    .declare_queue(name, QueueOptions::clone(options), None)
                     .map_err(|err| conflict(path, err.to_string()))?;
                 if created {
                     Change::Created
@@ -1443,11 +1443,12 @@ pub async fn apply(api: &Api, plan: &Plan, host: &str) -> Result<Summary, Defini
     for c in changes {
         summary.add(c);
     }
-    for b in &plan.bindings {
-        summary.add(apply_binding(b)?);
-    }
+    // Topics are exchanges bindings may start from or lead to.
     for t in &plan.topics {
         summary.add(converge_topic(api, t)?);
+    }
+    for b in &plan.bindings {
+        summary.add(apply_binding(b)?);
     }
     for s in &plan.subscriptions {
         summary.add(converge_subscription(api, s, host)?);
@@ -1455,7 +1456,7 @@ pub async fn apply(api: &Api, plan: &Plan, host: &str) -> Result<Summary, Defini
     for c in api.core.rules.put(&plan.rules) {
         summary.add(c);
     }
-    api.ensure_rule_targets(&plan.rules);
+    ensure_rule_targets(api, &plan.rules).await;
     for c in api.core.auth.put_users(&plan.users) {
         summary.add(c);
     }
@@ -1476,6 +1477,34 @@ pub async fn apply(api: &Api, plan: &Plan, host: &str) -> Result<Summary, Defini
             )
         })?;
     Ok(summary)
+}
+
+/// Creates the queues and topics rules send to, as `[[rules]]` do at
+/// start-up (`Api::ensure_rule_targets`), without blocking the runtime while
+/// the new queue is stored.
+async fn ensure_rule_targets(api: &Api, rules: &[RuleConfig]) {
+    use crate::config::RuleActionConfig;
+    for action in rules.iter().flat_map(|r| &r.actions) {
+        let result = match action {
+            RuleActionConfig::Sqs { queue } if api.core.vhost.queue(queue).is_none() => {
+                let attributes = if queue.ends_with(".fifo") {
+                    json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+                } else {
+                    json!({})
+                };
+                let p = params(json!({"QueueName": queue, "Attributes": attributes}));
+                api.sqs.call("CreateQueue", &p, "localhost").await
+            }
+            RuleActionConfig::Sns { topic } if api.core.vhost.exchange(topic).is_none() => {
+                let p = params(json!({ "Name": topic }));
+                api.sns.call("CreateTopic", &p, "localhost")
+            }
+            _ => Ok(Value::Null),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e.message, "cannot create a rule's target");
+        }
+    }
 }
 
 fn params(pairs: Value) -> Params {

@@ -1049,3 +1049,62 @@ impl RuleEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+
+    fn config(name: &str, sql: &str) -> RuleConfig {
+        RuleConfig {
+            name: name.into(),
+            sql: sql.into(),
+            actions: vec![RuleActionConfig::Republish {
+                topic: "out".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn put_adds_replaces_and_reports_what_changed() {
+        let engine = RuleEngine::new(&[]);
+        assert!(engine.is_empty());
+        let a = config("a", "SELECT * FROM 'x/#'");
+        assert_eq!(engine.put(std::slice::from_ref(&a)), [Change::Created]);
+        assert!(!engine.is_empty());
+        assert_eq!(engine.put(std::slice::from_ref(&a)), [Change::Unchanged]);
+        let a2 = config("a", "SELECT * FROM 'y/#'");
+        assert_eq!(engine.put(&[a2]), [Change::Updated]);
+        let rules = engine.rules();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].matches_topic("y/1"));
+        assert!(!rules[0].matches_topic("x/1"));
+    }
+
+    #[test]
+    fn stored_rules_replace_configured_ones_by_name() {
+        use crate::store::recovery::MetaRecord;
+        let configured = [
+            config("a", "SELECT * FROM 'x'"),
+            config("b", "SELECT * FROM 'y'"),
+        ];
+        let stored = vec![
+            MetaRecord {
+                parts: vec![b"b".to_vec()],
+                value: bytes::Bytes::from(
+                    serde_json::to_string(&config("b", "SELECT * FROM 'z'")).unwrap(),
+                ),
+            },
+            MetaRecord {
+                parts: vec![b"c".to_vec()],
+                value: bytes::Bytes::from_static(b"not json"),
+            },
+        ];
+        let store: crate::store::SharedStore =
+            Arc::new(crate::store::memory::MemoryStore::default());
+        let engine = RuleEngine::restored(&configured, store, stored);
+        let rules = engine.rules();
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(rules[1].filter, "z");
+    }
+}

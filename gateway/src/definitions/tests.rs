@@ -275,8 +275,7 @@ async fn binding_ends_must_exist() {
     );
     // Defined in the document is enough; so is an SNS topic as the source.
     let api = api();
-    let doc = toml_doc(
-        r#"
+    let doc = r#"
         [[queues]]
         name = "q"
         [[topics]]
@@ -284,9 +283,9 @@ async fn binding_ends_must_exist() {
         [[bindings]]
         source = "t"
         destination = "q"
-        "#,
-    );
-    validate(&api, &doc).expect("valid");
+        "#;
+    assert_eq!(apply_toml(&api, doc).await.unwrap(), summary(3, 0, 0));
+    assert_eq!(apply_toml(&api, doc).await.unwrap(), summary(0, 0, 3));
 }
 
 #[tokio::test]

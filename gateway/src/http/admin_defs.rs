@@ -60,34 +60,33 @@ fn bad_request(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
-/// Parses a JSON body, naming the path of a bad field.
-fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+/// Parses a JSON body; the error names the path of a bad field.
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
-            bad_request(format!("the body is not valid: {}", e.inner()))
+            format!("the body is not valid: {}", e.inner())
         } else {
-            bad_request(format!("{path}: {}", e.inner()))
+            format!("{path}: {}", e.inner())
         }
     })?;
     de.end()
-        .map_err(|e| bad_request(format!("the body is not valid: {e}")))?;
+        .map_err(|e| format!("the body is not valid: {e}"))?;
     Ok(value)
 }
 
-/// Waits until everything changed so far is durable.
-async fn stored(api: &Api) -> Result<(), Response> {
+/// 204 once everything changed so far is durable.
+async fn stored(api: &Api) -> Response {
     let store = &api.core.store;
-    crate::store::durable(&**store, store.submitted())
-        .await
-        .map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("the change could not be stored: {e}"),
-            )
-        })
+    match crate::store::durable(&**store, store.submitted()).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the change could not be stored: {e}"),
+        ),
+    }
 }
 
 fn user_json(u: &UserConfig) -> Value {
@@ -123,7 +122,7 @@ struct UserBody {
 async fn put_user(State(api): State<Arc<Api>>, Path(name): Path<String>, body: Bytes) -> Response {
     let body: UserBody = match json_body(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     if name.is_empty() {
         return bad_request("a user needs a name");
@@ -164,10 +163,7 @@ async fn put_user(State(api): State<Arc<Api>>, Path(name): Path<String>, body: B
         password_hash,
         tags,
     }]);
-    match stored(&api).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    stored(&api).await
 }
 
 async fn delete_user(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
@@ -178,10 +174,7 @@ async fn delete_user(State(api): State<Arc<Api>>, Path(name): Path<String>) -> R
             format!("no user \"{name}\""),
         );
     }
-    match stored(&api).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    stored(&api).await
 }
 
 async fn get_acl(State(api): State<Arc<Api>>) -> Response {
@@ -202,7 +195,7 @@ struct AclBody {
 async fn put_acl(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let body: AclBody = match json_body(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     for (i, r) in body.rules.iter().enumerate() {
         if let Err(e) = crate::auth::check_acl_topic(&r.topic) {
@@ -213,10 +206,7 @@ async fn put_acl(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         .default
         .unwrap_or_else(|| api.core.auth.table().acl_default);
     api.core.auth.set_acl(body.rules, default);
-    match stored(&api).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    stored(&api).await
 }
 
 /// The query of `GET /api/definitions`.
