@@ -329,6 +329,48 @@ async fn defined_user_logs_in_and_its_acl_applies() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_apply_with_the_http_listener_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "definitions.toml", &definitions());
+    let gw = Gateway::builder()
+        .env("TETHER_HTTP__LISTEN", "")
+        .env("TETHER_DEFINITIONS__FILE", file.display())
+        .start();
+    assert!(gw.http.is_none());
+    let applied =
+        regex::Regex::new(r"definitions applied: created 11, updated 1, unchanged 0").unwrap();
+    assert!(
+        gw.log()
+            .wait_for(&applied, Duration::from_secs(1))
+            .is_some(),
+        "{}",
+        gw.log().text()
+    );
+    let (_conn, ch) = channel(gw.amqp.unwrap()).await;
+    let mut consumer = consume(&ch, "errors", "c1", true).await;
+    publish(&ch, "logs", "error", b"disk full").await;
+    let got = next(&mut consumer, Duration::from_secs(5))
+        .await
+        .expect("a message");
+    assert_eq!(got.data, b"disk full");
+    // The SNS subscription routes AMQP publishes to the topic's exchange too.
+    let mut pro = consume(&ch, "pro-signups", "c2", true).await;
+    let headers = tether_e2e::amqp::table(&[("plan", tether_e2e::amqp::long_str("pro"))]);
+    tether_e2e::amqp::publish_with(
+        &ch,
+        "signups",
+        "",
+        b"carol",
+        tether_e2e::amqp::BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    let got = next(&mut pro, Duration::from_secs(5))
+        .await
+        .expect("a message");
+    assert_eq!(got.data, b"carol");
+}
+
 /// Runs the binary until it exits (it must, promptly); exit code and output.
 fn run_until_exit(env: &[(&str, &str)]) -> (i32, String) {
     let data = tempfile::tempdir().unwrap();
@@ -495,6 +537,13 @@ async fn definitions_posted_to_the_api_apply_and_bad_ones_name_the_entry() {
     assert_eq!(
         queue_attribute(&c, &url, "DelaySeconds").await.as_deref(),
         Some("1")
+    );
+
+    let (status, toml) = api(&gw, "GET", "/api/definitions?format=toml", None).await;
+    assert_eq!(status, 200, "{toml}");
+    assert!(
+        toml.contains("[[queues]]\nvhost = \"/\"\nname = \"inbox\""),
+        "{toml}"
     );
 
     let bad = json!({"bindings": [{"source": "amq.topic", "destination": "nowhere", "routing_key": "a"}]});
