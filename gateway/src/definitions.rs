@@ -371,7 +371,7 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let message = one_line(e.message());
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!("{message} (line {line}, column {column})")

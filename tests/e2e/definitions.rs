@@ -563,6 +563,29 @@ async fn definitions_posted_to_the_api_apply_and_bad_ones_name_the_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_posted_at_runtime_applies_to_the_next_publish() {
+    let gw = Gateway::start();
+    let mut sensor = mqtt(&gw, "s1", None).await;
+    let doc = json!({"rules": [{
+        "name": "hot",
+        "sql": "SELECT temperature FROM 'sensors/+/t' WHERE temperature > 50",
+        "actions": [{"sqs": {"queue": "hot-readings"}}]
+    }]});
+    let summary = api_json(&gw, "POST", "/api/definitions", Some(&doc)).await;
+    assert_eq!(summary, json!({"created": 1, "updated": 0, "unchanged": 0}));
+    // A connection opened before the rule existed is subject to it too.
+    sensor
+        .publish_acked("sensors/s1/t", r#"{"temperature": 90}"#)
+        .await;
+    let c = sqs_client(gw.http.unwrap());
+    let url = queue_url(&c, "hot-readings").await;
+    let m = receive_one(&c, &url).await;
+    assert_eq!(m.body.as_deref(), Some(r#"{"temperature":90}"#));
+    let exported = api_json(&gw, "GET", "/api/definitions", None).await;
+    assert_eq!(exported["rules"][0]["name"], "hot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_added_over_the_api_logs_in_at_once_and_after_a_restart() {
     let mut gw = Gateway::builder()
         .config("[auth]\nallow_anonymous = false\n")
