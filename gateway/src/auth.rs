@@ -3,17 +3,38 @@
 //! Users are configured with argon2 password hashes; ACL rules grant or deny
 //! publishing and subscribing on MQTT topic filters, with `%c` (client id) and
 //! `%u` (username) substituted per client. Rules are compiled once per connection
-//! into a [`ClientAcl`], so the per-publish check does no allocation.
+//! into a [`ClientAcl`], so the per-publish check does no allocation and never
+//! looks at the shared tables.
+//!
+//! The user table and the rules can change while the gateway runs (the admin
+//! API's `/api/users` and `/api/acl`, a definitions document): they live in
+//! one immutable [`AuthTable`] snapshot behind an `ArcSwap`, replaced whole by
+//! each change, so a login or CONNECT reads a consistent table without a lock
+//! and a change takes effect for the next login. Connections keep the ACL
+//! they were given at CONNECT.
+//!
+//! Runtime changes are stored (Meta space: `keys::USER [name]`, `keys::ACL
+//! []`) and read back at start-up over `[auth]` from the configuration: for
+//! the names and the ACL they mention, what was changed at runtime wins
+//! (including a deletion of a configured user).
 //!
 //! This module decides; it never touches sockets or the core.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tether_protocols::topic;
 
-use crate::config::{AclAction, AclEffect, AuthConfig};
+use crate::config::{AclAction, AclEffect, AclRuleConfig, AuthConfig, UserConfig};
+use crate::definitions::Change;
+use crate::store::records::{from_json, put_json};
+use crate::store::recovery::MetaRecord;
+use crate::store::{Op, Ops, SharedStore, Space, keys};
 
 /// Why a login was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,22 +45,57 @@ pub enum LoginError {
     NotAuthorized,
 }
 
-/// The compiled user table and rules.
+/// The users and access rules in force: one immutable snapshot, replaced
+/// whole when anything changes.
+#[derive(Debug, Clone)]
+pub struct AuthTable {
+    /// Users by name.
+    pub users: BTreeMap<String, UserConfig>,
+    /// ACL rules in order; the first that matches decides.
+    pub acl: Vec<AclRuleConfig>,
+    /// The decision when rules exist but none matches.
+    pub acl_default: AclEffect,
+}
+
+/// The user table and rules, changeable at runtime.
 #[derive(Debug)]
 pub struct Authenticator {
     allow_anonymous: bool,
-    users: HashMap<String, String>,
-    rules: Vec<RuleTemplate>,
+    table: ArcSwap<AuthTable>,
+    /// Serialises changes, so the store sees them in the order they were made.
+    writer: Mutex<Writer>,
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    store: Option<SharedStore>,
+    /// Users of the configuration file: deleting one at runtime is stored as
+    /// a deletion, so a restart does not bring it back.
+    configured: BTreeSet<String>,
+}
+
+/// A runtime user change as stored under `keys::USER [name]`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct StoredUser {
+    deleted: bool,
+    password_hash: String,
+    tags: Vec<String>,
+}
+
+/// The runtime ACL as stored under `keys::ACL []`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredAcl {
+    rules: Vec<AclRuleConfig>,
     default: AclEffect,
 }
 
-#[derive(Debug)]
-struct RuleTemplate {
-    user: Option<String>,
-    client_id: Option<String>,
-    action: AclAction,
-    topic: String,
-    effect: AclEffect,
+fn user_key(name: &str) -> crate::store::Key {
+    keys::meta_key(keys::USER, &[name.as_bytes()])
+}
+
+fn acl_key() -> crate::store::Key {
+    keys::meta_key(keys::ACL, &[])
 }
 
 /// One client's rules after `%c`/`%u` substitution.
@@ -65,28 +121,75 @@ pub struct ClientRule {
 }
 
 impl Authenticator {
-    /// Builds the authenticator from validated configuration.
+    /// Builds the authenticator from validated configuration (changes are
+    /// not stored; see [`Authenticator::restored`]).
     pub fn new(config: &AuthConfig) -> Self {
         Authenticator {
             allow_anonymous: config.allow_anonymous,
-            users: config
-                .users
-                .iter()
-                .map(|u| (u.name.clone(), u.password_hash.clone()))
-                .collect(),
-            rules: config
-                .acl
-                .iter()
-                .map(|r| RuleTemplate {
-                    user: r.user.clone(),
-                    client_id: r.client_id.clone(),
-                    action: r.action,
-                    topic: r.topic.clone(),
-                    effect: r.effect,
-                })
-                .collect(),
-            default: config.acl_default,
+            table: ArcSwap::from_pointee(AuthTable {
+                users: config
+                    .users
+                    .iter()
+                    .map(|u| (u.name.clone(), u.clone()))
+                    .collect(),
+                acl: config.acl.clone(),
+                acl_default: config.acl_default,
+            }),
+            writer: Mutex::new(Writer {
+                store: None,
+                configured: config.users.iter().map(|u| u.name.clone()).collect(),
+            }),
         }
+    }
+
+    /// The configuration's users and rules with the runtime changes `store`
+    /// kept (`users`: `keys::USER` records, `acl`: `keys::ACL`) laid over
+    /// them; later changes are stored there too.
+    pub fn restored(
+        config: &AuthConfig,
+        store: SharedStore,
+        users: Vec<MetaRecord>,
+        acl: Vec<MetaRecord>,
+    ) -> Self {
+        let auth = Authenticator::new(config);
+        let mut table = AuthTable::clone(&auth.table.load());
+        for r in users {
+            let name = r.part(0);
+            let Some(u) = from_json::<StoredUser>("user", &r.value) else {
+                continue;
+            };
+            if u.deleted {
+                table.users.remove(&name);
+            } else if let Err(e) = check_password_hash(&u.password_hash) {
+                tracing::warn!(user = %name, "skipping a stored user whose password_hash {e}");
+            } else {
+                table.users.insert(
+                    name.clone(),
+                    UserConfig {
+                        name,
+                        password_hash: u.password_hash,
+                        tags: u.tags,
+                    },
+                );
+            }
+        }
+        if let Some(a) = acl
+            .last()
+            .and_then(|r| from_json::<StoredAcl>("acl", &r.value))
+        {
+            table.acl = a.rules;
+            table.acl_default = a.default;
+        }
+        auth.table.store(Arc::new(table));
+        if store.is_persistent() {
+            auth.writer.lock().store = Some(store);
+        }
+        auth
+    }
+
+    /// The table in force now.
+    pub fn table(&self) -> Arc<AuthTable> {
+        self.table.load_full()
     }
 
     /// Checks a username and password. Verifying argon2 costs milliseconds of CPU:
@@ -103,27 +206,34 @@ impl Authenticator {
                 Err(LoginError::NotAuthorized)
             };
         };
-        let Some(hash) = self.users.get(name) else {
+        let table = self.table.load();
+        let Some(user) = table.users.get(name) else {
             // Unknown users with anonymous access on may still connect only
             // without credentials; a wrong name is a failed login.
             return Err(LoginError::BadCredentials);
         };
         let password = password.unwrap_or_default();
-        let parsed = PasswordHash::new(hash).map_err(|_| LoginError::BadCredentials)?;
+        let parsed =
+            PasswordHash::new(&user.password_hash).map_err(|_| LoginError::BadCredentials)?;
         Argon2::default()
             .verify_password(password, &parsed)
             .map_err(|_| LoginError::BadCredentials)
     }
 
-    /// Whether a user called `name` is configured.
+    /// Whether a user called `name` exists.
     pub fn knows_user(&self, name: &str) -> bool {
-        self.users.contains_key(name)
+        self.table.load().users.contains_key(name)
     }
 
-    /// Whether any user is configured (otherwise credentials are ignored when
+    /// Whether any user exists (otherwise credentials are ignored when
     /// anonymous access is on).
     pub fn has_users(&self) -> bool {
-        !self.users.is_empty()
+        !self.table.load().users.is_empty()
+    }
+
+    /// The tags of user `name`, if it exists.
+    pub fn user_tags(&self, name: &str) -> Option<Vec<String>> {
+        self.table.load().users.get(name).map(|u| u.tags.clone())
     }
 
     /// Verifies credentials on the blocking pool so connection tasks keep running.
@@ -149,11 +259,12 @@ impl Authenticator {
     /// filter (a client id such as `#`) is dropped for that client, so an
     /// identity can never widen its own access.
     pub fn acl_for(&self, username: Option<&str>, client_id: &str) -> ClientAcl {
-        if self.rules.is_empty() {
+        let table = self.table.load();
+        if table.acl.is_empty() {
             return ClientAcl::AllowAll;
         }
-        let rules = self
-            .rules
+        let rules = table
+            .acl
             .iter()
             .filter(|r| r.user.as_deref().is_none_or(|u| Some(u) == username))
             .filter(|r| r.client_id.as_deref().is_none_or(|c| c == client_id))
@@ -168,7 +279,91 @@ impl Authenticator {
             .collect();
         ClientAcl::Rules {
             rules,
-            default: self.default,
+            default: table.acl_default,
+        }
+    }
+
+    /// Creates or replaces users (already validated), storing what changed;
+    /// one result per user, in order. New logins see them at once.
+    pub fn put_users(&self, users: &[UserConfig]) -> Vec<Change> {
+        let writer = self.writer.lock();
+        let mut table = AuthTable::clone(&self.table.load());
+        let mut ops = Ops::new();
+        let changes = users
+            .iter()
+            .map(|u| {
+                let change = match table.users.get(&u.name) {
+                    None => Change::Created,
+                    Some(old) if old == u => return Change::Unchanged,
+                    Some(_) => Change::Updated,
+                };
+                table.users.insert(u.name.clone(), u.clone());
+                let stored = StoredUser {
+                    deleted: false,
+                    password_hash: u.password_hash.clone(),
+                    tags: u.tags.clone(),
+                };
+                ops.push(put_json(user_key(&u.name), &stored));
+                change
+            })
+            .collect();
+        if !ops.is_empty() {
+            self.table.store(Arc::new(table));
+            writer.submit(ops);
+        }
+        changes
+    }
+
+    /// Deletes user `name`; whether it existed. Its open connections stay.
+    pub fn delete_user(&self, name: &str) -> bool {
+        let writer = self.writer.lock();
+        let mut table = AuthTable::clone(&self.table.load());
+        if table.users.remove(name).is_none() {
+            return false;
+        }
+        self.table.store(Arc::new(table));
+        let mut ops = Ops::new();
+        ops.push(if writer.configured.contains(name) {
+            put_json(
+                user_key(name),
+                &StoredUser {
+                    deleted: true,
+                    ..Default::default()
+                },
+            )
+        } else {
+            Op::Remove(Space::Meta, user_key(name))
+        });
+        writer.submit(ops);
+        true
+    }
+
+    /// Replaces the ACL rules (already validated) and the default decision.
+    /// New connections get them; open ones keep the rules of their CONNECT.
+    pub fn set_acl(&self, rules: Vec<AclRuleConfig>, default: AclEffect) -> Change {
+        let writer = self.writer.lock();
+        let mut table = AuthTable::clone(&self.table.load());
+        if table.acl == rules && table.acl_default == default {
+            return Change::Unchanged;
+        }
+        table.acl = rules;
+        table.acl_default = default;
+        let stored = StoredAcl {
+            rules: table.acl.clone(),
+            default,
+        };
+        self.table.store(Arc::new(table));
+        let mut ops = Ops::new();
+        ops.push(put_json(acl_key(), &stored));
+        writer.submit(ops);
+        Change::Updated
+    }
+}
+
+impl Writer {
+    fn submit(&self, ops: Ops) {
+        if let Some(store) = &self.store {
+            store.submit(ops);
         }
     }
 }
@@ -298,6 +493,7 @@ mod tests {
             users: vec![UserConfig {
                 name: "alice".into(),
                 password_hash: hash_password(b"secret"),
+                tags: Vec::new(),
             }],
             acl: rules,
             acl_default: AclEffect::Deny,
@@ -362,5 +558,85 @@ mod tests {
         assert!(!filter_covers("#", "$SYS/x"));
         assert!(filter_covers("a/#", "a"));
         assert!(!filter_covers("a/b", "a/+"));
+    }
+
+    fn user(name: &str, password: &[u8], tags: &[&str]) -> UserConfig {
+        UserConfig {
+            name: name.into(),
+            password_hash: hash_password(password),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn runtime_user_changes_apply_to_the_next_login() {
+        let a = auth(vec![]);
+        let bob = user("bob", b"pw", &["monitoring"]);
+        assert_eq!(a.put_users(std::slice::from_ref(&bob)), [Change::Created]);
+        assert_eq!(a.put_users(std::slice::from_ref(&bob)), [Change::Unchanged]);
+        assert_eq!(a.check_login(Some("bob"), Some(b"pw")), Ok(()));
+        assert_eq!(a.user_tags("bob"), Some(vec!["monitoring".to_owned()]));
+        let bob2 = user("bob", b"pw2", &[]);
+        assert_eq!(a.put_users(&[bob2]), [Change::Updated]);
+        assert_eq!(
+            a.check_login(Some("bob"), Some(b"pw")),
+            Err(LoginError::BadCredentials)
+        );
+        assert!(a.delete_user("bob"));
+        assert!(!a.delete_user("bob"));
+        assert!(!a.knows_user("bob"));
+    }
+
+    #[test]
+    fn runtime_acl_applies_to_the_next_client() {
+        let a = auth(vec![]);
+        assert!(matches!(a.acl_for(None, "c"), ClientAcl::AllowAll));
+        let rules = vec![rule(AclAction::Publish, "open/#")];
+        assert_eq!(a.set_acl(rules.clone(), AclEffect::Deny), Change::Updated);
+        assert_eq!(a.set_acl(rules, AclEffect::Deny), Change::Unchanged);
+        let acl = a.acl_for(None, "c");
+        assert!(acl.may_publish("open/x"));
+        assert!(!acl.may_publish("closed/x"));
+    }
+
+    #[test]
+    fn stored_runtime_changes_are_laid_over_the_configuration() {
+        use crate::store::recovery::MetaRecord;
+        let config = AuthConfig {
+            allow_anonymous: false,
+            users: vec![user("alice", b"a", &[]), user("carol", b"c", &[])],
+            acl: vec![rule(AclAction::All, "#")],
+            acl_default: AclEffect::Deny,
+        };
+        let record = |name: &str, value: serde_json::Value| MetaRecord {
+            parts: vec![name.as_bytes().to_vec()],
+            value: bytes::Bytes::from(value.to_string()),
+        };
+        let users = vec![
+            record("alice", serde_json::json!({"deleted": true})),
+            record(
+                "bob",
+                serde_json::json!({"password_hash": hash_password(b"b"), "tags": ["x"]}),
+            ),
+            record("mallory", serde_json::json!({"password_hash": "plaintext"})),
+        ];
+        let acl = vec![MetaRecord {
+            parts: Vec::new(),
+            value: bytes::Bytes::from(
+                serde_json::json!({"rules": [{"action": "publish", "topic": "b/#"}], "default": "allow"})
+                    .to_string(),
+            ),
+        }];
+        let store: crate::store::SharedStore =
+            std::sync::Arc::new(crate::store::memory::MemoryStore::default());
+        let a = Authenticator::restored(&config, store, users, acl);
+        assert!(!a.knows_user("alice"), "a stored deletion wins");
+        assert!(a.knows_user("carol"), "configured users stay");
+        assert_eq!(a.check_login(Some("bob"), Some(b"b")), Ok(()));
+        assert!(!a.knows_user("mallory"), "a bad stored hash is skipped");
+        let table = a.table();
+        assert_eq!(table.acl.len(), 1);
+        assert_eq!(table.acl[0].topic, "b/#");
+        assert_eq!(table.acl_default, AclEffect::Allow);
     }
 }

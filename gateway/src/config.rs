@@ -40,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Certificates for the TLS listeners, and client certificate checks.
     pub tls: TlsConfig,
+    /// A definitions file applied at start-up (see `crate::definitions`).
+    pub definitions: DefinitionsConfig,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1/5.0 listener and session limits.
@@ -283,7 +285,7 @@ impl Default for SnsConfig {
 }
 
 /// One `[[rules]]` entry: an AWS IoT-style topic rule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// The rule's name (for logs).
@@ -295,7 +297,7 @@ pub struct RuleConfig {
 }
 
 /// Where a rule sends its result.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RuleActionConfig {
     /// Into an SQS queue (created if missing).
@@ -418,24 +420,27 @@ impl Default for AuthConfig {
 }
 
 /// One `[[auth.users]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The username clients log in with.
     pub name: String,
     /// An argon2 PHC string, as printed by `tether hash-password`.
     pub password_hash: String,
+    /// RabbitMQ-style tags; `administrator` may use the admin API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// One `[[auth.acl]]` rule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclRuleConfig {
     /// The username the rule applies to; absent means every user (and anonymous clients).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// The client id the rule applies to; absent means every client.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// Which operation the rule governs.
     pub action: AclAction,
@@ -472,6 +477,15 @@ impl AclEffect {
     fn allow() -> Self {
         AclEffect::Allow
     }
+}
+
+/// `[definitions]`: exchanges, queues, topics, rules, users and ACLs as code.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefinitionsConfig {
+    /// A `.toml` or `.json` definitions document applied (idempotently) at
+    /// every start, after stored state is recovered; unset: none.
+    pub file: Option<PathBuf>,
 }
 
 /// `[log]`: log output.
@@ -856,6 +870,12 @@ impl Config {
             crate::auth::check_acl_topic(&rule.topic).map_err(|reason| ConfigError::Value {
                 key: "auth.acl",
                 reason: format!("rule {i} topic `{}`: {reason}", rule.topic),
+            })?;
+        }
+        if let Some(path) = &self.definitions.file {
+            crate::definitions::Format::of(path).map_err(|reason| ConfigError::Value {
+                key: "definitions.file",
+                reason,
             })?;
         }
         Ok(())

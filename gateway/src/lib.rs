@@ -11,7 +11,10 @@
 //! * [`mqtt`]: the MQTT 3.1.1/5.0 front end (one task per connection).
 //! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
 //! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
-//! * [`auth`]: users and ACLs shared by every front end.
+//! * [`auth`]: users and ACLs shared by every front end (changeable at runtime).
+//! * [`definitions`]: exchanges, queues, topics, subscriptions, rules, users
+//!   and ACLs as one document: validated, applied at start-up and over the
+//!   admin API, exported from a running gateway.
 //! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
 //!   group commit, recovery).
 //! * [`transport`]: the streams connections run over (TCP, TLS, WebSocket),
@@ -23,6 +26,7 @@ pub mod amqp;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod definitions;
 pub mod http;
 pub mod listener;
 pub mod mqtt;

@@ -51,6 +51,10 @@ pub enum StartError {
     /// A configured certificate, key or client CA is unusable.
     #[error(transparent)]
     Tls(#[from] crate::transport::tls::TlsError),
+    /// The definitions file is unreadable, invalid or contradicts what
+    /// exists (the message names the file and the entry).
+    #[error("{0}")]
+    Definitions(String),
 }
 
 /// A running gateway.
@@ -117,11 +121,20 @@ impl Gateway {
                 tasks.clone(),
             )
         });
-        let api = (http.is_some() || wants("https")).then(|| {
-            let api = crate::http::Api::new(core.clone(), &config, shutdown.clone());
-            api.ensure_rule_targets(&config.rules);
-            api
-        });
+        // The SQS/SNS services run even with the HTTP listener off: they
+        // bring back stored topics and subscriptions, and definitions apply
+        // through them before any client can connect.
+        let api = crate::http::Api::new(core.clone(), &config, shutdown.clone());
+        api.ensure_rule_targets(&config.rules);
+        if let Some(path) = &config.definitions.file {
+            let host = match config.http_listen() {
+                Some(a) => format!("localhost:{}", a.port()),
+                None => "localhost".to_owned(),
+            };
+            crate::definitions::apply_file(&api, path, &host)
+                .await
+                .map_err(StartError::Definitions)?;
+        }
         if let (Some(listener), Some(ctx)) = (mqtt, &mqtt_ctx) {
             let addr = local_addr("mqtt.listen", &listener)?;
             listeners.push(("mqtt", addr));
@@ -132,7 +145,7 @@ impl Gateway {
             listeners.push(("amqp", addr));
             tasks.spawn(crate::amqp::serve(listener, ctx.clone()));
         }
-        if let (Some(listener), Some(api)) = (http, &api) {
+        if let Some(listener) = http {
             let addr = local_addr("http.listen", &listener)?;
             listeners.push(("http", addr));
             tasks.spawn(crate::http::serve(listener, api.clone(), shutdown.clone()));
@@ -140,21 +153,21 @@ impl Gateway {
         for (key, protocol, listener) in secure {
             let addr = local_addr(key, &listener)?;
             listeners.push((protocol, addr));
-            match (protocol, &tls, &mqtt_ctx, &amqp_ctx, &api) {
-                ("mqtts", Some(tls), Some(ctx), _, _) => {
+            match (protocol, &tls, &mqtt_ctx, &amqp_ctx) {
+                ("mqtts", Some(tls), Some(ctx), _) => {
                     tasks.spawn(crate::mqtt::serve_tls(listener, ctx.clone(), tls.clone()));
                 }
-                ("ws", _, Some(ctx), _, _) => {
+                ("ws", _, Some(ctx), _) => {
                     tasks.spawn(crate::mqtt::serve_ws(listener, ctx.clone(), None));
                 }
-                ("wss", Some(tls), Some(ctx), _, _) => {
+                ("wss", Some(tls), Some(ctx), _) => {
                     let tls = Some(tls.clone());
                     tasks.spawn(crate::mqtt::serve_ws(listener, ctx.clone(), tls));
                 }
-                ("amqps", Some(tls), _, Some(ctx), _) => {
+                ("amqps", Some(tls), _, Some(ctx)) => {
                     tasks.spawn(crate::amqp::serve_tls(listener, ctx.clone(), tls.clone()));
                 }
-                ("https", Some(tls), _, _, Some(api)) => {
+                ("https", Some(tls), _, _) => {
                     let https = tls
                         .https_listener(listener, shutdown.clone())
                         .map_err(|source| StartError::Bind { key, addr, source })?;

@@ -12,7 +12,7 @@
 //! Exchanges, queues and routing are the core's; MQTT topics reach AMQP
 //! queues bound to `amq.topic` and back (see the README's topic mapping).
 
-mod args;
+pub(crate) mod args;
 mod channel;
 mod connection;
 mod deliver;

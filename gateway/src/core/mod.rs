@@ -51,13 +51,13 @@ pub struct Core {
     pub sessions: Arc<SessionRegistry>,
     /// Retained MQTT messages.
     pub retained: RetainedStore,
-    /// Users and access rules.
+    /// Users and access rules (changeable at runtime).
     pub auth: Arc<Authenticator>,
     /// Bytes queued gateway-wide.
     pub memory: Arc<MemoryGauge>,
     /// Message id allocator.
     pub ids: MessageIds,
-    /// Topic rules applied to MQTT publishes.
+    /// Topic rules applied to MQTT publishes (changeable at runtime).
     pub rules: rules::RuleEngine,
     /// Where durable state is kept.
     pub store: SharedStore,
@@ -150,15 +150,24 @@ impl Core {
             .and_then(|r| <[u8; 8]>::try_from(&r.value[..]).ok())
             .map_or(0, u64::from_be_bytes);
         let ids = MessageIds::with_store(store.clone(), reserved.max(recovered.max_message_id));
+        // Users, ACL and rules: the configuration's, with runtime changes over them.
+        let auth = Authenticator::restored(
+            &config.auth,
+            store.clone(),
+            recovered.take(keys::USER),
+            recovered.take(keys::ACL),
+        );
+        let rules =
+            rules::RuleEngine::restored(&config.rules, store.clone(), recovered.take(keys::RULE));
         Ok(Arc::new(Core {
             sessions,
             vhost,
             vhosts,
             retained,
-            auth: Arc::new(Authenticator::new(&config.auth)),
+            auth: Arc::new(auth),
             memory,
             ids,
-            rules: rules::RuleEngine::new(&config.rules),
+            rules,
             store,
             recovered: Mutex::new(recovered),
         }))

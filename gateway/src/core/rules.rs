@@ -18,16 +18,26 @@
 //! like any other message, so rules add no second routing path.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use serde_json::{Map, Number, Value};
 
 use crate::config::{RuleActionConfig, RuleConfig};
+use crate::definitions::Change;
+use crate::store::records::{from_json, put_json};
+use crate::store::recovery::MetaRecord;
+use crate::store::{Ops, SharedStore, keys};
 
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// The rule's name.
     pub name: String,
+    /// The configuration it was compiled from (what listings and exports show).
+    pub config: RuleConfig,
     /// The `FROM` topic filter.
     pub filter: String,
     select: Vec<SelectItem>,
@@ -110,6 +120,7 @@ impl Rule {
         }
         Ok(Rule {
             name: config.name.clone(),
+            config: config.clone(),
             filter,
             select,
             condition,
@@ -825,16 +836,37 @@ mod tests {
 /// Origin id of messages republished by rules.
 pub const RULE_ORIGIN: u64 = u64::MAX - 1;
 
-/// The configured rules, applied to MQTT publishes.
-#[derive(Debug, Default)]
+/// The rules in force, applied to MQTT publishes (and AMQP publishes to
+/// `amq.topic`).
+///
+/// The rule set can change while the gateway runs (a definitions document
+/// applied over the admin API). Publishers read it without a lock: a flag
+/// (written only when the set changes) says whether there are any rules, and
+/// the set itself is an immutable snapshot behind an `ArcSwap`, whose load
+/// touches only the publishing thread's own slot. Changes made at runtime are
+/// stored under `keys::RULE [name]` and laid over `[[rules]]` at start-up.
+#[derive(Debug)]
 pub struct RuleEngine {
-    rules: Vec<Rule>,
+    active: AtomicBool,
+    rules: ArcSwap<Vec<Rule>>,
+    /// Serialises changes; where they are stored.
+    store: Mutex<Option<SharedStore>>,
+}
+
+impl Default for RuleEngine {
+    fn default() -> Self {
+        RuleEngine::new(&[])
+    }
+}
+
+fn rule_key(name: &str) -> crate::store::Key {
+    keys::meta_key(keys::RULE, &[name.as_bytes()])
 }
 
 impl RuleEngine {
     /// Compiles the configured rules (already validated with the configuration).
     pub fn new(configs: &[RuleConfig]) -> Self {
-        let rules = configs
+        let rules: Vec<Rule> = configs
             .iter()
             .filter_map(|c| match Rule::compile(c) {
                 Ok(r) => Some(r),
@@ -844,17 +876,83 @@ impl RuleEngine {
                 }
             })
             .collect();
-        RuleEngine { rules }
+        RuleEngine {
+            active: AtomicBool::new(!rules.is_empty()),
+            rules: ArcSwap::from_pointee(rules),
+            store: Mutex::new(None),
+        }
+    }
+
+    /// The configured rules with the ones `store` kept from runtime changes
+    /// (`keys::RULE` records) laid over them by name; later changes are
+    /// stored there too.
+    pub fn restored(configs: &[RuleConfig], store: SharedStore, stored: Vec<MetaRecord>) -> Self {
+        let engine = RuleEngine::new(configs);
+        let kept: Vec<RuleConfig> = stored
+            .iter()
+            .filter_map(|r| from_json::<RuleConfig>("rule", &r.value))
+            .collect();
+        engine.put(&kept);
+        if store.is_persistent() {
+            *engine.store.lock() = Some(store);
+        }
+        engine
     }
 
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        !self.active.load(Ordering::Relaxed)
     }
 
-    /// The rules.
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
+    /// The rules in force now.
+    pub fn rules(&self) -> Arc<Vec<Rule>> {
+        self.rules.load_full()
+    }
+
+    /// Adds rules, or replaces the rules of the same name; one result per
+    /// configuration, in order. A rule that does not compile is skipped (with
+    /// an error line): callers validate with [`Rule::compile`] first.
+    /// Publishes after this returns see the new set.
+    pub fn put(&self, configs: &[RuleConfig]) -> Vec<Change> {
+        let store = self.store.lock();
+        let mut rules = Vec::clone(&self.rules.load());
+        let mut ops = Ops::new();
+        let changes = configs
+            .iter()
+            .map(|c| {
+                let at = rules.iter().position(|r| r.name == c.name);
+                if at.is_some_and(|i| rules[i].config == *c) {
+                    return Change::Unchanged;
+                }
+                let rule = match Rule::compile(c) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(rule = %c.name, error = %e, "rule skipped");
+                        return Change::Unchanged;
+                    }
+                };
+                ops.push(put_json(rule_key(&c.name), c));
+                match at {
+                    Some(i) => {
+                        rules[i] = rule;
+                        Change::Updated
+                    }
+                    None => {
+                        rules.push(rule);
+                        Change::Created
+                    }
+                }
+            })
+            .collect();
+        if !ops.is_empty() {
+            let any = !rules.is_empty();
+            self.rules.store(Arc::new(rules));
+            self.active.store(any, Ordering::Relaxed);
+            if let Some(s) = &*store {
+                s.submit(ops);
+            }
+        }
+        changes
     }
 
     /// Evaluates every rule whose filter matches `msg`'s topic (an MQTT publish,
@@ -863,10 +961,10 @@ impl RuleEngine {
     /// are skipped; rules never see messages republished by rules.
     pub fn apply(&self, core: &super::Core, msg: &super::message::Message, client_id: &str) {
         use super::message::{KeyForm, Message, MessageProperties, now_ms};
-        use std::sync::Arc;
-        if self.rules.is_empty() || msg.origin == RULE_ORIGIN {
+        if self.is_empty() || msg.origin == RULE_ORIGIN {
             return;
         }
+        let rules = self.rules.load();
         // Rules see MQTT topics; an AMQP routing key on amq.topic is converted.
         let topic: std::borrow::Cow<'_, str> = match msg.key_form {
             KeyForm::Mqtt => std::borrow::Cow::Borrowed(&msg.routing_key),
@@ -877,7 +975,7 @@ impl RuleEngine {
             }
         };
         let mut doc: Option<Option<Value>> = None;
-        for rule in self.rules.iter().filter(|r| r.matches_topic(&topic)) {
+        for rule in rules.iter().filter(|r| r.matches_topic(&topic)) {
             let parsed =
                 doc.get_or_insert_with(|| serde_json::from_slice::<Value>(&msg.payload).ok());
             let Some(payload) = parsed.as_ref() else {
@@ -949,5 +1047,64 @@ impl RuleEngine {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+
+    fn config(name: &str, sql: &str) -> RuleConfig {
+        RuleConfig {
+            name: name.into(),
+            sql: sql.into(),
+            actions: vec![RuleActionConfig::Republish {
+                topic: "out".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn put_adds_replaces_and_reports_what_changed() {
+        let engine = RuleEngine::new(&[]);
+        assert!(engine.is_empty());
+        let a = config("a", "SELECT * FROM 'x/#'");
+        assert_eq!(engine.put(std::slice::from_ref(&a)), [Change::Created]);
+        assert!(!engine.is_empty());
+        assert_eq!(engine.put(std::slice::from_ref(&a)), [Change::Unchanged]);
+        let a2 = config("a", "SELECT * FROM 'y/#'");
+        assert_eq!(engine.put(&[a2]), [Change::Updated]);
+        let rules = engine.rules();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].matches_topic("y/1"));
+        assert!(!rules[0].matches_topic("x/1"));
+    }
+
+    #[test]
+    fn stored_rules_replace_configured_ones_by_name() {
+        use crate::store::recovery::MetaRecord;
+        let configured = [
+            config("a", "SELECT * FROM 'x'"),
+            config("b", "SELECT * FROM 'y'"),
+        ];
+        let stored = vec![
+            MetaRecord {
+                parts: vec![b"b".to_vec()],
+                value: bytes::Bytes::from(
+                    serde_json::to_string(&config("b", "SELECT * FROM 'z'")).unwrap(),
+                ),
+            },
+            MetaRecord {
+                parts: vec![b"c".to_vec()],
+                value: bytes::Bytes::from_static(b"not json"),
+            },
+        ];
+        let store: crate::store::SharedStore =
+            Arc::new(crate::store::memory::MemoryStore::default());
+        let engine = RuleEngine::restored(&configured, store, stored);
+        let rules = engine.rules();
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(rules[1].filter, "z");
     }
 }

@@ -9,8 +9,10 @@
 //!   to SQS or SNS by action name.
 //!
 //! Modules: [`aws`] (wire protocols), [`sqs`], `sqs_xml`, [`sns`],
-//! `sns_filter`, `sns_http`, `sigv4`.
+//! `sns_filter`, `sns_http`, `sigv4`; [`admin_defs`] (the admin API's
+//! users, ACL and definitions endpoints).
 
+pub mod admin_defs;
 pub mod aws;
 mod sigv4;
 pub mod sns;
@@ -125,6 +127,7 @@ where
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
+        .merge(admin_defs::routes())
         .fallback(handle)
         .with_state(api);
     let result = axum::serve(listener, app)

@@ -523,8 +523,9 @@ impl Sns {
             .ok_or_else(not_found_topic)
     }
 
-    fn create_topic(&self, p: &Params) -> Result<Value, ApiError> {
-        let name = p.need_str("Name")?;
+    /// Checks a new topic's name and attributes as CreateTopic does; whether
+    /// it is a FIFO topic.
+    pub fn check_topic(name: &str, attrs: &BTreeMap<String, String>) -> Result<bool, ApiError> {
         let fifo_name = name.ends_with(".fifo");
         let base = name.strip_suffix(".fifo").unwrap_or(name);
         if base.is_empty()
@@ -535,7 +536,6 @@ impl Sns {
         {
             return Err(invalid_parameter("Topic Name"));
         }
-        let attrs: BTreeMap<String, String> = p.string_map("Attributes").into_iter().collect();
         let fifo = attrs.get("FifoTopic").is_some_and(|v| v == "true");
         if fifo != fifo_name {
             return Err(invalid_parameter(
@@ -545,6 +545,84 @@ impl Sns {
         for k in attrs.keys() {
             check_topic_attribute(k, fifo)?;
         }
+        Ok(fifo)
+    }
+
+    /// Every topic's name and the attributes it was given (CreateTopic,
+    /// SetTopicAttributes), by name.
+    pub fn topic_attributes(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        self.topics
+            .lock()
+            .values()
+            .map(|t| (t.name.clone(), t.attributes.clone()))
+            .collect()
+    }
+
+    /// Checks a subscription's endpoint form and attributes as Subscribe
+    /// does, subscribing nothing. Whether an `sqs` endpoint's queue exists is
+    /// the caller's to check.
+    pub fn check_subscription(
+        &self,
+        protocol: &str,
+        endpoint: &str,
+        attrs: &[(String, String)],
+    ) -> Result<(), ApiError> {
+        let protocol = protocol.to_ascii_lowercase();
+        match protocol.as_str() {
+            "sqs" if !endpoint.starts_with("arn:aws:sqs:") => {
+                return Err(invalid_parameter("Invalid parameter: SQS endpoint ARN"));
+            }
+            "sqs" => {}
+            "http" | "https" => {
+                if !valid_http_endpoint(&protocol, endpoint) {
+                    return Err(invalid_parameter(
+                        "Invalid parameter: Endpoint must match the specified protocol",
+                    ));
+                }
+            }
+            _ => {
+                return Err(invalid_parameter(&format!(
+                    "Invalid parameter: Amazon SNS does not support this protocol string: {protocol}"
+                )));
+            }
+        }
+        self.subscription_hook("", "", &protocol, "localhost", attrs)
+            .map(|_| ())
+    }
+
+    /// A subscription's hook with `attrs` applied (FilterPolicyScope first,
+    /// so the filter policy is read in its scope).
+    fn subscription_hook(
+        &self,
+        topic_arn: &str,
+        arn: &str,
+        protocol: &str,
+        host: &str,
+        attrs: &[(String, String)],
+    ) -> Result<Arc<SubscriptionHook>, ApiError> {
+        let hook = Arc::new(SubscriptionHook {
+            topic_arn: topic_arn.to_owned(),
+            subscription_arn: arn.to_owned(),
+            protocol: protocol.to_owned(),
+            base_url: format!("http://{host}"),
+            id_prefix: self.id_prefix,
+            settings: RwLock::new(SubSettings {
+                scope: "MessageAttributes".into(),
+                ..Default::default()
+            }),
+        });
+        let mut attrs = attrs.to_vec();
+        attrs.sort_by_key(|(k, _)| k != "FilterPolicyScope");
+        for (k, v) in &attrs {
+            apply_subscription_attribute(&hook, k, v)?;
+        }
+        Ok(hook)
+    }
+
+    fn create_topic(&self, p: &Params) -> Result<Value, ApiError> {
+        let name = p.need_str("Name")?;
+        let attrs: BTreeMap<String, String> = p.string_map("Attributes").into_iter().collect();
+        let fifo = Self::check_topic(name, &attrs)?;
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get(name) {
             let conflicting = attrs
@@ -724,22 +802,7 @@ impl Sns {
             return Ok(json!({ "SubscriptionArn": existing.arn }));
         }
         let arn = format!("{}:{}", topic.arn, uuid::Uuid::new_v4());
-        let hook = Arc::new(SubscriptionHook {
-            topic_arn: topic.arn.clone(),
-            subscription_arn: arn.clone(),
-            protocol: protocol.clone(),
-            base_url: format!("http://{host}"),
-            id_prefix: self.id_prefix,
-            settings: RwLock::new(SubSettings {
-                scope: "MessageAttributes".into(),
-                ..Default::default()
-            }),
-        });
-        let mut attrs = attrs;
-        attrs.sort_by_key(|(k, _)| k != "FilterPolicyScope");
-        for (k, v) in &attrs {
-            apply_subscription_attribute(&hook, k, v)?;
-        }
+        let hook = self.subscription_hook(&topic.arn, &arn, &protocol, host, &attrs)?;
         let (queue, delivery) = match protocol.as_str() {
             "sqs" => {
                 let name = endpoint.rsplit(':').next().unwrap_or_default();
@@ -761,9 +824,7 @@ impl Sns {
                 ));
             }
             "http" | "https" => {
-                let valid = endpoint.starts_with(&format!("{protocol}://"))
-                    && endpoint.parse::<hyper::Uri>().is_ok();
-                if !valid {
+                if !valid_http_endpoint(&protocol, &endpoint) {
                     return Err(invalid_parameter(
                         "Invalid parameter: Endpoint must match the specified protocol",
                     ));
@@ -1152,6 +1213,11 @@ pub fn message_id(prefix: u64, id: u64) -> String {
         0x8000 | ((id >> 48) as u16 & 0x3fff),
         id & 0xffff_ffff_ffff
     )
+}
+
+/// Whether `endpoint` is a URL of `protocol` (`http` or `https`).
+fn valid_http_endpoint(protocol: &str, endpoint: &str) -> bool {
+    endpoint.starts_with(&format!("{protocol}://")) && endpoint.parse::<hyper::Uri>().is_ok()
 }
 
 fn not_found_topic() -> ApiError {

@@ -481,8 +481,9 @@ impl Sqs {
 
     // ---- queues ----
 
-    fn create_queue(&self, p: &Params, host: &str) -> Result<Value, ApiError> {
-        let name = p.need_str("QueueName")?;
+    /// Checks a new queue's name against its `FifoQueue` attribute; whether
+    /// it is a FIFO queue.
+    fn check_name(name: &str, attrs: &[(String, String)]) -> Result<bool, ApiError> {
         let fifo_name = name.ends_with(".fifo");
         let base = name.strip_suffix(".fifo").unwrap_or(name);
         if base.is_empty()
@@ -495,13 +496,57 @@ impl Sqs {
                 "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
             ));
         }
-        let attrs = p.string_map("Attributes");
         let fifo = attrs.iter().any(|(k, v)| k == "FifoQueue" && v == "true");
         if fifo != fifo_name {
             return Err(ApiError::invalid(
                 "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix",
             ));
         }
+        Ok(fifo)
+    }
+
+    /// Checks a queue's name and attributes as CreateQueue does, creating
+    /// nothing; whether it is a FIFO queue. `RedrivePolicy` is the caller's
+    /// to check (its dead-letter queue may not exist yet).
+    pub fn check_new_queue(
+        &self,
+        name: &str,
+        attrs: &[(String, String)],
+    ) -> Result<bool, ApiError> {
+        let fifo = Self::check_name(name, attrs)?;
+        let rest: Vec<(String, String)> = attrs
+            .iter()
+            .filter(|(k, _)| k != "RedrivePolicy")
+            .cloned()
+            .collect();
+        let mut settings = LiveSettings::default();
+        self.apply_attributes(&rest, &mut settings, &mut QueueMeta::new(), fifo)?;
+        Ok(fifo)
+    }
+
+    /// What GetQueueAttributes reports for the settable attributes of a queue
+    /// created without them.
+    pub fn default_attributes(fifo: bool) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("DelaySeconds", "0".to_owned()),
+            ("VisibilityTimeout", DEFAULT_VISIBILITY.to_string()),
+            ("MessageRetentionPeriod", DEFAULT_RETENTION.to_string()),
+            ("MaximumMessageSize", DEFAULT_MAX_SIZE.to_string()),
+            ("ReceiveMessageWaitTimeSeconds", "0".to_owned()),
+            ("SqsManagedSseEnabled", "false".to_owned()),
+        ];
+        if fifo {
+            out.push(("ContentBasedDeduplication", "false".to_owned()));
+            out.push(("DeduplicationScope", "queue".to_owned()));
+            out.push(("FifoThroughputLimit", "perQueue".to_owned()));
+        }
+        out
+    }
+
+    fn create_queue(&self, p: &Params, host: &str) -> Result<Value, ApiError> {
+        let name = p.need_str("QueueName")?;
+        let attrs = p.string_map("Attributes");
+        let fifo = Self::check_name(name, &attrs)?;
         let mut meta = QueueMeta::new();
         let mut settings = LiveSettings {
             visibility_timeout: Some(Duration::from_secs(DEFAULT_VISIBILITY)),

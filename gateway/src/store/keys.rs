@@ -32,6 +32,12 @@ pub const MOVE_TASK: u8 = b'M';
 pub const SNS_TOPIC: u8 = b'T';
 /// An SNS subscription: `[arn]`.
 pub const SNS_SUBSCRIPTION: u8 = b'S';
+/// A user added, changed or deleted at runtime: `[name]`.
+pub const USER: u8 = b'U';
+/// The ACL as set at runtime: `[]`.
+pub const ACL: u8 = b'A';
+/// A topic rule added or changed at runtime: `[name]`.
+pub const RULE: u8 = b'R';
 /// Gateway identity (id prefixes, message id reservations): `[name]`.
 pub const IDENTITY: u8 = b'I';
 /// The start-up write probe.
