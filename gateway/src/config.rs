@@ -166,12 +166,15 @@ impl Default for AmqpConfig {
 pub struct HttpConfig {
     /// Socket address to listen on; an empty string disables the listener.
     pub listen: String,
+    /// Whether `/` and `/dashboard/...` serve the built-in web dashboard.
+    pub dashboard: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:9324".into(),
+            dashboard: true,
         }
     }
 }

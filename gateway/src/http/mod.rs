@@ -8,10 +8,14 @@
 //!   requests (any path, GET or POST) use the query protocol and are routed
 //!   to SQS or SNS by action name.
 //!
+//! * `GET /` (without `Action`) and `/dashboard/...`: the built-in web
+//!   dashboard ([`dashboard`]), unless `http.dashboard = false`.
+//!
 //! Modules: [`aws`] (wire protocols), [`sqs`], `sqs_xml`, [`sns`],
 //! `sns_filter`, `sns_http`, `sigv4`.
 
 pub mod aws;
+pub mod dashboard;
 mod sigv4;
 pub mod sns;
 mod sns_filter;
@@ -45,6 +49,8 @@ pub struct Api {
     /// The SNS service.
     pub sns: sns::Sns,
     access_keys: Vec<crate::config::AccessKeyConfig>,
+    /// Whether `/` and `/dashboard/...` serve the web dashboard.
+    dashboard: bool,
 }
 
 impl Api {
@@ -67,6 +73,7 @@ impl Api {
                 shutdown,
             ),
             access_keys: config.aws.access_keys.clone(),
+            dashboard: config.http.dashboard,
             core,
         })
     }
@@ -145,6 +152,12 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Before the SigV4 check: a browser does not sign its requests.
+    if api.dashboard
+        && let Some(page) = dashboard::respond(&method, &uri, &headers, &body)
+    {
+        return page;
+    }
     let rid = request_id();
     let host = headers
         .get(header::HOST)
