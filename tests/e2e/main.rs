@@ -10,6 +10,7 @@ mod amqp_topology;
 mod bench_smoke;
 mod crash;
 mod cross_protocol;
+mod dashboard;
 mod durability;
 mod durability_api;
 mod examples;

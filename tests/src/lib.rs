@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod amqp;
 pub mod aws;
+pub mod browser;
 pub mod examples;
 pub mod mqtt;
 pub mod raw;

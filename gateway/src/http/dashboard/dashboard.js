@@ -4,7 +4,8 @@
 'use strict';
 (() => {
   const POLL_MS = 2000;
-  const WINDOW_MS = 5 * 60 * 1000; // the charts show the last five minutes
+  const WINDOW_MS = 5 * 60 * 1000; // the charts show at most the last five minutes
+  const MIN_WINDOW_MS = 60 * 1000; // and at least one, so a fresh page fills up quickly
   const AUTH_KEY = 'tether.dashboard.auth';
   const COLORS = { mqtt: '#0e9f6e', amqp: '#d97706', enq: '#2563eb', del: '#9333ea' };
 
@@ -244,6 +245,12 @@
     return Number.isInteger(v) ? String(v) : v.toFixed(1);
   }
 
+  function ago(ms) {
+    const s = Math.round(ms / 1000), m = Math.floor(s / 60);
+    if (!m) return s + 's';
+    return s % 60 ? `${m}m${s % 60}s` : m + 'm';
+  }
+
   function drawChart(canvas, series, integer) {
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth, h = canvas.clientHeight;
@@ -258,7 +265,8 @@
     ctx.font = '11px system-ui, sans-serif';
     const left = 46, right = w - 8, top = 8, bottom = h - 20;
     const now = Date.now();
-    const x = (t) => right - (now - t) / WINDOW_MS * (right - left);
+    const span = Math.min(WINDOW_MS, Math.max(MIN_WINDOW_MS, samples.length ? now - samples[0].t : 0));
+    const x = (t) => right - (now - t) / span * (right - left);
 
     let max = 0;
     for (const s of samples) for (const [k] of series) if (s[k] != null) max = Math.max(max, s[k]);
@@ -281,11 +289,13 @@
     }
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
-    for (let m = 0; m <= 5; m++) {
-      ctx.fillText(m === 0 ? 'now' : `-${m}m`, Math.min(Math.max(x(now - m * 60000), left + 10), right - 10), bottom + 6);
+    const step = [10e3, 15e3, 30e3, 60e3].find((st) => span / st <= 6) || 60e3;
+    for (let back = 0; back <= span; back += step) {
+      const xx = Math.min(Math.max(x(now - back), left + 12), right - 12);
+      ctx.fillText(back === 0 ? 'now' : '-' + ago(back), xx, bottom + 6);
     }
 
-    const points = (k) => samples.filter((s) => s[k] != null && s.t >= now - WINDOW_MS - POLL_MS);
+    const points = (k) => samples.filter((s) => s[k] != null && s.t >= now - span - POLL_MS);
     if (points(series[0][0]).length < 2) {
       ctx.textBaseline = 'middle';
       ctx.fillText('collecting data…', (left + right) / 2, (top + bottom) / 2);
