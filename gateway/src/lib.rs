@@ -12,6 +12,7 @@
 //! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
 //! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
 //! * [`auth`]: users and ACLs shared by every front end.
+//! * [`registry`]: live client connections, for the admin API to list and close.
 //! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
 //!   group commit, recovery).
 //!
@@ -24,5 +25,6 @@ pub mod core;
 pub mod http;
 pub mod listener;
 pub mod mqtt;
+pub mod registry;
 pub mod server;
 pub mod store;
