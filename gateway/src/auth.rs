@@ -29,6 +29,8 @@ pub enum LoginError {
 pub struct Authenticator {
     allow_anonymous: bool,
     users: HashMap<String, String>,
+    /// Tags of the users that have any (`administrator`: admin API access).
+    tags: HashMap<String, Vec<String>>,
     rules: Vec<RuleTemplate>,
     default: AclEffect,
 }
@@ -74,6 +76,12 @@ impl Authenticator {
                 .iter()
                 .map(|u| (u.name.clone(), u.password_hash.clone()))
                 .collect(),
+            tags: config
+                .users
+                .iter()
+                .filter(|u| !u.tags.is_empty())
+                .map(|u| (u.name.clone(), u.tags.clone()))
+                .collect(),
             rules: config
                 .acl
                 .iter()
@@ -118,6 +126,26 @@ impl Authenticator {
     /// Whether a user called `name` is configured.
     pub fn knows_user(&self, name: &str) -> bool {
         self.users.contains_key(name)
+    }
+
+    /// The tags of user `name` (empty for unknown users).
+    pub fn tags(&self, name: &str) -> &[String] {
+        self.tags.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether user `name` exists and carries `tag`.
+    pub fn has_tag(&self, name: &str, tag: &str) -> bool {
+        self.tags(name).iter().any(|t| t == tag)
+    }
+
+    /// Whether any user carries `tag`.
+    pub fn any_user_has_tag(&self, tag: &str) -> bool {
+        self.tags.values().flatten().any(|t| t == tag)
+    }
+
+    /// The stored password hash of user `name`.
+    pub fn password_hash(&self, name: &str) -> Option<&str> {
+        self.users.get(name).map(String::as_str)
     }
 
     /// Whether any user is configured (otherwise credentials are ignored when
@@ -298,6 +326,7 @@ mod tests {
             users: vec![UserConfig {
                 name: "alice".into(),
                 password_hash: hash_password(b"secret"),
+                tags: vec!["administrator".into()],
             }],
             acl: rules,
             acl_default: AclEffect::Deny,
@@ -327,6 +356,20 @@ mod tests {
             Err(LoginError::BadCredentials)
         );
         assert_eq!(a.check_login(None, None), Err(LoginError::NotAuthorized));
+    }
+
+    #[test]
+    fn tags_are_looked_up_by_user() {
+        let a = auth(vec![]);
+        assert!(a.has_tag("alice", "administrator"));
+        assert!(!a.has_tag("alice", "monitoring"));
+        assert!(!a.has_tag("bob", "administrator"));
+        assert!(a.any_user_has_tag("administrator"));
+        assert!(a.tags("bob").is_empty());
+        assert!(
+            a.password_hash("alice")
+                .is_some_and(|h| h.starts_with("$argon2"))
+        );
     }
 
     #[test]

@@ -408,6 +408,9 @@ pub struct UserConfig {
     pub name: String,
     /// An argon2 PHC string, as printed by `tether hash-password`.
     pub password_hash: String,
+    /// Free-form tags; `administrator` lets the user use the admin API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// One `[[auth.acl]]` rule.
@@ -704,6 +707,12 @@ impl Config {
                     reason: format!("user `{}`: password_hash {reason}", user.name),
                 }
             })?;
+            if let Some(bad) = user.tags.iter().find(|t| t.trim().is_empty()) {
+                return Err(ConfigError::Value {
+                    key: "auth.users",
+                    reason: format!("user `{}`: tag `{bad}` is empty", user.name),
+                });
+            }
         }
         for rule in &self.rules {
             crate::core::rules::Rule::compile(rule).map_err(|reason| ConfigError::Value {

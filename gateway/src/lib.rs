@@ -12,11 +12,14 @@
 //! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
 //! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
 //! * [`auth`]: users and ACLs shared by every front end.
+//! * [`registry`]: live client connections, for the admin API to list and close.
+//! * [`admin_cli`]: `tether admin ...`, the command line over the admin API.
 //! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
 //!   group commit, recovery).
 //!
 //! Protocol codecs live in the `tether-protocols` crate, sans-IO and `no_std`.
 
+pub mod admin_cli;
 pub mod amqp;
 pub mod auth;
 pub mod config;
@@ -24,5 +27,6 @@ pub mod core;
 pub mod http;
 pub mod listener;
 pub mod mqtt;
+pub mod registry;
 pub mod server;
 pub mod store;

@@ -13,7 +13,13 @@
 //!
 //! Modules: [`aws`] (wire protocols), [`sqs`], `sqs_xml`, [`sns`],
 //! `sns_filter`, `sns_http`, `sigv4`.
+//!
+//! `/api/...` is the admin API ([`admin`]), behind the credential check of
+//! [`admin_auth`]; [`admin_rates`] samples queue rates for it.
 
+pub mod admin;
+pub mod admin_auth;
+pub mod admin_rates;
 pub mod aws;
 pub mod dashboard;
 mod sigv4;
@@ -48,6 +54,8 @@ pub struct Api {
     pub sqs: sqs::Sqs,
     /// The SNS service.
     pub sns: sns::Sns,
+    /// The admin API's state (credential cache, queue rates).
+    pub admin: admin::AdminState,
     access_keys: Vec<crate::config::AccessKeyConfig>,
     /// Whether `/` and `/dashboard/...` serve the web dashboard.
     dashboard: bool,
@@ -70,8 +78,9 @@ impl Api {
                 config.aws.clone(),
                 config.sns.clone(),
                 id_prefix,
-                shutdown,
+                shutdown.clone(),
             ),
+            admin: admin::AdminState::new(core.clone(), shutdown),
             access_keys: config.aws.access_keys.clone(),
             dashboard: config.http.dashboard,
             core,
@@ -128,8 +137,11 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
+        .nest("/api", admin::routes(api.clone()))
         .fallback(handle)
         .with_state(api);
+    // The admin guard needs the peer address (guest is loopback-only).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
