@@ -270,7 +270,8 @@
 
     let max = 0;
     for (const s of samples) for (const [k] of series) if (s[k] != null) max = Math.max(max, s[k]);
-    max = niceMax(integer ? Math.max(max, 4) : max);
+    // Four grid steps; counts get whole-number steps.
+    max = integer ? 4 * Math.max(1, Math.ceil(niceMax(max) / 4)) : niceMax(max);
     const y = (v) => bottom - v / max * (bottom - top);
 
     // Grid and axis labels.
@@ -425,11 +426,46 @@
     }
   }
 
+  // Sorting: a click on a column heading sorts by it; a second click reverses.
+  let sortKey = 'name';
+  let sortDir = 1;
+  const SORT_VALUE = {
+    name: (q) => q.vhost + '\u0000' + q.name,
+    kind: (q) => q.kind || '',
+    ready: (q) => q.messages || 0,
+    in_flight: (q) => q.messages_in_flight || 0,
+    delayed: (q) => q.messages_delayed || 0,
+    consumers: (q) => q.consumers || 0,
+    target: (q) => q.dead_letter_target || '',
+    dead_lettered: (q) => (q.stats && q.stats.dead_lettered) || 0,
+    in_rate: (q) => (q.rates && q.rates.enqueued_per_second) || 0,
+    out_rate: (q) => (q.rates && q.rates.delivered_per_second) || 0,
+  };
+
+  function compareQueues(a, b) {
+    const va = SORT_VALUE[sortKey](a), vb = SORT_VALUE[sortKey](b);
+    if (va < vb) return -sortDir;
+    if (va > vb) return sortDir;
+    return key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0;
+  }
+
+  for (const th of document.querySelectorAll('#queues th[data-sort]')) {
+    th.addEventListener('click', () => {
+      const k = th.dataset.sort;
+      // Names sort A to Z first; numbers largest first.
+      sortDir = k === sortKey ? -sortDir : (k === 'name' || k === 'kind' || k === 'target' ? 1 : -1);
+      sortKey = k;
+      for (const other of document.querySelectorAll('#queues th[data-sort]')) other.removeAttribute('aria-sort');
+      th.setAttribute('aria-sort', sortDir === 1 ? 'ascending' : 'descending');
+      renderQueues();
+    });
+  }
+
   function renderQueues() {
     const filter = $('filter').value.trim().toLowerCase();
     const shown = queues
       .filter((q) => !filter || q.name.toLowerCase().includes(filter))
-      .sort((a, b) => (a.vhost === b.vhost ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.vhost < b.vhost ? -1 : 1));
+      .sort(compareQueues);
     const tbody = $('queues').tBodies[0];
     const keep = new Set();
     const order = [];
