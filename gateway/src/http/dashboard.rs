@@ -177,6 +177,8 @@ mod tests {
         assert_eq!(content_type(&css), "text/css; charset=utf-8");
         let js = get("/dashboard/dashboard.js").unwrap();
         assert_eq!(content_type(&js), "text/javascript; charset=utf-8");
+        let head = respond(&Method::HEAD, &"/".parse().unwrap(), &HeaderMap::new(), b"");
+        assert_eq!(head.map(|r| r.status()), Some(StatusCode::OK));
     }
 
     #[test]

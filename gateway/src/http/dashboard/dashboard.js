@@ -450,6 +450,13 @@
   }
 
   for (const th of document.querySelectorAll('#queues th[data-sort]')) {
+    th.tabIndex = 0;
+    th.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' || ev.key === ' ') {
+        ev.preventDefault();
+        th.click();
+      }
+    });
     th.addEventListener('click', () => {
       const k = th.dataset.sort;
       // Names sort A to Z first; numbers largest first.
