@@ -1,5 +1,7 @@
 //! End-to-end tests against a running `tether` process, one module per area.
 
+mod admin_api;
+mod admin_cli;
 mod amqp_basic;
 mod amqp_basic_ops;
 mod amqp_confirms_tx;

@@ -543,14 +543,20 @@ fn human(command: &AdminCommand, v: &Value) -> String {
             t.render()
         }
         C::Purge { queue, vhost } => format!(
-            "purged {} messages from queue '{queue}' (vhost '{vhost}')\n",
-            cell(v, "purged")
+            "purged {} from queue '{queue}' (vhost '{vhost}')\n",
+            messages(v, "purged")
         ),
         C::DeleteQueue { queue, vhost } => format!("deleted queue '{queue}' (vhost '{vhost}')\n"),
         C::Redrive { dlq, .. } => {
+            let moved = v.get("moved").and_then(Value::as_u64).unwrap_or(0);
             let mut line = format!(
-                "moved {} messages from '{dlq}' back to their source queues",
-                cell(v, "moved")
+                "moved {} from '{dlq}' back to {}",
+                messages(v, "moved"),
+                if moved == 1 {
+                    "its source queue"
+                } else {
+                    "their source queues"
+                }
             );
             if let Some(n) = v
                 .get("not_moved")
@@ -558,7 +564,7 @@ fn human(command: &AdminCommand, v: &Value) -> String {
                 .filter(|n| *n > 0)
             {
                 line.push_str(&format!(
-                    "; {n} stayed (their source queue no longer exists)"
+                    "; {n} stayed where they are (their source queue no longer exists)"
                 ));
             }
             line + "\n"
@@ -607,6 +613,15 @@ fn human(command: &AdminCommand, v: &Value) -> String {
         }
         C::Export { .. } => serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
         C::Import { file } => format!("definitions imported from {}\n", file.display()),
+    }
+}
+
+/// A count field as "1 message" / "N messages".
+fn messages(v: &Value, key: &str) -> String {
+    match v.get(key).and_then(Value::as_u64) {
+        Some(1) => "1 message".into(),
+        Some(n) => format!("{n} messages"),
+        None => "? messages".into(),
     }
 }
 
