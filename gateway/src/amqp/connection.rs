@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
 
 use super::Context;
 use super::channel::Channel;
@@ -90,7 +90,10 @@ pub(super) struct Conn {
     barrier: Option<(Lsn, usize)>,
     /// Its entry in the connection registry (removed when dropped), and
     /// what rings when an administrator closes it.
-    registration: (crate::registry::Registration, oneshot::Receiver<()>),
+    registration: (
+        crate::registry::Registration,
+        tokio::sync::oneshot::Receiver<()>,
+    ),
 }
 
 /// Runs one AMQP connection from accept to close.

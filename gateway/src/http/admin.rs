@@ -355,11 +355,11 @@ async fn connections(State(api): State<Arc<Api>>) -> Json<Value> {
             json!({
                 "id": c.id,
                 "protocol": c.protocol.as_str(),
-                "peer": c.client.peer.to_string(),
-                "user": c.client.user.as_deref(),
+                "peer": c.client.peer().to_string(),
+                "user": c.client.user(),
                 "client_id": c.client_id,
                 "vhost": c.vhost,
-                "connected_at": c.client.connected_at,
+                "connected_at": c.client.connected_at(),
             })
         })
         .collect();
