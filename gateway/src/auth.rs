@@ -225,6 +225,33 @@ impl Authenticator {
         self.table.load().users.contains_key(name)
     }
 
+    /// Whether user `name` exists and carries `tag`.
+    pub fn has_tag(&self, name: &str, tag: &str) -> bool {
+        self.table
+            .load()
+            .users
+            .get(name)
+            .is_some_and(|u| u.tags.iter().any(|t| t == tag))
+    }
+
+    /// Whether any user carries `tag`.
+    pub fn any_user_has_tag(&self, tag: &str) -> bool {
+        self.table
+            .load()
+            .users
+            .values()
+            .any(|u| u.tags.iter().any(|t| t == tag))
+    }
+
+    /// The stored password hash of user `name`.
+    pub fn password_hash(&self, name: &str) -> Option<String> {
+        self.table
+            .load()
+            .users
+            .get(name)
+            .map(|u| u.password_hash.clone())
+    }
+
     /// Whether any user exists (otherwise credentials are ignored when
     /// anonymous access is on).
     pub fn has_users(&self) -> bool {
@@ -493,7 +520,7 @@ mod tests {
             users: vec![UserConfig {
                 name: "alice".into(),
                 password_hash: hash_password(b"secret"),
-                tags: Vec::new(),
+                tags: vec!["administrator".into()],
             }],
             acl: rules,
             acl_default: AclEffect::Deny,
@@ -523,6 +550,20 @@ mod tests {
             Err(LoginError::BadCredentials)
         );
         assert_eq!(a.check_login(None, None), Err(LoginError::NotAuthorized));
+    }
+
+    #[test]
+    fn tags_are_looked_up_by_user() {
+        let a = auth(vec![]);
+        assert!(a.has_tag("alice", "administrator"));
+        assert!(!a.has_tag("alice", "monitoring"));
+        assert!(!a.has_tag("bob", "administrator"));
+        assert!(a.any_user_has_tag("administrator"));
+        assert_eq!(a.user_tags("bob"), None);
+        assert!(
+            a.password_hash("alice")
+                .is_some_and(|h| h.starts_with("$argon2"))
+        );
     }
 
     #[test]

@@ -187,6 +187,8 @@ pub struct HttpConfig {
     pub listen: String,
     /// HTTPS (same API); active only when `tls.cert` and `tls.key` are set.
     pub tls_listen: String,
+    /// Whether `/` and `/dashboard/...` serve the built-in web dashboard.
+    pub dashboard: bool,
 }
 
 impl Default for HttpConfig {
@@ -194,6 +196,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "0.0.0.0:9324".into(),
             tls_listen: "0.0.0.0:9325".into(),
+            dashboard: true,
         }
     }
 }
@@ -859,6 +862,12 @@ impl Config {
                     reason: format!("user `{}`: password_hash {reason}", user.name),
                 }
             })?;
+            if let Some(bad) = user.tags.iter().find(|t| t.trim().is_empty()) {
+                return Err(ConfigError::Value {
+                    key: "auth.users",
+                    reason: format!("user `{}`: tag `{bad}` is empty", user.name),
+                });
+            }
         }
         for rule in &self.rules {
             crate::core::rules::Rule::compile(rule).map_err(|reason| ConfigError::Value {

@@ -15,6 +15,8 @@
 //! * [`definitions`]: exchanges, queues, topics, subscriptions, rules, users
 //!   and ACLs as one document: validated, applied at start-up and over the
 //!   admin API, exported from a running gateway.
+//! * [`registry`]: live client connections, for the admin API to list and close.
+//! * [`admin_cli`]: `tether admin ...`, the command line over the admin API.
 //! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
 //!   group commit, recovery).
 //! * [`transport`]: the streams connections run over (TCP, TLS, WebSocket),
@@ -22,6 +24,7 @@
 //!
 //! Protocol codecs live in the `tether-protocols` crate, sans-IO and `no_std`.
 
+pub mod admin_cli;
 pub mod amqp;
 pub mod auth;
 pub mod config;
@@ -30,6 +33,7 @@ pub mod definitions;
 pub mod http;
 pub mod listener;
 pub mod mqtt;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod transport;

@@ -29,12 +29,15 @@ enum Command {
     HashPassword,
     /// Load and validate the configuration, print it as TOML-equivalent JSON, and exit.
     CheckConfig,
+    /// Inspect and manage a running gateway through its admin API.
+    Admin(tether_gateway::admin_cli::AdminArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Admin(args)) => tether_gateway::admin_cli::run(args),
         Some(Command::CheckConfig) => match load(cli.config) {
             Ok(config) => {
                 match serde_json::to_string_pretty(&config) {

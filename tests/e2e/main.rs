@@ -1,5 +1,7 @@
 //! End-to-end tests against a running `tether` process, one module per area.
 
+mod admin_api;
+mod admin_cli;
 mod amqp_basic;
 mod amqp_basic_ops;
 mod amqp_confirms_tx;
@@ -10,6 +12,7 @@ mod amqp_topology;
 mod bench_smoke;
 mod crash;
 mod cross_protocol;
+mod dashboard;
 mod definitions;
 mod durability;
 mod durability_api;

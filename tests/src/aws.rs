@@ -187,7 +187,8 @@ pub async fn http_request(
     parse_http_reply(&raw)
 }
 
-fn parse_http_reply(raw: &[u8]) -> std::io::Result<HttpReply> {
+/// Parses a whole HTTP/1.1 response (chunked bodies included).
+pub fn parse_http_reply(raw: &[u8]) -> std::io::Result<HttpReply> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     let split = raw
         .windows(4)

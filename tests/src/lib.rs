@@ -12,8 +12,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod admin;
 pub mod amqp;
 pub mod aws;
+pub mod browser;
 pub mod examples;
 pub mod mqtt;
 pub mod raw;

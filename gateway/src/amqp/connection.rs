@@ -51,6 +51,8 @@ enum End {
     Error(AmqpError),
     /// The gateway is stopping.
     Shutdown,
+    /// An administrator closed the connection (admin API).
+    Forced,
 }
 
 /// A connection after the handshake.
@@ -85,6 +87,12 @@ pub(super) struct Conn {
     /// Output from this offset of `wbuf` on waits until this ticket is
     /// durable (replies to declarations, bindings, deletions, tx.commit).
     barrier: Option<(Lsn, usize)>,
+    /// Its entry in the connection registry (removed when dropped), and
+    /// what rings when an administrator closes it.
+    registration: (
+        crate::registry::Registration,
+        tokio::sync::oneshot::Receiver<()>,
+    ),
 }
 
 /// Runs one plain TCP AMQP connection from accept to close.
@@ -488,6 +496,17 @@ async fn handshake<R: Reader, W: Writer>(
     }
     out.clear();
     let id = ctx.core.sessions.next_id();
+    let connection_name = start_ok
+        .client_properties
+        .inner()
+        .get("connection_name")
+        .and_then(super::args::text);
+    let registration = ctx.core.connections.register_amqp(
+        id,
+        crate::registry::ClientInfo::new(peer, Some(&user)),
+        connection_name.as_deref(),
+        vhost.clone(),
+    );
     tracing::debug!(%peer, user, vhost = %vhost.name(), frame_max, heartbeat = tune_ok.heartbeat, "amqp client connected");
     let conn = Conn {
         ctx: ctx.clone(),
@@ -512,6 +531,7 @@ async fn handshake<R: Reader, W: Writer>(
         held_bytes: 0,
         durable: ctx.core.store.done(),
         barrier: None,
+        registration,
     };
     Some(conn)
 }
@@ -571,6 +591,7 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
+                _ = &mut self.registration.1 => return End::Forced,
                 r = rd.read_buf(&mut rbuf), if self.held_bytes < HELD_LIMIT => match r {
                     Ok(0) | Err(_) => return End::Closed,
                     Ok(n) => {
@@ -824,6 +845,13 @@ impl Conn {
                 code::CONNECTION_FORCED,
                 "CONNECTION_FORCED - broker shutting down",
             )),
+            End::Forced => {
+                tracing::info!(%peer, "closing amqp connection: closed by an administrator");
+                Some(AmqpError::connection(
+                    code::CONNECTION_FORCED,
+                    "CONNECTION_FORCED - closed by an administrator",
+                ))
+            }
         };
         if let Some(e) = &close {
             frame::put_method(&mut self.wbuf, &mut self.scratch, 0, close_method(e));

@@ -61,6 +61,8 @@ pub struct Core {
     pub rules: rules::RuleEngine,
     /// Where durable state is kept.
     pub store: SharedStore,
+    /// Live client connections (for the admin API).
+    pub connections: Arc<crate::registry::Connections>,
     /// Stored records not yet claimed by their owner (SQS and SNS take theirs
     /// when they start).
     recovered: Mutex<Recovered>,
@@ -169,6 +171,7 @@ impl Core {
             ids,
             rules,
             store,
+            connections: crate::registry::Connections::new(),
             recovered: Mutex::new(recovered),
         }))
     }

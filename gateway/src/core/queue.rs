@@ -384,6 +384,17 @@ struct ConsumerSlot {
     waiting: bool,
 }
 
+/// A ready message as [`Queue::peek`] shows it.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    /// The message.
+    pub msg: SharedMessage,
+    /// How many times this queue has handed it out so far.
+    pub receive_count: u32,
+    /// Its position in the queue.
+    pub seq: u64,
+}
+
 /// Counters a queue keeps about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -1727,6 +1738,42 @@ impl Queue {
         self.state.lock().stats
     }
 
+    /// Copies of up to `max` ready messages in the order they would be
+    /// delivered, for an administrator to look at. Nothing changes: no lease,
+    /// no receive counted, no visibility or idle timer touched, and a
+    /// paged-out body is read from the store without being brought back.
+    /// Messages past their TTL or retention are skipped, as a receive would.
+    pub fn peek(&self, max: usize) -> Vec<Peeked> {
+        let now = Instant::now();
+        let mut found: Vec<(Option<SharedMessage>, u32, u64)> = Vec::new();
+        {
+            let st = self.state.lock();
+            for e in st.levels.iter().rev().flatten() {
+                if found.len() >= max {
+                    break;
+                }
+                if e.is_expired(now) || e.is_past_retention(now) {
+                    continue;
+                }
+                found.push((e.msg.clone(), e.deliveries, e.seq));
+            }
+        }
+        found
+            .into_iter()
+            .filter_map(|(msg, receive_count, seq)| {
+                let msg = match msg {
+                    Some(m) => m,
+                    None => self.load(seq)?,
+                };
+                Some(Peeked {
+                    msg,
+                    receive_count,
+                    seq,
+                })
+            })
+            .collect()
+    }
+
     /// Runs due deadlines: makes delayed messages visible, returns messages whose
     /// visibility timeout passed, expires messages at the head (dead-lettering
     /// them), deletes messages past retention, deletes the queue when it has been
@@ -2462,6 +2509,64 @@ fn insert_ready(st: &mut State, e: Entry) {
             let at = q.partition_point(|x| x.seq < e.seq);
             q.insert(at, e);
         }
+    }
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use super::*;
+    use crate::core::message::{KeyForm, Message};
+
+    fn message(id: u64) -> SharedMessage {
+        Arc::new(Message {
+            id,
+            routing_key: ByteStr::from_static("q"),
+            key_form: KeyForm::Amqp,
+            exchange: ByteStr::from_static(""),
+            payload: bytes::Bytes::from(format!("m{id}")),
+            qos: 1,
+            retain: false,
+            persistent: false,
+            priority: 0,
+            published_at_ms: 0,
+            expires_at: None,
+            origin: 0,
+            props: None,
+        })
+    }
+
+    #[test]
+    fn peek_copies_ready_messages_without_leasing_or_counting() {
+        let q = Queue::new(
+            "q".into(),
+            QueueOptions::default(),
+            &QueueEnv::new(usize::MAX),
+        );
+        for id in 1..=3 {
+            q.enqueue(&message(id), DeliveryHints::default());
+        }
+        let seen: Vec<u64> = q.peek(2).iter().map(|p| p.msg.id).collect();
+        assert_eq!(seen, [1, 2]);
+        assert!(q.peek(10).iter().all(|p| p.receive_count == 0));
+        assert_eq!((q.ready_len(), q.leased_len()), (3, 0));
+        assert_eq!(q.stats().delivered, 0);
+        let mut out = Vec::new();
+        let limits = PullLimits {
+            max: 1,
+            max_leased: 1,
+        };
+        q.pull(
+            0,
+            limits,
+            PullMode::Receive {
+                visibility: Duration::ZERO,
+            },
+            &mut out,
+        );
+        assert_eq!(out[0].delivery_count, 1, "the peeks counted no receive");
+        assert!(q.change_visibility(out[0].tag.unwrap_or_default(), Duration::ZERO));
+        let again = q.peek(1);
+        assert_eq!((again[0].msg.id, again[0].receive_count), (1, 1));
     }
 }
 

@@ -25,6 +25,7 @@ use super::exchange::BindingOptions;
 use super::message::{KeyForm, now_ms};
 use super::queue::{Queue, QueueOptions};
 use super::vhost::VHost;
+use crate::registry::ClientInfo;
 use crate::store::records::{from_json, put_json};
 use crate::store::recovery::MetaRecord;
 use crate::store::{Key, Op, Ops, Space, keys};
@@ -95,6 +96,8 @@ pub enum Kick {
     },
     /// The gateway is shutting down.
     Shutdown,
+    /// An administrator closed the connection (admin API).
+    Admin,
 }
 
 /// One subscription of a session.
@@ -183,6 +186,8 @@ struct Inner {
 struct OwnerSlot {
     kick: Option<oneshot::Sender<Kick>>,
     released: Arc<Handoff>,
+    /// Who is connected (for the admin API's connection list).
+    client: ClientInfo,
 }
 
 /// Where a connection taking a session over waits for the previous one to
@@ -231,6 +236,48 @@ pub struct Session {
     /// The session's queue.
     pub queue: Arc<Queue>,
     inner: Mutex<Inner>,
+}
+
+/// A live MQTT connection, as [`SessionRegistry::connected`] reports it.
+#[derive(Debug, Clone)]
+pub struct ConnectedSession {
+    /// The session's id.
+    pub session_id: u64,
+    /// The attach generation (with the session id, names the connection).
+    pub generation: u64,
+    /// The client identifier.
+    pub client_id: Arc<str>,
+    /// Who is connected.
+    pub client: ClientInfo,
+}
+
+/// A session as the admin API reports it.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    /// A client is connected.
+    pub connected: bool,
+    /// How long the session outlives its connection.
+    pub expiry: Duration,
+    /// The subscriptions (filter as the client wrote it, granted QoS) while
+    /// the session is offline; `None` while a connection holds them.
+    pub offline_subscriptions: Option<Vec<(String, u8)>>,
+}
+
+impl Session {
+    /// What the session looks like now.
+    pub fn snapshot(&self) -> SessionSnapshot {
+        let inner = self.inner.lock();
+        SessionSnapshot {
+            connected: inner.owner.is_some(),
+            expiry: inner.expiry,
+            offline_subscriptions: inner.state.as_ref().map(|st| {
+                st.subscriptions
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.options.qos as u8))
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// What [`SessionRegistry::open`] hands a new connection.
@@ -336,12 +383,13 @@ impl SessionRegistry {
     /// connection first and waiting for it to hand the state back. With
     /// `clean_start` an existing session is ended and a new one begins. A
     /// session created with a non-zero `expiry` is persistent: it and its
-    /// QoS 1/2 messages survive a restart.
+    /// QoS 1/2 messages survive a restart. `client` says who connects.
     pub async fn open(
         self: &Arc<Self>,
         client_id: &str,
         clean_start: bool,
         expiry: Duration,
+        client: ClientInfo,
     ) -> Opened {
         loop {
             let session = {
@@ -383,6 +431,7 @@ impl SessionRegistry {
                         inner.owner = Some(OwnerSlot {
                             kick: Some(kick_tx),
                             released: handoff.clone(),
+                            client,
                         });
                         inner.generation += 1;
                         let present = !clean_start && inner.generation > 1;
@@ -734,6 +783,63 @@ impl SessionRegistry {
                 self.expire_later(&session, 1, left, None, None);
             }
         }
+    }
+
+    /// Every session, online and offline (for listings).
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
+    /// The live MQTT connections: one per session a client is connected to.
+    pub fn connected(&self) -> Vec<ConnectedSession> {
+        self.sessions()
+            .into_iter()
+            .filter_map(|s| {
+                let inner = s.inner.lock();
+                let owner = inner.owner.as_ref()?;
+                Some(ConnectedSession {
+                    session_id: s.id,
+                    generation: inner.generation,
+                    client_id: s.client_id.clone(),
+                    client: owner.client.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Asks the connection attached to session `session_id` at `generation`
+    /// to close ([`Kick::Admin`]). False when that connection is gone.
+    pub fn close_connection(&self, session_id: u64, generation: u64) -> bool {
+        let Some(session) = self
+            .sessions
+            .lock()
+            .values()
+            .find(|s| s.id == session_id)
+            .cloned()
+        else {
+            return false;
+        };
+        let mut inner = session.inner.lock();
+        if inner.generation != generation || inner.ended {
+            return false;
+        }
+        let Some(owner) = inner.owner.as_mut() else {
+            return false;
+        };
+        // No sender left: it is being taken over or closed already.
+        if let Some(kick) = owner.kick.take() {
+            let _ = kick.send(Kick::Admin);
+        }
+        true
+    }
+
+    /// The queues of shared-subscription groups.
+    pub fn group_queues(&self) -> Vec<Arc<Queue>> {
+        self.groups
+            .lock()
+            .values()
+            .map(|g| g.queue.clone())
+            .collect()
     }
 
     /// Kicks every live connection (shutdown).

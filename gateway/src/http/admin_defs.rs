@@ -32,19 +32,17 @@ use super::Api;
 use crate::config::{AclEffect, AclRuleConfig, UserConfig};
 use crate::definitions::{self, ErrorKind, Format};
 
-/// The routes of this module, to be mounted behind the admin guard.
+/// The routes of this module, relative to `/api`; `admin::routes` mounts
+/// them behind the admin guard.
 pub fn routes() -> Router<Arc<Api>> {
     Router::new()
-        .route("/api/users", get(list_users))
+        .route("/users", get(list_users))
         .route(
-            "/api/users/{name}",
+            "/users/{name}",
             get(get_user).put(put_user).delete(delete_user),
         )
-        .route("/api/acl", get(get_acl).put(put_acl))
-        .route(
-            "/api/definitions",
-            get(get_definitions).post(post_definitions),
-        )
+        .route("/acl", get(get_acl).put(put_acl))
+        .route("/definitions", get(get_definitions).post(post_definitions))
 }
 
 /// An error response in the admin API's shape.

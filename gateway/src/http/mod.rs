@@ -8,12 +8,22 @@
 //!   requests (any path, GET or POST) use the query protocol and are routed
 //!   to SQS or SNS by action name.
 //!
+//! * `GET /` (without `Action`) and `/dashboard/...`: the built-in web
+//!   dashboard ([`dashboard`]), unless `http.dashboard = false`.
+//!
 //! Modules: [`aws`] (wire protocols), [`sqs`], `sqs_xml`, [`sns`],
-//! `sns_filter`, `sns_http`, `sigv4`; [`admin_defs`] (the admin API's
-//! users, ACL and definitions endpoints).
+//! `sns_filter`, `sns_http`, `sigv4`.
+//!
+//! `/api/...` is the admin API ([`admin`]), behind the credential check of
+//! [`admin_auth`]; [`admin_rates`] samples queue rates for it, and
+//! [`admin_defs`] serves its users, ACL and definitions endpoints.
 
+pub mod admin;
+pub mod admin_auth;
 pub mod admin_defs;
+pub mod admin_rates;
 pub mod aws;
+pub mod dashboard;
 mod sigv4;
 pub mod sns;
 mod sns_filter;
@@ -45,7 +55,11 @@ pub struct Api {
     pub sqs: sqs::Sqs,
     /// The SNS service.
     pub sns: sns::Sns,
+    /// The admin API's state (credential cache, queue rates).
+    pub admin: admin::AdminState,
     access_keys: Vec<crate::config::AccessKeyConfig>,
+    /// Whether `/` and `/dashboard/...` serve the web dashboard.
+    dashboard: bool,
 }
 
 impl Api {
@@ -65,9 +79,11 @@ impl Api {
                 config.aws.clone(),
                 config.sns.clone(),
                 id_prefix,
-                shutdown,
+                shutdown.clone(),
             ),
+            admin: admin::AdminState::new(core.clone(), shutdown),
             access_keys: config.aws.access_keys.clone(),
+            dashboard: config.http.dashboard,
             core,
         })
     }
@@ -121,15 +137,19 @@ fn futures_now<F: std::future::Future>(f: F) -> F::Output {
 /// [`crate::transport::tls`]) until `shutdown` is cancelled.
 pub async fn serve<L>(listener: L, api: Arc<Api>, shutdown: CancellationToken)
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
-        .merge(admin_defs::routes())
+        .nest("/api", admin::routes(api.clone()))
         .fallback(handle)
         .with_state(api);
+    // The admin guard needs the peer address (guest is loopback-only).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // `tap_io` gives any listener (plain or HTTPS) axum's connect-info impl.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|_| ());
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -152,6 +172,12 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Before the SigV4 check: a browser does not sign its requests.
+    if api.dashboard
+        && let Some(page) = dashboard::respond(&method, &uri, &headers, &body)
+    {
+        return page;
+    }
     let rid = request_id();
     let host = headers
         .get(header::HOST)

@@ -970,8 +970,18 @@ impl Sqs {
 
     // ---- messages ----
 
-    fn message_id(&self, id: u64) -> String {
+    /// The MessageId SQS clients see for core message `id`.
+    pub fn message_id(&self, id: u64) -> String {
         super::sns::message_id(self.id_prefix, id)
+    }
+
+    /// Whether `q` was created through this API (CreateQueue, or as a rule's
+    /// target) rather than declared by an AMQP client. CreateQueue always
+    /// gives a queue a retention period in the options it is declared with,
+    /// which an AMQP declaration never sets (SetQueueAttributes changes only
+    /// the live settings), so this holds across restarts too.
+    pub fn declared_here(q: &Queue) -> bool {
+        q.options().settings.retention.is_some()
     }
 
     fn build_message(
@@ -1579,34 +1589,13 @@ async fn run_move_task(
         if out.is_empty() {
             break;
         }
-        for d in out.drain(..) {
-            let target = match &destination {
-                Some(q) => Some(q.clone()),
-                None => d
-                    .msg
-                    .props
-                    .as_ref()
-                    .and_then(|p| p.dead_letter_source.clone())
-                    .and_then(|n| vhost.queue(&n)),
-            };
-            let Some(target) = target else {
-                failed = true;
-                if let Some(tag) = d.tag {
-                    source.reject(tag, true);
-                }
-                continue;
-            };
-            let mut back = (*d.msg).clone();
-            if let Some(p) = back.props.take() {
-                let mut p = *p;
-                p.dead_letter_source = None;
-                back.props = Some(Box::new(p));
+        let (n, stuck) = move_deliveries(&vhost, &source, destination.as_ref(), &mut out);
+        moved.fetch_add(n, Ordering::Relaxed);
+        if !stuck.is_empty() {
+            failed = true;
+            for tag in stuck {
+                source.reject(tag, true);
             }
-            target.send(&Arc::new(back), &SendOptions::default());
-            if let Some(tag) = d.tag {
-                source.ack(tag);
-            }
-            moved.fetch_add(1, Ordering::Relaxed);
         }
         task.save();
         if failed {
@@ -1629,6 +1618,80 @@ async fn run_move_task(
     } else {
         task.set_status(MoveStatus::Completed, None);
     }
+}
+
+/// Moves `deliveries` (leased from dead-letter queue `source`) to
+/// `destination`, or each back to the queue it was dead-lettered from,
+/// acknowledging each one moved. Returns how many moved and the lease tags
+/// of those whose source queue no longer exists: still leased, for the
+/// caller to return.
+fn move_deliveries(
+    vhost: &VHost,
+    source: &Queue,
+    destination: Option<&Arc<Queue>>,
+    deliveries: &mut Vec<Delivery>,
+) -> (u64, Vec<u64>) {
+    let mut moved = 0;
+    let mut stuck = Vec::new();
+    for d in deliveries.drain(..) {
+        let target = match destination {
+            Some(q) => Some(q.clone()),
+            None => d
+                .msg
+                .props
+                .as_ref()
+                .and_then(|p| p.dead_letter_source.clone())
+                .and_then(|n| vhost.queue(&n)),
+        };
+        let Some(target) = target else {
+            stuck.extend(d.tag);
+            continue;
+        };
+        let mut back = (*d.msg).clone();
+        if let Some(p) = back.props.take() {
+            let mut p = *p;
+            p.dead_letter_source = None;
+            back.props = Some(Box::new(p));
+        }
+        target.send(&Arc::new(back), &SendOptions::default());
+        if let Some(tag) = d.tag {
+            source.ack(tag);
+        }
+        moved += 1;
+    }
+    (moved, stuck)
+}
+
+/// Moves every ready message of dead-letter queue `source` back to the queue
+/// it was dead-lettered from, now (what StartMessageMoveTask without a
+/// destination does, run to the end before returning). Messages whose
+/// source queue no longer exists stay where they are. Returns how many
+/// moved and how many stayed. The caller waits for the store if it must.
+pub fn redrive_all(vhost: &VHost, source: &Queue) -> (u64, u64) {
+    let to_move = source.ready_len() as u64;
+    let mut moved = 0u64;
+    let mut stuck: Vec<u64> = Vec::new();
+    let mut out = Vec::new();
+    // Messages that cannot move stay leased until the end, so the next pull
+    // finds the ones behind them; each message is tried once.
+    while moved + (stuck.len() as u64) < to_move {
+        let left = (to_move - moved - stuck.len() as u64).min(500) as usize;
+        let limits = PullLimits {
+            max: left,
+            max_leased: left,
+        };
+        source.pull(0, limits, PullMode::Lease { owner: u64::MAX }, &mut out);
+        if out.is_empty() {
+            break;
+        }
+        let (n, s) = move_deliveries(vhost, source, None, &mut out);
+        moved += n;
+        stuck.extend(s);
+    }
+    for &tag in &stuck {
+        source.reject(tag, true);
+    }
+    (moved, stuck.len() as u64)
 }
 
 const KNOWN_ATTRIBUTES: &[&str] = &[

@@ -495,7 +495,12 @@ async fn handshake<W: Writer>(
     let opened = ctx
         .core
         .sessions
-        .open(&client_id, connect.clean_start, session_expiry)
+        .open(
+            &client_id,
+            connect.clean_start,
+            session_expiry,
+            crate::registry::ClientInfo::new(peer, connect.username),
+        )
         .await;
 
     // Keepalive, possibly lowered by the server (v5 Server Keep Alive).
@@ -948,6 +953,10 @@ impl Conn {
                 Some((ReasonCode::SESSION_TAKEN_OVER, None))
             }
             End::Kicked(Kick::Shutdown) => Some((ReasonCode::SERVER_SHUTTING_DOWN, None)),
+            End::Kicked(Kick::Admin) => {
+                tracing::info!(%peer, %client_id, "closing connection: closed by an administrator");
+                Some((ReasonCode::ADMINISTRATIVE_ACTION, None))
+            }
         };
         if let (Some((code, why)), true) = (reason, self.version.is_v5()) {
             let props = Properties {
