@@ -122,6 +122,8 @@ async fn unknown_endpoints_vhosts_and_queues_answer_404_in_json() {
     assert_eq!(v["error"], "bad_request");
     let v = admin.expect("DELETE", "/connections/amqp-12345", 404).await;
     assert_eq!(v["error"], "not_found");
+    let v = admin.expect("POST", "/overview", 405).await;
+    assert_eq!(v["error"], "method_not_allowed");
 }
 
 #[tokio::test]

@@ -200,7 +200,40 @@ fn queue_path(vhost: &str, name: &str) -> String {
 /// Runs the command; the text to print on success.
 fn execute(args: &AdminArgs) -> Result<String, CliError> {
     use AdminCommand as C;
-    let call = match &args.command {
+    let call = request_for(&args.command, &mut std::io::stdin().lock())?;
+    let client = AdminClient::new(&args.url, &args.user, &args.password)?;
+    let reply = client.call(call.method, &call.path, call.body)?;
+    if let C::Export { output: Some(path) } = &args.command {
+        let doc = parse(&reply.body)?;
+        let pretty = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+        std::fs::write(path, pretty)
+            .map_err(|e| CliError::Local(format!("cannot write {}: {e}", path.display())))?;
+        return Ok(if args.json {
+            String::new()
+        } else {
+            format!("definitions written to {}\n", path.display())
+        });
+    }
+    if args.json {
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        return Ok(if body.is_empty() || body.ends_with('\n') {
+            body
+        } else {
+            body + "\n"
+        });
+    }
+    let v = if reply.body.is_empty() {
+        Value::Null
+    } else {
+        parse(&reply.body)?
+    };
+    Ok(human(&args.command, &v))
+}
+
+/// The request a command makes; `stdin` gives `add-user` its password.
+fn request_for(command: &AdminCommand, stdin: &mut dyn Read) -> Result<Call, CliError> {
+    use AdminCommand as C;
+    Ok(match command {
         C::Overview => Call::get("/overview".into()),
         C::Connections => Call::get("/connections".into()),
         C::CloseConnection { id } => Call::with(
@@ -236,7 +269,7 @@ fn execute(args: &AdminArgs) -> Result<String, CliError> {
         ),
         C::Users => Call::get("/users".into()),
         C::AddUser { name, tags } => {
-            let password = read_password()?;
+            let password = read_password(stdin)?;
             let mut body = json!({ "password": password });
             if let Some(tags) = tags {
                 body["tags"] = json!(tags);
@@ -263,34 +296,7 @@ fn execute(args: &AdminArgs) -> Result<String, CliError> {
             }
             Call::with(Method::POST, "/definitions".into(), Some(text))
         }
-    };
-    let client = AdminClient::new(&args.url, &args.user, &args.password)?;
-    let reply = client.call(call.method, &call.path, call.body)?;
-    if let C::Export { output: Some(path) } = &args.command {
-        let doc = parse(&reply.body)?;
-        let pretty = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-        std::fs::write(path, pretty)
-            .map_err(|e| CliError::Local(format!("cannot write {}: {e}", path.display())))?;
-        return Ok(if args.json {
-            String::new()
-        } else {
-            format!("definitions written to {}\n", path.display())
-        });
-    }
-    if args.json {
-        let body = String::from_utf8_lossy(&reply.body).into_owned();
-        return Ok(if body.is_empty() || body.ends_with('\n') {
-            body
-        } else {
-            body + "\n"
-        });
-    }
-    let v = if reply.body.is_empty() {
-        Value::Null
-    } else {
-        parse(&reply.body)?
-    };
-    Ok(human(&args.command, &v))
+    })
 }
 
 fn parse(body: &[u8]) -> Result<Value, CliError> {
@@ -299,9 +305,9 @@ fn parse(body: &[u8]) -> Result<Value, CliError> {
 }
 
 /// Reads a password from standard input (one line, or everything).
-fn read_password() -> Result<String, CliError> {
+fn read_password(stdin: &mut dyn Read) -> Result<String, CliError> {
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).map_err(|e| {
+    stdin.read_to_string(&mut input).map_err(|e| {
         CliError::Local(format!("cannot read the password from standard input: {e}"))
     })?;
     let password = input.trim_end_matches(['\r', '\n']);
@@ -636,6 +642,120 @@ fn rate(v: &Value, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(command: AdminCommand, stdin: &str) -> Result<Call, CliError> {
+        request_for(&command, &mut stdin.as_bytes())
+    }
+
+    #[test]
+    fn queue_commands_name_the_vhost_and_queue_url_encoded() {
+        let c = request(
+            AdminCommand::Peek {
+                queue: "a b".into(),
+                vhost: "/".into(),
+                count: 5,
+            },
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::GET, "/queues/%2F/a%20b/peek?count=5")
+        );
+        let c = request(
+            AdminCommand::Redrive {
+                dlq: "dlq".into(),
+                vhost: "iot".into(),
+            },
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::POST, "/queues/iot/dlq/redrive")
+        );
+    }
+
+    #[test]
+    fn add_user_sends_the_password_from_standard_input_and_the_tags() {
+        let c = request(
+            AdminCommand::AddUser {
+                name: "ops".into(),
+                tags: Some(vec!["administrator".into()]),
+            },
+            "s3cret\n",
+        )
+        .unwrap();
+        assert_eq!((c.method, c.path.as_str()), (Method::PUT, "/users/ops"));
+        let body: Value = serde_json::from_slice(&c.body.unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"password": "s3cret", "tags": ["administrator"]})
+        );
+        let untagged = request(
+            AdminCommand::AddUser {
+                name: "dev".into(),
+                tags: None,
+            },
+            "pw",
+        )
+        .unwrap();
+        let body: Value = serde_json::from_slice(&untagged.body.unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"password": "pw"}),
+            "no tags key: existing tags stay"
+        );
+        let empty = request(
+            AdminCommand::AddUser {
+                name: "dev".into(),
+                tags: None,
+            },
+            "\n",
+        );
+        assert!(matches!(empty, Err(CliError::Local(m)) if m.contains("password is empty")));
+    }
+
+    #[test]
+    fn import_refuses_a_file_that_is_not_json_before_sending_it() {
+        let dir = std::env::temp_dir().join(format!("tether-import-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("defs.toml");
+        std::fs::write(&bad, "[[users]]\nname = 'x'\n").unwrap();
+        let r = request(AdminCommand::Import { file: bad }, "");
+        assert!(matches!(r, Err(CliError::Local(m)) if m.contains("not a JSON document")));
+        let good = dir.join("defs.json");
+        std::fs::write(&good, r#"{"users": []}"#).unwrap();
+        let c = request(AdminCommand::Import { file: good }, "").unwrap();
+        assert_eq!((c.method, c.path.as_str()), (Method::POST, "/definitions"));
+        let missing = request(
+            AdminCommand::Import {
+                file: dir.join("missing.json"),
+            },
+            "",
+        );
+        assert!(matches!(missing, Err(CliError::Local(m)) if m.contains("cannot read")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn users_and_acl_render_as_tables() {
+        let users =
+            json!([{"name": "ops", "tags": ["administrator"]}, {"name": "dev", "tags": []}]);
+        let out = human(&AdminCommand::Users, &users);
+        assert_eq!(out, "NAME  TAGS\nops   administrator\ndev   -\n");
+        let acl = json!({
+            "rules": [{"user": "dev", "action": "publish", "topic": "dev/#", "effect": "allow"}],
+            "default": "deny"
+        });
+        let out = human(&AdminCommand::Acl, &acl);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["dev", "-", "publish", "dev/#", "allow"]
+        );
+        assert_eq!(lines[2], "default: deny");
+    }
 
     #[test]
     fn queue_listing_renders_one_aligned_row_per_queue() {

@@ -130,11 +130,20 @@ pub fn routes(api: Arc<Api>) -> Router<Arc<Api>> {
         // Users, ACL and definitions, behind the same guard.
         .merge(super::admin_defs::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(api, admin_auth::guard))
 }
 
 async fn not_found() -> ApiFailure {
     ApiFailure::not_found("No such admin API endpoint.")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on this admin API endpoint."),
+    )
 }
 
 // ---- queues: what there is and what kind ----
