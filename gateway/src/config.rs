@@ -38,6 +38,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Log output.
     pub log: LogConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1/5.0 listener and session limits.
@@ -469,6 +471,27 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics at `/metrics` on the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// One series per SQS/AMQP queue (labels `vhost` and `queue`); when off,
+    /// each vhost's queues are summed into one series (`queue="*"`), which
+    /// keeps the label set small with very many queues.
+    pub per_queue: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            per_queue: true,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
 //! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
 //! * [`auth`]: users and ACLs shared by every front end.
+//! * [`metrics`]: Prometheus metrics, readiness, refused-connection logging.
 //! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
 //!   group commit, recovery).
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod mqtt;
 pub mod server;
 pub mod store;

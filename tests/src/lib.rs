@@ -16,6 +16,7 @@ pub mod amqp;
 pub mod aws;
 pub mod examples;
 pub mod mqtt;
+pub mod prom;
 pub mod raw;
 pub mod raw_amqp;
 

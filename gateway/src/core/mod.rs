@@ -61,6 +61,8 @@ pub struct Core {
     pub rules: rules::RuleEngine,
     /// Where durable state is kept.
     pub store: SharedStore,
+    /// Counters the front ends keep, and readiness (see [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Stored records not yet claimed by their owner (SQS and SNS take theirs
     /// when they start).
     recovered: Mutex<Recovered>,
@@ -160,6 +162,7 @@ impl Core {
             ids,
             rules: rules::RuleEngine::new(&config.rules),
             store,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             recovered: Mutex::new(recovered),
         }))
     }
