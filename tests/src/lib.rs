@@ -179,7 +179,13 @@ impl GatewayBuilder {
         let addr = |proto: &str| {
             let re =
                 regex::Regex::new(&format!(r"listening protocol={proto} address=(\S+)")).unwrap();
+            // With `log.format = "json"` the addresses are read from the
+            // start-up line's message instead.
+            let summary =
+                regex::Regex::new(&format!(r#"tether started: [^"\n]*\b{proto}=([^\s"]+)"#))
+                    .unwrap();
             log.wait_for(&re, Duration::from_millis(10))
+                .or_else(|| log.wait_for(&summary, Duration::from_millis(10)))
                 .and_then(|c| c[1].parse::<SocketAddr>().ok())
         };
         Gateway {

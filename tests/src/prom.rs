@@ -98,12 +98,12 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     let mut rest = &line[name_end..];
     if let Some(after) = rest.strip_prefix('{') {
         let mut chars = after.char_indices().peekable();
-        let mut end = None;
+        // Where the closing brace is.
+        let end: usize;
         loop {
-            // label name
             let start = match chars.peek() {
-                Some((_, '}')) => {
-                    end = chars.next().map(|(i, _)| i);
+                Some((i, '}')) => {
+                    end = *i;
                     break;
                 }
                 Some((i, _)) => *i,
@@ -144,13 +144,12 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
             match chars.next() {
                 Some((_, ',')) => {}
                 Some((i, '}')) => {
-                    end = Some(i);
+                    end = i;
                     break;
                 }
                 other => return Err(format!("expected , or }} not {other:?} in {line:?}")),
             }
         }
-        let end = end.ok_or_else(|| format!("unterminated labels in {line:?}"))?;
         rest = &after[end + 1..];
     }
     let rest = rest

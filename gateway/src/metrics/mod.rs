@@ -410,10 +410,10 @@ impl Metrics {
             | RefuseReason::NotAuthorized
             | RefuseReason::VhostNotFound
             | RefuseReason::ConnectionLimit => {
-                tracing::warn!(protocol = p, %peer, reason = r, detail, client_id, user, "connection refused");
+                tracing::warn!(protocol = %p, %peer, reason = %r, detail, client_id, user, "connection refused");
             }
             RefuseReason::ProtocolError | RefuseReason::Unsupported | RefuseReason::Timeout => {
-                tracing::info!(protocol = p, %peer, reason = r, detail, client_id, user, "connection refused");
+                tracing::info!(protocol = %p, %peer, reason = %r, detail, client_id, user, "connection refused");
             }
         }
         self.refused[protocol as usize][reason as usize].fetch_add(1, Ordering::Relaxed);
