@@ -257,7 +257,7 @@ pub fn render(core: &Core, per_queue: bool) -> String {
         MetricType::Counter,
         "Client connections refused during the handshake, by protocol and reason.",
     );
-    for p in [Protocol::Mqtt, Protocol::Amqp] {
+    for p in listeners {
         for r in RefuseReason::ALL {
             e.sample(
                 "tether_connections_refused_total",

@@ -19,7 +19,8 @@
 //! batch and add the totals once per batch to a per-thread shard of the
 //! registry (so two worker threads never write the same cache line);
 //! a scrape sums the shards. Per-queue numbers are not counted here at all:
-//! queues already keep them under their own lock ([`QueueStats`]), and a
+//! queues already keep them under their own lock
+//! ([`QueueStats`](crate::core::queue::QueueStats)), and a
 //! scrape reads them.
 //!
 //! This module reads the core; it never changes it.
@@ -151,9 +152,11 @@ pub enum RefuseReason {
     VhostNotFound,
     /// The listener's connection limit was reached.
     ConnectionLimit,
+    /// The TLS handshake failed (for TLS listeners to report).
+    TlsHandshake,
 }
 
-const REASONS: usize = 7;
+const REASONS: usize = 8;
 
 impl RefuseReason {
     /// Every reason, in label order.
@@ -165,6 +168,7 @@ impl RefuseReason {
         RefuseReason::NotAuthorized,
         RefuseReason::VhostNotFound,
         RefuseReason::ConnectionLimit,
+        RefuseReason::TlsHandshake,
     ];
 
     /// The label value (and the log line's `reason`).
@@ -177,6 +181,7 @@ impl RefuseReason {
             RefuseReason::NotAuthorized => "not_authorized",
             RefuseReason::VhostNotFound => "vhost_not_found",
             RefuseReason::ConnectionLimit => "connection_limit",
+            RefuseReason::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -412,7 +417,10 @@ impl Metrics {
             | RefuseReason::ConnectionLimit => {
                 tracing::warn!(protocol = %p, %peer, reason = %r, detail, client_id, user, "connection refused");
             }
-            RefuseReason::ProtocolError | RefuseReason::Unsupported | RefuseReason::Timeout => {
+            RefuseReason::ProtocolError
+            | RefuseReason::Unsupported
+            | RefuseReason::Timeout
+            | RefuseReason::TlsHandshake => {
                 tracing::info!(protocol = %p, %peer, reason = %r, detail, client_id, user, "connection refused");
             }
         }
