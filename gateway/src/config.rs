@@ -42,6 +42,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// A definitions file applied at start-up (see `crate::definitions`).
     pub definitions: DefinitionsConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1/5.0 listener and session limits.
@@ -557,6 +559,27 @@ impl Default for TlsConfig {
             use_identity_as_client_id: false,
             min_version: TlsVersion::V1_2,
             handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics at `/metrics` on the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// One series per SQS/AMQP queue (labels `vhost` and `queue`); when off,
+    /// each vhost's queues are summed into one series (`queue="*"`), which
+    /// keeps the label set small with very many queues.
+    pub per_queue: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            per_queue: true,
         }
     }
 }

@@ -17,6 +17,7 @@
 //!   admin API, exported from a running gateway.
 //! * [`registry`]: live client connections, for the admin API to list and close.
 //! * [`admin_cli`]: `tether admin ...`, the command line over the admin API.
+//! * [`metrics`]: Prometheus metrics, readiness, refused-connection logging.
 //! * [`store`]: durable state behind the `Store` trait (embedded fjall store,
 //!   group commit, recovery).
 //! * [`transport`]: the streams connections run over (TCP, TLS, WebSocket),
@@ -32,6 +33,7 @@ pub mod core;
 pub mod definitions;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod mqtt;
 pub mod registry;
 pub mod server;

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +17,8 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug)]
 pub struct Connections {
     open: AtomicUsize,
+    /// Accepted since start (over the limit included).
+    accepted: AtomicU64,
     max: usize,
 }
 
@@ -25,6 +27,7 @@ impl Connections {
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Connections {
             open: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
             max,
         })
     }
@@ -32,6 +35,18 @@ impl Connections {
     /// Connections open now.
     pub fn count(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted since start, those over the limit included.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new connection: its slot, and whether it is over the limit.
+    pub fn admit(self: &Arc<Self>) -> (Slot, bool) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        let over_limit = self.open.fetch_add(1, Ordering::Relaxed) >= self.max;
+        (Slot(self.clone()), over_limit)
     }
 }
 
@@ -65,9 +80,7 @@ pub async fn accept_loop<F, Fut>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let over_limit =
-                    connections.open.fetch_add(1, Ordering::Relaxed) >= connections.max;
-                let slot = Slot(connections.clone());
+                let (slot, over_limit) = connections.admit();
                 tasks.spawn(handle(stream, peer, slot, over_limit));
             }
             Err(e) => {

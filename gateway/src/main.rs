@@ -153,7 +153,14 @@ fn init_logging(config: &Config) {
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // One object per line: timestamp, level, target, message and the
+        // event's fields at the top level; never colour codes.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_target(true)
+            .with_ansi(false)
+            .init(),
     }
 }
 

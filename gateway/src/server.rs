@@ -72,20 +72,6 @@ pub struct Gateway {
 impl Gateway {
     /// Binds every configured listener and starts serving.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let storage = &config.storage.path;
-        std::fs::create_dir_all(storage).map_err(|source| StartError::Storage {
-            path: storage.display().to_string(),
-            source,
-        })?;
-        let store_error = |source| StartError::Store {
-            path: storage.display().to_string(),
-            source,
-        };
-        let store = crate::store::open(&config.storage).map_err(store_error)?;
-        let core = Core::new(&config, store).map_err(store_error)?;
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let mut listeners = Vec::new();
         // Certificates are read before anything listens: a bad file refuses
         // to start, naming its key.
         let tls = Tls::load(&config.tls)?;
@@ -102,6 +88,19 @@ impl Gateway {
             }
         }
         let wants = |name: &str| secure.iter().any(|(_, p, _)| p.starts_with(name));
+
+        let storage = &config.storage.path;
+        std::fs::create_dir_all(storage).map_err(|source| StartError::Storage {
+            path: storage.display().to_string(),
+            source,
+        })?;
+        let core = recover(&config, http.as_ref()).await?;
+        if let Some(tls) = &tls {
+            tls.count_refusals_in(core.metrics.clone());
+        }
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut listeners = Vec::new();
 
         // A protocol's plain, TLS and WebSocket listeners share one context,
         // so its connection limit counts them all.
@@ -181,6 +180,7 @@ impl Gateway {
             core.vhost.env().clone(),
             config.limits.memory_high_watermark.as_usize(),
         );
+        core.metrics.readiness.set_ready();
         for (protocol, address) in &listeners {
             tracing::info!(%protocol, %address, "listening");
         }
@@ -234,6 +234,7 @@ impl Gateway {
     /// Stops accepting, closes every client cleanly and waits (bounded) for all
     /// tasks to finish.
     pub async fn shutdown(self) {
+        self.core.metrics.readiness.set_stopping();
         self.shutdown.cancel();
         self.core.sessions.kick_all(Kick::Shutdown);
         self.tasks.close();
@@ -258,6 +259,33 @@ impl Gateway {
                 "storage totals"
             );
         }
+    }
+}
+
+/// Opens the store and rebuilds the core from what it kept, on a blocking
+/// thread (a large store takes a while); meanwhile the HTTP listener, if
+/// any, answers health probes: live, not ready.
+async fn recover(config: &Config, http: Option<&TcpListener>) -> Result<Arc<Core>, StartError> {
+    let path = config.storage.path.display().to_string();
+    let cfg = config.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let store = crate::store::open(&cfg.storage)?;
+        Core::new(&cfg, store)
+    });
+    let joined = match http {
+        Some(listener) => tokio::select! {
+            r = work => r,
+            never = crate::metrics::answer_probes(listener) => match never {},
+        },
+        None => work.await,
+    };
+    match joined {
+        Ok(result) => result.map_err(|source| StartError::Store { path, source }),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StartError::Store {
+            path,
+            source: crate::store::StoreError::Io(format!("recovery did not finish: {e}")),
+        }),
     }
 }
 

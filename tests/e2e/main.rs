@@ -18,6 +18,7 @@ mod durability;
 mod durability_api;
 mod examples;
 mod firmware;
+mod metrics;
 mod mqtt_malformed;
 mod mqtt_mosquitto;
 mod mqtt_v4;

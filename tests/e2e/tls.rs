@@ -397,6 +397,13 @@ async fn client_certificate_from_an_unknown_ca_is_refused_at_the_handshake() {
         "a rogue certificate connected"
     );
     assert_refusal_logged(&gw, "UnknownIssuer");
+    // The refusal is counted too (the log line is written after the count).
+    let scrape = tether_e2e::prom::scrape(gw.http.expect("http listener")).await;
+    let refused = scrape.val(
+        "tether_connections_refused_total",
+        &[("protocol", "mqtt"), ("reason", "tls_handshake")],
+    );
+    assert!(refused >= 1.0, "tls_handshake refusals counted: {refused}");
 }
 
 #[tokio::test]

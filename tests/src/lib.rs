@@ -18,6 +18,7 @@ pub mod aws;
 pub mod browser;
 pub mod examples;
 pub mod mqtt;
+pub mod prom;
 pub mod raw;
 pub mod raw_amqp;
 pub mod tls;
@@ -185,7 +186,13 @@ impl GatewayBuilder {
         let addr = |proto: &str| {
             let re =
                 regex::Regex::new(&format!(r"listening protocol={proto} address=(\S+)")).unwrap();
+            // With `log.format = "json"` the addresses are read from the
+            // start-up line's message instead.
+            let summary =
+                regex::Regex::new(&format!(r#"tether started: [^"\n]*\b{proto}=([^\s"]+)"#))
+                    .unwrap();
             log.wait_for(&re, Duration::from_millis(10))
+                .or_else(|| log.wait_for(&summary, Duration::from_millis(10)))
                 .and_then(|c| c[1].parse::<SocketAddr>().ok())
         };
         Gateway {

@@ -900,6 +900,9 @@ impl Conn {
             });
         }
         let remaining = q.ready_len() as u32;
+        let mut tally = crate::metrics::DeliveryTally::default();
+        tally.observe(&d);
+        tally.flush(&self.ctx.core.metrics, crate::metrics::Protocol::Amqp);
         let msg = d.msg.clone();
         let key = self.routing_key_of(&msg);
         frame::put_get_ok(

@@ -26,6 +26,7 @@ use crate::auth::LoginError;
 use crate::core::exchange::RouteScratch;
 use crate::core::vhost::VHost;
 use crate::listener::Slot;
+use crate::metrics::{Count, Protocol, RefuseReason};
 use crate::store::Lsn;
 use crate::transport::{Reader, Writer};
 
@@ -130,7 +131,11 @@ pub(super) async fn serve<R: Reader, W: Writer>(
         Ok(Some(c)) => c,
         Ok(None) => return,
         Err(_) => {
-            tracing::info!(%peer, "amqp connection refused: handshake not completed within {timeout:?}");
+            let detail = format!("handshake not completed within {timeout:?}");
+            let reason = RefuseReason::Timeout;
+            ctx.core
+                .metrics
+                .refused(Protocol::Amqp, peer, reason, &detail, None, None);
             return;
         }
     };
@@ -301,8 +306,15 @@ async fn handshake<R: Reader, W: Writer>(
             Ok(_) => {}
         }
     }
+    let metrics = &ctx.core.metrics;
     if &rbuf[..8] != PROTOCOL_HEADER {
-        tracing::info!(%peer, header = ?&rbuf[..8], "amqp connection refused: unsupported protocol header");
+        let detail = format!("unsupported protocol header {:?}", &rbuf[..8]);
+        let reason = if rbuf.starts_with(b"AMQP") {
+            RefuseReason::Unsupported
+        } else {
+            RefuseReason::ProtocolError
+        };
+        metrics.refused(Protocol::Amqp, peer, reason, &detail, None, None);
         let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(PROTOCOL_HEADER)).await;
         let _ = wr.shutdown().await;
         return None;
@@ -329,8 +341,10 @@ async fn handshake<R: Reader, W: Writer>(
     }
     out.clear();
 
-    let fail = |e: AmqpError| {
-        tracing::info!(%peer, code = e.code, reason = %e.text, "amqp connection refused");
+    // Logs and counts the refusal; `user` once it is known.
+    let fail = |e: AmqpError, reason: RefuseReason, user: Option<&str>| {
+        let detail = format!("{} {}", e.code, e.text);
+        metrics.refused(Protocol::Amqp, peer, reason, &detail, None, user);
         e
     };
     let start_ok = match read_method(rd, rbuf, our_frame_max).await {
@@ -338,17 +352,18 @@ async fn handshake<R: Reader, W: Writer>(
         Ok(Some(_)) => {
             send_close(
                 wr,
-                &fail(AmqpError::connection(
-                    code::COMMAND_INVALID,
-                    "expected connection.start-ok",
-                )),
+                &fail(
+                    AmqpError::connection(code::COMMAND_INVALID, "expected connection.start-ok"),
+                    RefuseReason::ProtocolError,
+                    None,
+                ),
             )
             .await;
             return None;
         }
         Ok(None) => return None,
         Err(e) => {
-            send_close(wr, &fail(e)).await;
+            send_close(wr, &fail(e, RefuseReason::ProtocolError, None)).await;
             return None;
         }
     };
@@ -357,7 +372,15 @@ async fn handshake<R: Reader, W: Writer>(
     {
         Ok(c) => c,
         Err(e) => {
-            let e = fail(e.at(10, 11));
+            // A mechanism we do not offer, or a response that does not parse.
+            let reason = if start_ok.mechanism.as_str() == "PLAIN"
+                || start_ok.mechanism.as_str() == "AMQPLAIN"
+            {
+                RefuseReason::BadCredentials
+            } else {
+                RefuseReason::Unsupported
+            };
+            let e = fail(e.at(10, 11), reason, None);
             if caps.authentication_failure_close {
                 send_close(wr, &e).await;
             }
@@ -374,14 +397,24 @@ async fn handshake<R: Reader, W: Writer>(
         ctx.core.auth.login(Some(user.clone()), Some(pass)).await
     };
     if let Err(e) = login {
-        let why = match e {
-            LoginError::BadCredentials => format!(
-                "ACCESS_REFUSED - Login was refused using authentication mechanism {}",
-                start_ok.mechanism.as_str()
+        let (why, reason) = match e {
+            LoginError::BadCredentials => (
+                format!(
+                    "ACCESS_REFUSED - Login was refused using authentication mechanism {}",
+                    start_ok.mechanism.as_str()
+                ),
+                RefuseReason::BadCredentials,
             ),
-            LoginError::NotAuthorized => "ACCESS_REFUSED - anonymous access is disabled".to_owned(),
+            LoginError::NotAuthorized => (
+                "ACCESS_REFUSED - anonymous access is disabled".to_owned(),
+                RefuseReason::NotAuthorized,
+            ),
         };
-        let e = fail(AmqpError::connection(code::ACCESS_REFUSED, why).at(10, 11));
+        let e = fail(
+            AmqpError::connection(code::ACCESS_REFUSED, why).at(10, 11),
+            reason,
+            Some(&user),
+        );
         if caps.authentication_failure_close {
             send_close(wr, &e).await;
         }
@@ -394,6 +427,8 @@ async fn handshake<R: Reader, W: Writer>(
                 "RESOURCE_ERROR - amqp.max_connections reached",
             )
             .at(10, 11),
+            RefuseReason::ConnectionLimit,
+            Some(&user),
         );
         send_close(wr, &e).await;
         return None;
@@ -419,17 +454,18 @@ async fn handshake<R: Reader, W: Writer>(
         Ok(Some(_)) => {
             send_close(
                 wr,
-                &fail(AmqpError::connection(
-                    code::COMMAND_INVALID,
-                    "expected connection.tune-ok",
-                )),
+                &fail(
+                    AmqpError::connection(code::COMMAND_INVALID, "expected connection.tune-ok"),
+                    RefuseReason::ProtocolError,
+                    Some(&user),
+                ),
             )
             .await;
             return None;
         }
         Ok(None) => return None,
         Err(e) => {
-            send_close(wr, &fail(e)).await;
+            send_close(wr, &fail(e, RefuseReason::ProtocolError, Some(&user))).await;
             return None;
         }
     };
@@ -442,6 +478,8 @@ async fn handshake<R: Reader, W: Writer>(
                     format!("frame_max {n} outside 4096..={our_frame_max}"),
                 )
                 .at(10, 31),
+                RefuseReason::ProtocolError,
+                Some(&user),
             );
             send_close(wr, &e).await;
             return None;
@@ -457,17 +495,18 @@ async fn handshake<R: Reader, W: Writer>(
         Ok(Some(_)) => {
             send_close(
                 wr,
-                &fail(AmqpError::connection(
-                    code::COMMAND_INVALID,
-                    "expected connection.open",
-                )),
+                &fail(
+                    AmqpError::connection(code::COMMAND_INVALID, "expected connection.open"),
+                    RefuseReason::ProtocolError,
+                    Some(&user),
+                ),
             )
             .await;
             return None;
         }
         Ok(None) => return None,
         Err(e) => {
-            send_close(wr, &fail(e)).await;
+            send_close(wr, &fail(e, RefuseReason::ProtocolError, Some(&user))).await;
             return None;
         }
     };
@@ -481,6 +520,8 @@ async fn handshake<R: Reader, W: Writer>(
                 ),
             )
             .at(10, 40),
+            RefuseReason::VhostNotFound,
+            Some(&user),
         );
         send_close(wr, &e).await;
         return None;
@@ -568,6 +609,10 @@ impl Conn {
             if writable > 0 {
                 match wr.try_write(&self.wbuf[..writable]) {
                     Ok(n) => {
+                        self.ctx
+                            .core
+                            .metrics
+                            .add(Protocol::Amqp, Count::BytesSent, n as u64);
                         let _ = self.wbuf.split_to(n);
                         if let Some((_, at)) = &mut self.barrier {
                             *at -= n;
@@ -596,6 +641,10 @@ impl Conn {
                     Ok(0) | Err(_) => return End::Closed,
                     Ok(n) => {
                         last_read = Instant::now();
+                        self.ctx
+                            .core
+                            .metrics
+                            .add(Protocol::Amqp, Count::BytesReceived, n as u64);
                         if let Err(end) = self.process(&mut rbuf) {
                             return end;
                         }
@@ -720,15 +769,28 @@ impl Conn {
     /// acknowledgements, heartbeats and connection.close, so consumers keep
     /// draining queues while publishers wait.
     fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), End> {
+        // basic.publish methods read, counted here and added to the metrics once.
+        let mut publishes = 0u64;
+        let result = self.process_counting(rbuf, &mut publishes);
+        self.ctx
+            .core
+            .metrics
+            .add(Protocol::Amqp, Count::MessagesReceived, publishes);
+        result
+    }
+
+    fn process_counting(&mut self, rbuf: &mut BytesMut, publishes: &mut u64) -> Result<(), End> {
         loop {
             let f = match frame::next_frame(rbuf, self.frame_max) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Error(e)),
             };
+            let publish = is_publish(&f);
+            *publishes += u64::from(publish);
             if (self.blocked
                 || !self.held.is_empty()
-                || (is_publish(&f) && self.ctx.core.memory.is_over()))
+                || (publish && self.ctx.core.memory.is_over()))
                 && !passes_hold(&f)
             {
                 self.blocked = true;
@@ -857,7 +919,15 @@ impl Conn {
             frame::put_method(&mut self.wbuf, &mut self.scratch, 0, close_method(e));
         }
         if !self.wbuf.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&self.wbuf)).await;
+            let written =
+                tokio::time::timeout(Duration::from_secs(1), wr.write_all(&self.wbuf)).await;
+            if matches!(written, Ok(Ok(()))) {
+                let n = self.wbuf.len() as u64;
+                self.ctx
+                    .core
+                    .metrics
+                    .add(Protocol::Amqp, Count::BytesSent, n);
+            }
         }
         if client_closes {
             // Let the client close the TCP connection after close-ok, as

@@ -8,6 +8,7 @@ use amq_protocol::types::ShortString;
 use super::connection::{Conn, WRITE_HIGH_WATER};
 use super::frame;
 use crate::core::queue::{PullLimits, PullMode};
+use crate::metrics::{DeliveryTally, Protocol};
 
 /// Deliveries taken per pull.
 const BATCH: usize = 64;
@@ -17,6 +18,13 @@ impl Conn {
     /// out, or the write buffer is full. Consumers of deleted queues are
     /// cancelled (with basic.cancel when the client understands it).
     pub(super) fn fill_outbound(&mut self) {
+        // Deliveries and their latencies, added to the metrics once per fill.
+        let mut tally = DeliveryTally::default();
+        self.fill_outbound_counting(&mut tally);
+        tally.flush(&self.ctx.core.metrics, Protocol::Amqp);
+    }
+
+    fn fill_outbound_counting(&mut self, tally: &mut DeliveryTally) {
         self.want_pull = false;
         let mut deliveries = Vec::with_capacity(BATCH);
         let ids: Vec<u16> = self.channels.keys().copied().collect();
@@ -87,6 +95,7 @@ impl Conn {
                             key.as_bytes(),
                         );
                         self.put_message_content(id, &d.msg);
+                        tally.observe(&d);
                     }
                     if n < limits.max {
                         break;

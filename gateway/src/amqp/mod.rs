@@ -51,13 +51,15 @@ impl Context {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
-        let max_connections = config.max_connections;
+        let connections = Connections::new(config.max_connections);
+        core.metrics
+            .track_connections(crate::metrics::Protocol::Amqp, connections.clone());
         Arc::new(Context {
             core,
             config,
             shutdown,
             tasks,
-            connections: Connections::new(max_connections),
+            connections,
         })
     }
 

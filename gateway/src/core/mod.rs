@@ -63,6 +63,8 @@ pub struct Core {
     pub store: SharedStore,
     /// Live client connections (for the admin API).
     pub connections: Arc<crate::registry::Connections>,
+    /// Counters the front ends keep, and readiness (see [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Stored records not yet claimed by their owner (SQS and SNS take theirs
     /// when they start).
     recovered: Mutex<Recovered>,
@@ -172,6 +174,7 @@ impl Core {
             rules,
             store,
             connections: crate::registry::Connections::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             recovered: Mutex::new(recovered),
         }))
     }

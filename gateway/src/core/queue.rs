@@ -416,6 +416,34 @@ pub struct QueueStats {
     pub dead_lettered: u64,
 }
 
+impl std::ops::AddAssign for QueueStats {
+    fn add_assign(&mut self, o: QueueStats) {
+        self.enqueued += o.enqueued;
+        self.delivered += o.delivered;
+        self.acked += o.acked;
+        self.dropped_overflow += o.dropped_overflow;
+        self.dropped_no_consumer += o.dropped_no_consumer;
+        self.rejected += o.rejected;
+        self.expired += o.expired;
+        self.dead_lettered += o.dead_lettered;
+    }
+}
+
+/// A queue's sizes and counters, read under one lock (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ready for delivery.
+    pub ready: usize,
+    /// Messages waiting out their delay.
+    pub delayed: usize,
+    /// Messages leased (in flight).
+    pub leased: usize,
+    /// Attached consumers.
+    pub consumers: usize,
+    /// The counters.
+    pub stats: QueueStats,
+}
+
 #[derive(Debug)]
 struct State {
     /// Ready messages by priority level (index 0 is the lowest).
@@ -549,6 +577,11 @@ impl MemoryGauge {
         if before > self.high_watermark && before - n <= self.high_watermark {
             self.below.notify_waiters();
         }
+    }
+
+    /// The threshold above which publishers are paused.
+    pub fn high_watermark(&self) -> usize {
+        self.high_watermark
     }
 
     /// Bytes currently queued.
@@ -1772,6 +1805,18 @@ impl Queue {
                 })
             })
             .collect()
+    }
+
+    /// Sizes and counters at one moment.
+    pub fn counts(&self) -> QueueCounts {
+        let st = self.state.lock();
+        QueueCounts {
+            ready: st.ready_count,
+            delayed: st.delayed.len(),
+            leased: st.leased.len(),
+            consumers: st.consumers.len(),
+            stats: st.stats,
+        }
     }
 
     /// Runs due deadlines: makes delayed messages visible, returns messages whose

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::exchange::BindingOptions;
 use super::message::{KeyForm, now_ms};
-use super::queue::{Queue, QueueOptions};
+use super::queue::{Queue, QueueOptions, QueueStats};
 use super::vhost::VHost;
 use crate::registry::ClientInfo;
 use crate::store::records::{from_json, put_json};
@@ -320,6 +320,58 @@ pub struct SessionRegistry {
     volatile_options: Arc<QueueOptions>,
     persistent_options: Arc<QueueOptions>,
     takeover_timeout: Duration,
+    /// Counters of ended sessions' and groups' queues (see [`QueueCensus`]);
+    /// locked after `sessions` or `groups`, never before.
+    retired_sessions: Mutex<Retired>,
+    retired_groups: Mutex<Retired>,
+}
+
+/// Counters of queues that have gone away, kept so that totals aggregated
+/// over many short-lived queues (MQTT sessions, shared groups) never go
+/// back when one of them ends.
+///
+/// A queue being removed is first noted as *ending* (in the same critical
+/// section that removes it from its owner's map, so a scrape sees it either
+/// there or here), then folded into the totals once it is deleted and its
+/// counters are final.
+#[derive(Debug, Default)]
+struct Retired {
+    ending: Vec<Arc<Queue>>,
+    stats: QueueStats,
+}
+
+impl Retired {
+    /// Notes that `q` is leaving its owner's map.
+    fn begin(&mut self, q: Arc<Queue>) {
+        self.ending.push(q);
+    }
+
+    /// Folds the final counters of `q` (deleted now) into the totals.
+    fn finish(&mut self, q: &Arc<Queue>) {
+        if let Some(at) = self.ending.iter().position(|e| Arc::ptr_eq(e, q)) {
+            let q = self.ending.swap_remove(at);
+            self.stats += q.stats();
+        }
+    }
+
+    /// The queues still ending (counted as live) and the totals of those gone.
+    fn view(&self) -> (Vec<Arc<Queue>>, QueueStats) {
+        (self.ending.clone(), self.stats)
+    }
+}
+
+/// Every session and shared-group queue at one moment, with the counters of
+/// those already gone, so sums over them never go back (for metrics).
+#[derive(Debug, Default)]
+pub struct QueueCensus {
+    /// Session queues (those being ended included).
+    pub sessions: Vec<Arc<Queue>>,
+    /// Counters of session queues that are gone.
+    pub sessions_retired: QueueStats,
+    /// Shared-subscription group queues (those being deleted included).
+    pub groups: Vec<Arc<Queue>>,
+    /// Counters of group queues that are gone.
+    pub groups_retired: QueueStats,
 }
 
 fn session_key(client_id: &str) -> Key {
@@ -351,6 +403,30 @@ impl SessionRegistry {
             }),
             queue_options,
             takeover_timeout: Duration::from_secs(5),
+            retired_sessions: Mutex::new(Retired::default()),
+            retired_groups: Mutex::new(Retired::default()),
+        }
+    }
+
+    /// Every session and group queue, and the counters of those gone.
+    pub fn queue_census(&self) -> QueueCensus {
+        let (sessions, sessions_retired) = {
+            let map = self.sessions.lock();
+            let (mut ending, retired) = self.retired_sessions.lock().view();
+            ending.extend(map.values().map(|s| s.queue.clone()));
+            (ending, retired)
+        };
+        let (groups, groups_retired) = {
+            let map = self.groups.lock();
+            let (mut ending, retired) = self.retired_groups.lock().view();
+            ending.extend(map.values().map(|g| g.queue.clone()));
+            (ending, retired)
+        };
+        QueueCensus {
+            sessions,
+            sessions_retired,
+            groups,
+            groups_retired,
         }
     }
 
@@ -595,6 +671,7 @@ impl SessionRegistry {
             {
                 map.remove(&session.client_id);
             }
+            self.retired_sessions.lock().begin(session.queue.clone());
         }
         if let Some(state) = state {
             for sub in state.subscriptions.values() {
@@ -621,6 +698,7 @@ impl SessionRegistry {
             }
         }
         session.queue.delete();
+        self.retired_sessions.lock().finish(&session.queue);
     }
 
     /// Stores a persistent session's subscriptions and expiry (nothing for a
@@ -905,6 +983,7 @@ impl SessionRegistry {
         if g.members == 0
             && let Some(g) = groups.remove(&key)
         {
+            self.retired_groups.lock().begin(g.queue.clone());
             drop(groups);
             let dest = super::exchange::Destination::Queue(g.queue.clone());
             let bound = std::mem::take(&mut *g.queue.bound_from.lock());
@@ -914,6 +993,7 @@ impl SessionRegistry {
                 }
             }
             g.queue.delete();
+            self.retired_groups.lock().finish(&g.queue);
         }
     }
 
@@ -923,5 +1003,65 @@ impl SessionRegistry {
             .lock()
             .get(&(group.to_owned(), filter.to_owned()))
             .map(|g| g.queue.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::bytestr::ByteStr;
+    use crate::core::message::{Message, SharedMessage};
+    use crate::core::queue::{DeliveryHints, QueueEnv};
+
+    fn message() -> SharedMessage {
+        Arc::new(Message {
+            id: 1,
+            routing_key: ByteStr::from("t"),
+            key_form: KeyForm::Mqtt,
+            exchange: ByteStr::from_static(""),
+            payload: bytes::Bytes::from_static(b"m"),
+            qos: 1,
+            retain: false,
+            persistent: false,
+            priority: 0,
+            published_at_ms: 0,
+            expires_at: None,
+            origin: 0,
+            props: None,
+        })
+    }
+
+    fn enqueued(queues: &[Arc<Queue>]) -> u64 {
+        queues.iter().map(|q| q.stats().enqueued).sum()
+    }
+
+    #[tokio::test]
+    async fn ended_sessions_and_groups_keep_their_counters_in_the_census() {
+        let vhost = VHost::new("/", QueueEnv::new(1 << 30));
+        let reg = Arc::new(SessionRegistry::new(vhost, QueueOptions::default()));
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1883));
+        let info = crate::registry::ClientInfo::new(peer, None);
+        let opened = reg.open("c1", true, Duration::ZERO, info).await;
+        let hints = DeliveryHints {
+            qos: 1,
+            ..DeliveryHints::default()
+        };
+        opened.session.queue.enqueue(&message(), hints.clone());
+        let group = reg.join_group("g", "t");
+        group.enqueue(&message(), hints.clone());
+        group.enqueue(&message(), hints);
+
+        let before = reg.queue_census();
+        assert_eq!(enqueued(&before.sessions), 1);
+        assert_eq!(before.sessions_retired.enqueued, 0);
+        assert_eq!(enqueued(&before.groups), 2);
+
+        reg.end(&opened.session);
+        reg.leave_group("g", "t", 0);
+        let after = reg.queue_census();
+        assert!(after.sessions.is_empty(), "no live or ending session queue");
+        assert_eq!(after.sessions_retired.enqueued, 1);
+        assert!(after.groups.is_empty());
+        assert_eq!(after.groups_retired.enqueued, 2);
     }
 }

@@ -1,8 +1,9 @@
 //! The HTTP listener: health endpoints and the Amazon SQS and SNS APIs that
 //! the stock AWS SDKs and CLI use unchanged.
 //!
-//! * `/healthz` answers 200 while the process runs; `/readyz` once the gateway
-//!   has finished starting.
+//! * `/healthz` answers 200 while the process runs; `/readyz` 200 once the
+//!   gateway has finished starting and 503 again once it stops
+//!   ([`crate::metrics::Readiness`]); `/metrics` is the Prometheus exposition.
 //! * Everything else is the AWS API: requests with `X-Amz-Target:
 //!   AmazonSQS.<Operation>` use the JSON protocol; form-encoded `Action=...`
 //!   requests (any path, GET or POST) use the query protocol and are routed
@@ -60,6 +61,7 @@ pub struct Api {
     access_keys: Vec<crate::config::AccessKeyConfig>,
     /// Whether `/` and `/dashboard/...` serve the web dashboard.
     dashboard: bool,
+    metrics: crate::config::MetricsConfig,
 }
 
 impl Api {
@@ -84,6 +86,7 @@ impl Api {
             admin: admin::AdminState::new(core.clone(), shutdown),
             access_keys: config.aws.access_keys.clone(),
             dashboard: config.http.dashboard,
+            metrics: config.metrics.clone(),
             core,
         })
     }
@@ -139,9 +142,11 @@ pub async fn serve<L>(listener: L, api: Arc<Api>, shutdown: CancellationToken)
 where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
+    let metrics = api.core.metrics.clone();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
         .nest("/api", admin::routes(api.clone()))
         .fallback(handle)
         .with_state(api);
@@ -149,7 +154,7 @@ where
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // `tap_io` gives any listener (plain or HTTPS) axum's connect-info impl.
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|_| ());
+    let listener = crate::metrics::CountedListener::new(listener, metrics).tap_io(|_| ());
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -158,11 +163,45 @@ where
     }
 }
 
+/// 200 `ready` between start-up and shutdown, 503 `starting`/`stopping` otherwise.
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    let r = &api.core.metrics.readiness;
+    let status = if r.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{}\n", r.state())).into_response()
+}
+
+/// The Prometheus exposition (404 when `metrics.enabled` is off).
+async fn prometheus(State(api): State<Arc<Api>>) -> Response {
+    if !api.metrics.enabled {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are disabled (metrics.enabled)\n",
+        )
+            .into_response();
+    }
+    let text = crate::metrics::render(&api.core, api.metrics.per_queue);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
 /// Which service an action belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Service {
     Sqs,
     Sns,
+}
+
+impl Service {
+    /// The `service` label.
+    fn label(self) -> &'static str {
+        match self {
+            Service::Sqs => "sqs",
+            Service::Sns => "sns",
+        }
+    }
 }
 
 async fn handle(
@@ -199,8 +238,14 @@ async fn handle(
             body: &body,
         };
         if let Err(e) = sigv4::verify(&req, &api.access_keys) {
+            let (http, auth) = (
+                crate::metrics::Protocol::Http,
+                crate::metrics::Count::AuthFailures,
+            );
+            api.core.metrics.add(http, auth, 1);
+            tracing::debug!(error = %e.message, "api request refused: bad signature");
             let json = headers.contains_key("x-amz-target");
-            return error_response(
+            let resp = error_response(
                 if json {
                     Protocol::Json
                 } else {
@@ -210,6 +255,7 @@ async fn handle(
                 &e,
                 &rid,
             );
+            return counted(&api, "unknown", "unknown", resp);
         }
     }
     if let Some(target) = headers.get("x-amz-target").and_then(|t| t.to_str().ok()) {
@@ -222,7 +268,8 @@ async fn handle(
                     "UnknownOperationException",
                     format!("Unknown target {target}"),
                 );
-                return error_response(Protocol::Json, Service::Sqs, &e, &rid);
+                let resp = error_response(Protocol::Json, Service::Sqs, &e, &rid);
+                return counted(&api, "unknown", "unknown", resp);
             }
         };
         let params = if body.is_empty() {
@@ -235,7 +282,8 @@ async fn handle(
                         "SerializationException",
                         "The request body is not a JSON object.",
                     );
-                    return error_response(Protocol::Json, svc, &e, &rid);
+                    let resp = error_response(Protocol::Json, svc, &e, &rid);
+                    return counted(&api, svc.label(), "unknown", resp);
                 }
             }
         };
@@ -264,7 +312,8 @@ async fn handle(
             "MissingAction",
             "The request must contain the parameter Action.",
         );
-        return error_response(Protocol::Query, Service::Sqs, &e, &rid);
+        let resp = error_response(Protocol::Query, Service::Sqs, &e, &rid);
+        return counted(&api, "unknown", "unknown", resp);
     };
     let svc = if sqs::Sqs::knows(&action) {
         Service::Sqs
@@ -275,7 +324,8 @@ async fn handle(
             "InvalidAction",
             format!("The action {action} is not valid for this endpoint."),
         );
-        return error_response(Protocol::Query, Service::Sqs, &e, &rid);
+        let resp = error_response(Protocol::Query, Service::Sqs, &e, &rid);
+        return counted(&api, "unknown", "unknown", resp);
     };
     let mut params = match svc {
         Service::Sqs => sqs_query_params(&pairs),
@@ -292,7 +342,35 @@ async fn handle(
     dispatch(&api, svc, &action, &params, &host, Protocol::Query, &rid).await
 }
 
+/// Counts an API request that did not reach an action (labels given as is).
+fn counted(api: &Api, service: &'static str, action: &'static str, resp: Response) -> Response {
+    api.core
+        .metrics
+        .count_request(service, action, true, resp.status().as_u16());
+    resp
+}
+
 async fn dispatch(
+    api: &Api,
+    svc: Service,
+    action: &str,
+    params: &Params,
+    host: &str,
+    protocol: Protocol,
+    rid: &str,
+) -> Response {
+    let resp = dispatch_action(api, svc, action, params, host, protocol, rid).await;
+    let known = match svc {
+        Service::Sqs => sqs::Sqs::knows(action),
+        Service::Sns => sns::Sns::knows(action),
+    };
+    api.core
+        .metrics
+        .count_request(svc.label(), action, known, resp.status().as_u16());
+    resp
+}
+
+async fn dispatch_action(
     api: &Api,
     svc: Service,
     action: &str,

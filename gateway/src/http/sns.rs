@@ -426,6 +426,7 @@ impl Sns {
             self.cfg.clone(),
             cancel.clone(),
             self.vhost.clone(),
+            self.core.metrics.clone(),
         );
         (queue, cancel)
     }
@@ -1034,6 +1035,11 @@ impl Sns {
         let msg = self.build(topic, e)?;
         let mut scratch = crate::core::exchange::RouteScratch::default();
         self.vhost.publish(&topic.exchange, &msg, &mut scratch);
+        self.core.metrics.add(
+            crate::metrics::Protocol::Sns,
+            crate::metrics::Count::MessagesReceived,
+            1,
+        );
         let mut out = Map::new();
         out.insert(
             "MessageId".into(),

@@ -45,6 +45,7 @@ pub fn spawn(
     cfg: SnsConfig,
     cancel: CancellationToken,
     vhost: Arc<VHost>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     tokio::spawn(async move {
         let Some(client) = client() else {
@@ -83,6 +84,10 @@ pub fn spawn(
                 &cancel,
             )
             .await;
+            if delivered {
+                use crate::metrics::{Count, Protocol};
+                metrics.add(Protocol::Sns, Count::MessagesDelivered, 1);
+            }
             if !delivered && !cancel.is_cancelled() {
                 dead_letter(&vhost, &hook, &d.msg, &endpoint);
             }

@@ -1071,7 +1071,13 @@ impl Sqs {
     fn send_one(&self, queue: &Queue, name: &str, e: &Params) -> Result<Value, ApiError> {
         let (msg, options) = self.build_message(queue, name, e)?;
         let (message_id, seq) = match queue.send(&msg, &options) {
-            Sent::Queued { seq } => (msg.id, seq),
+            Sent::Queued { seq } => {
+                use crate::metrics::{Count, Protocol};
+                self.core
+                    .metrics
+                    .add(Protocol::Sqs, Count::MessagesReceived, 1);
+                (msg.id, seq)
+            }
             Sent::Duplicate { message_id, seq } => (message_id, seq),
             Sent::Refused(_) => {
                 return Err(ApiError::sender(
@@ -1214,6 +1220,9 @@ impl Sqs {
             // them early. Draining a queue stays possible while storage fails.
             tracing::warn!(queue = %name, error = %e, "a receive's leases could not be stored");
         }
+        let mut tally = crate::metrics::DeliveryTally::default();
+        got.iter().for_each(|d| tally.observe(d));
+        tally.flush(&self.core.metrics, crate::metrics::Protocol::Sqs);
         let system = attribute_selection(p, "AttributeNames", "MessageSystemAttributeNames");
         let user = p.string_list("MessageAttributeNames");
         let messages: Vec<Value> = got

@@ -30,6 +30,7 @@ use crate::core::exchange::RouteScratch;
 use crate::core::queue::{ConsumerId, Delivery, Queue, Wakeup};
 use crate::core::session::{Kick, Released, Session, SessionState};
 use crate::listener::Slot;
+use crate::metrics::{Count, Protocol, RefuseReason};
 use crate::store::Lsn;
 use crate::transport::{CertIdentity, Reader, Writer};
 
@@ -236,26 +237,42 @@ async fn connect_phase<R: Reader, W: Writer>(
         read_frame(rd, &mut rbuf, max_packet),
     )
     .await;
+    let metrics = &ctx.core.metrics;
     let frame = match first {
         Err(_) => {
-            tracing::info!(%peer, "connection refused: no CONNECT within {:?}", ctx.config.connect_timeout);
+            let detail = format!("no CONNECT within {:?}", ctx.config.connect_timeout);
+            metrics.refused(
+                Protocol::Mqtt,
+                peer,
+                RefuseReason::Timeout,
+                &detail,
+                None,
+                None,
+            );
             return None;
         }
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
-            refuse_bad_connect(wr, peer, &rbuf, e).await;
+            refuse_bad_connect(ctx, wr, peer, &rbuf, e).await;
             return None;
         }
     };
+    metrics.add(
+        Protocol::Mqtt,
+        Count::BytesReceived,
+        (frame.len() + rbuf.len()) as u64,
+    );
     let connect = match mqtt::decode(&frame, ProtocolVersion::V3_1_1, max_packet) {
         Ok((Packet::Connect(c), _)) => c,
         Ok((other, _)) => {
-            tracing::info!(%peer, packet = ?other.packet_type(), "connection refused: first packet was not CONNECT");
+            let detail = format!("first packet was {:?}, not CONNECT", other.packet_type());
+            let reason = RefuseReason::ProtocolError;
+            metrics.refused(Protocol::Mqtt, peer, reason, &detail, None, None);
             return None;
         }
         Err(e) => {
-            refuse_bad_connect(wr, peer, &frame, e).await;
+            refuse_bad_connect(ctx, wr, peer, &frame, e).await;
             return None;
         }
     };
@@ -266,7 +283,14 @@ async fn connect_phase<R: Reader, W: Writer>(
         } else {
             ReasonCode(3)
         };
-        tracing::warn!(%peer, client_id = connect.client_id, "connection refused: mqtt.max_connections reached");
+        metrics.refused(
+            Protocol::Mqtt,
+            peer,
+            RefuseReason::ConnectionLimit,
+            "mqtt.max_connections reached",
+            Some(connect.client_id),
+            connect.username,
+        );
         send_connack_error(wr, version, code, Some("too many connections")).await;
         return None;
     }
@@ -295,8 +319,21 @@ async fn read_frame<R: Reader>(
 
 /// Answers a CONNECT that failed to decode, in the version it asked for when
 /// that much is readable, then closes.
-async fn refuse_bad_connect<W: Writer>(wr: &mut W, peer: SocketAddr, bytes: &[u8], e: DecodeError) {
-    tracing::info!(%peer, error = %e, "connection refused: bad CONNECT");
+async fn refuse_bad_connect<W: Writer>(
+    ctx: &Context,
+    wr: &mut W,
+    peer: SocketAddr,
+    bytes: &[u8],
+    e: DecodeError,
+) {
+    let reason = match e {
+        DecodeError::UnsupportedProtocolVersion(_) => RefuseReason::Unsupported,
+        _ => RefuseReason::ProtocolError,
+    };
+    let detail = format!("bad CONNECT: {e}");
+    ctx.core
+        .metrics
+        .refused(Protocol::Mqtt, peer, reason, &detail, None, None);
     match e {
         DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName => {
             // Unknown version: answer in the 3.1.1 format, return code 1.
@@ -379,14 +416,22 @@ async fn handshake<W: Writer>(
     let version = connect.protocol;
     let v5 = version.is_v5();
     let cfg = &ctx.config;
-    let refuse = |code: ReasonCode, why: &str| {
-        tracing::warn!(%peer, client_id = connect.client_id, username = connect.username.unwrap_or(""), reason = why, "connection refused");
+    let refuse = |code: ReasonCode, reason: RefuseReason, why: &str| {
+        ctx.core.metrics.refused(
+            Protocol::Mqtt,
+            peer,
+            reason,
+            why,
+            Some(connect.client_id),
+            connect.username,
+        );
         code
     };
 
     if connect.properties.authentication_method.is_some() {
         let code = refuse(
             ReasonCode::BAD_AUTHENTICATION_METHOD,
+            RefuseReason::Unsupported,
             "enhanced authentication is not supported",
         );
         send_connack_error(
@@ -407,6 +452,7 @@ async fn handshake<W: Writer>(
     {
         let code = refuse(
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            RefuseReason::NotAuthorized,
             "client id differs from the client certificate's identity",
         );
         send_connack_error(
@@ -421,7 +467,11 @@ async fn handshake<W: Writer>(
     // Client identifier: empty means "assign one" (v3.1.1 only with a clean session).
     let assigned = connect.client_id.is_empty();
     if assigned && !connect.clean_start && !v5 && cert_client_id.is_none() {
-        let code = refuse(ReasonCode(2), "empty client id with clean session 0");
+        let code = refuse(
+            ReasonCode(2),
+            RefuseReason::ProtocolError,
+            "empty client id with clean session 0",
+        );
         send_connack_error(wr, version, code, None).await;
         return None;
     }
@@ -436,6 +486,7 @@ async fn handshake<W: Writer>(
     {
         let code = refuse(
             ReasonCode::RETAIN_NOT_SUPPORTED,
+            RefuseReason::Unsupported,
             "retained will while retain is disabled",
         );
         send_connack_error(wr, version, code, None).await;
@@ -461,14 +512,19 @@ async fn handshake<W: Writer>(
     match login {
         Ok(()) => {}
         Err(e) => {
-            let (v5code, why) = match e {
+            let (v5code, reason, why) = match e {
                 LoginError::BadCredentials => (
                     ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    RefuseReason::BadCredentials,
                     "bad username or password",
                 ),
-                LoginError::NotAuthorized => (ReasonCode::NOT_AUTHORIZED, "not authorized"),
+                LoginError::NotAuthorized => (
+                    ReasonCode::NOT_AUTHORIZED,
+                    RefuseReason::NotAuthorized,
+                    "not authorized",
+                ),
             };
-            let code = refuse(v5code, why);
+            let code = refuse(v5code, reason, why);
             send_connack_error(wr, version, code, Some(why)).await;
             return None;
         }
@@ -499,7 +555,7 @@ async fn handshake<W: Writer>(
             &client_id,
             connect.clean_start,
             session_expiry,
-            crate::registry::ClientInfo::new(peer, connect.username),
+            crate::registry::ClientInfo::new(peer, username),
         )
         .await;
 
@@ -634,6 +690,10 @@ impl Conn {
                 // Write what the socket takes now, without waiting.
                 match wr.try_write(&self.wbuf) {
                     Ok(n) => {
+                        self.ctx
+                            .core
+                            .metrics
+                            .add(Protocol::Mqtt, Count::BytesSent, n as u64);
                         self.wbuf.advance(n);
                         if self.wbuf.len() < WRITE_HIGH_WATER / 2 {
                             self.want_pull = true;
@@ -776,6 +836,10 @@ impl Conn {
         if n >= *read_hint && *read_hint < READ_MAX {
             *read_hint *= 2;
         }
+        self.ctx
+            .core
+            .metrics
+            .add(Protocol::Mqtt, Count::BytesReceived, n as u64);
         self.process_frames(rbuf, max_packet)
     }
 
@@ -786,6 +850,22 @@ impl Conn {
     /// acknowledgements and PINGREQ are still handled at once, so subscribers
     /// keep draining queues and nobody times out while the publisher waits.
     fn process_frames(&mut self, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), End> {
+        // PUBLISH packets read, counted here and added to the metrics once.
+        let mut publishes = 0u64;
+        let result = self.process_frames_counting(rbuf, max_packet, &mut publishes);
+        self.ctx
+            .core
+            .metrics
+            .add(Protocol::Mqtt, Count::MessagesReceived, publishes);
+        result
+    }
+
+    fn process_frames_counting(
+        &mut self,
+        rbuf: &mut BytesMut,
+        max_packet: usize,
+        publishes: &mut u64,
+    ) -> Result<(), End> {
         loop {
             let total = match mqtt::frame_len(rbuf, max_packet) {
                 Ok(Some(t)) if rbuf.len() >= t => t,
@@ -798,6 +878,7 @@ impl Conn {
             };
             let frame = rbuf.split_to(total).freeze();
             let kind = frame[0] >> 4;
+            *publishes += u64::from(kind == PUBLISH);
             if (self.blocked || !self.held.is_empty() || (kind == PUBLISH && self.publish_paused()))
                 && !matches!(kind, PUBACK..=PUBCOMP | PINGREQ)
             {
@@ -969,7 +1050,15 @@ impl Conn {
             }));
         }
         if !self.wbuf.is_empty() && !matches!(end, End::Closed) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&self.wbuf)).await;
+            let written =
+                tokio::time::timeout(Duration::from_secs(1), wr.write_all(&self.wbuf)).await;
+            if matches!(written, Ok(Ok(()))) {
+                let n = self.wbuf.len() as u64;
+                self.ctx
+                    .core
+                    .metrics
+                    .add(Protocol::Mqtt, Count::BytesSent, n);
+            }
         }
         let _ = wr.shutdown().await;
 

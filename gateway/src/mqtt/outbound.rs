@@ -21,6 +21,7 @@ use crate::core::exchange::swap_separators_into;
 use crate::core::message::KeyForm;
 use crate::core::queue::{Delivery, PullLimits, PullMode};
 use crate::core::session::Outgoing;
+use crate::metrics::{DeliveryTally, Protocol};
 
 /// Deliveries taken per pull.
 const BATCH: usize = 64;
@@ -47,6 +48,13 @@ impl Conn {
     /// Pulls deliveries from every consumer into the write buffer until the
     /// queues run dry, the in-flight window is full, or the buffer is full.
     pub(super) fn fill_outbound(&mut self) {
+        // Deliveries and their latencies, added to the metrics once per fill.
+        let mut tally = DeliveryTally::default();
+        self.fill_outbound_counting(&mut tally);
+        tally.flush(&self.ctx.core.metrics, Protocol::Mqtt);
+    }
+
+    fn fill_outbound_counting(&mut self, tally: &mut DeliveryTally) {
         self.want_pull = false;
         let consumers = std::mem::take(&mut self.consumers);
         let mut deliveries = std::mem::take(&mut self.deliveries);
@@ -100,7 +108,10 @@ impl Conn {
                         None => None,
                     };
                     let topic = c.group.as_ref().and_then(|g| g.topic.as_ref());
-                    if !self.send_publish(&d, packet_id, false, topic) {
+                    let sent = self.send_publish(&d, packet_id, false, topic);
+                    if sent {
+                        tally.observe(&d);
+                    } else {
                         // Too large for the client: behave as if delivered (MQTT 5 §3.1.2.11.4).
                         if let (Some(tag), Some(pid)) = (d.tag, packet_id) {
                             self.state.take_outgoing(pid);

@@ -78,6 +78,8 @@ struct Shared<E> {
     batches: AtomicU64,
     ops: AtomicU64,
     syncs: AtomicU64,
+    /// Batches by size (see [`StoreStats::batch_sizes`]).
+    batch_sizes: [AtomicU64; crate::metrics::BATCH_BUCKETS + 1],
 }
 
 /// The group-commit front of an [`Engine`].
@@ -111,6 +113,7 @@ impl<E: Engine> GroupCommit<E> {
             batches: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            batch_sizes: std::array::from_fn(|_| AtomicU64::new(0)),
         });
         let s = shared.clone();
         let writer = std::thread::Builder::new()
@@ -203,6 +206,9 @@ impl<E: Engine> GroupCommit<E> {
             batches: self.shared.batches.load(Ordering::Relaxed),
             ops: self.shared.ops.load(Ordering::Relaxed),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
+            batch_sizes: std::array::from_fn(|i| {
+                self.shared.batch_sizes[i].load(Ordering::Relaxed)
+            }),
         }
     }
 
@@ -283,6 +289,8 @@ fn writer_loop<E: Engine>(s: &Shared<E>) {
         };
         s.batches.fetch_add(1, Ordering::Relaxed);
         s.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let bucket = crate::metrics::log2_bucket(batch.len() as u64, crate::metrics::BATCH_BUCKETS);
+        s.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
         dirty = true;
         match result {
             Ok(()) if always => {
@@ -435,7 +443,10 @@ mod tests {
         gc.flush().unwrap();
         let applies = gc.engine().applies.load(Ordering::Relaxed);
         assert!(applies < 200, "200 submissions took {applies} batches");
-        assert_eq!(gc.stats().ops, 200);
+        let stats = gc.stats();
+        assert_eq!(stats.ops, 200);
+        // Every batch is in exactly one size bucket.
+        assert_eq!(stats.batch_sizes.iter().sum::<u64>(), stats.batches);
         assert_eq!(gc.engine().data.lock().len(), 200);
     }
 

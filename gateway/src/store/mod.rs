@@ -122,6 +122,9 @@ pub struct StoreStats {
     pub ops: u64,
     /// fsyncs issued.
     pub syncs: u64,
+    /// Batches by operation count: index `i` counts batches of at most 2^i
+    /// operations (and more than 2^(i-1)); the last counts larger ones.
+    pub batch_sizes: [u64; crate::metrics::BATCH_BUCKETS + 1],
 }
 
 /// What the core needs from storage; see the module docs.

@@ -62,6 +62,8 @@ struct Current {
 pub struct Tls {
     settings: TlsConfig,
     current: RwLock<Current>,
+    /// Where refused handshakes are counted, once the core exists.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Tls {
@@ -75,7 +77,26 @@ impl Tls {
         Ok(Some(Arc::new(Tls {
             settings: settings.clone(),
             current: RwLock::new(current),
+            metrics: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Counts refused handshakes in `metrics` from now on
+    /// (`tether_connections_refused_total{reason="tls_handshake"}`).
+    pub fn count_refusals_in(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Counts one refused handshake on the `protocol` listener.
+    fn count_refused(&self, protocol: &str) {
+        use crate::metrics::{Protocol, RefuseReason};
+        let Some(m) = self.metrics.get() else { return };
+        let p = match protocol {
+            "amqps" => Protocol::Amqp,
+            "https" => Protocol::Http,
+            _ => Protocol::Mqtt,
+        };
+        m.count_refused(p, RefuseReason::TlsHandshake);
     }
 
     /// Re-reads the certificate chain, key and client CA; new handshakes use
@@ -119,6 +140,7 @@ impl Tls {
             Ok(identity) => Some((stream, identity)),
             Err(reason) => {
                 tracing::warn!(%protocol, %peer, reason = %reason, "tls handshake refused");
+                self.count_refused(protocol);
                 None
             }
         }
@@ -132,7 +154,12 @@ impl Tls {
         protocol: &'static str,
     ) -> Option<TlsStream<TcpStream>> {
         let timeout = self.settings.handshake_timeout;
-        match tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(stream)).await {
+        let accepted =
+            tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(stream)).await;
+        if !matches!(accepted, Ok(Ok(_))) {
+            self.count_refused(protocol);
+        }
+        match accepted {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 // A port scan or a health check that only opens the port.
