@@ -235,3 +235,71 @@ async fn credentials_and_url_come_from_the_environment() {
     let v: Value = cli(&["exchanges", "--json"], &env, "").await.ok().json();
     assert!(find(&v, "name", "amq.topic").is_some());
 }
+
+#[tokio::test]
+async fn users_acl_export_and_import_round_trip_through_the_cli() {
+    let gw = Gateway::start();
+    let c = sqs_client(http(&gw));
+    create_queue(&c, "invoices-dlq", &[]).await;
+
+    // add-user reads the password from standard input.
+    let u = url(http(&gw));
+    let run = cli(
+        &["add-user", "dev", "--tags", "monitoring", "--url", &u],
+        &[],
+        "s3cret\n",
+    )
+    .await
+    .ok();
+    assert!(run.stdout.contains("dev"), "{run:?}");
+    let run = admin(&gw, &["users"]).await.ok();
+    assert_eq!(
+        row(&run.stdout, "dev"),
+        ["dev", "monitoring"],
+        "{}",
+        run.stdout
+    );
+
+    // import: a document with a queue that dead-letters into the one above.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc = dir.path().join("defs.json");
+    std::fs::write(
+        &doc,
+        r##"{"queues": [{"name": "invoices", "attributes": {"RedrivePolicy":
+            {"deadLetterTargetArn": "invoices-dlq", "maxReceiveCount": 3}}}],
+            "acl": [{"action": "all", "topic": "#"}]}"##,
+    )
+    .expect("write the document");
+    admin(&gw, &["import", doc.to_str().unwrap()]).await.ok();
+    let run = admin(&gw, &["queues", "--json"]).await.ok();
+    let v = run.json();
+    let invoices = find(&v, "name", "invoices").expect("the imported queue");
+    assert_eq!(invoices["dead_letter_target"], "invoices-dlq");
+    assert_eq!(invoices["max_receive_count"], 3);
+    let run = admin(&gw, &["acl", "--json"]).await.ok();
+    assert_eq!(run.json()["rules"][0]["topic"], "#");
+
+    // export to a file, start a fresh gateway from it, export again: the same.
+    let exported = dir.path().join("export.json");
+    let run = admin(&gw, &["export", "-o", exported.to_str().unwrap()])
+        .await
+        .ok();
+    assert!(run.stdout.contains("definitions written to"), "{run:?}");
+    let first: Value = serde_json::from_slice(&std::fs::read(&exported).expect("read the export"))
+        .expect("the export is JSON");
+    assert!(find(&first["users"], "name", "dev").is_some(), "{first}");
+    assert!(
+        !first.to_string().contains("s3cret"),
+        "an export never holds passwords"
+    );
+    let fresh = Gateway::builder()
+        .env("TETHER_DEFINITIONS__FILE", exported.display())
+        .start();
+    let run = admin(&fresh, &["export"]).await.ok();
+    assert_eq!(run.json(), first);
+
+    let run = admin(&gw, &["delete-user", "dev"]).await.ok();
+    assert!(run.stdout.contains("dev"), "{run:?}");
+    let run = admin(&gw, &["users", "--json"]).await.ok();
+    assert!(find(&run.json(), "name", "dev").is_none());
+}
