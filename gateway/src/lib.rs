@@ -10,7 +10,8 @@
 //!   and retained messages. Every protocol's messages take the same path here.
 //! * [`mqtt`]: the MQTT 3.1.1/5.0 front end (one task per connection).
 //! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
-//! * [`http`]: the HTTP listener (health now; SQS/SNS API, admin, metrics later).
+//! * [`http`]: the HTTP listener: the SQS/SNS APIs, health, metrics, the admin
+//!   API and the web dashboard.
 //! * [`auth`]: users and ACLs shared by every front end (changeable at runtime).
 //! * [`definitions`]: exchanges, queues, topics, subscriptions, rules, users
 //!   and ACLs as one document: validated, applied at start-up and over the
