@@ -14,27 +14,39 @@
 //! `correlation-id` becomes Correlation Data — and back again for the reply.
 //!
 //! Who may hear what is the gateway's job, not the devices' good manners:
-//! devices log in as the user `device`, and the ACL in `examples/tether.toml`
-//! lets a device subscribe to `cmd/%c` and publish to `replies/%c` only, where
-//! `%c` is its own client id (like `${iot:ClientId}` in an AWS IoT policy).
-//! A device that tries to listen to everyone's commands is refused.
+//! devices log in as the user `device`, and the ACL lets a device subscribe
+//! to `cmd/%c` and publish to `replies/%c` only, where `%c` is its own client
+//! id (like `${iot:ClientId}` in an AWS IoT policy). A device that tries to
+//! listen to everyone's commands is refused.
 //!
 //! # Run it
 //!
-//! The user and the ACL live in the gateway's configuration, so start the
-//! gateway with the examples' configuration file:
+//! Against a gateway started with the README's first command:
 //!
 //! ```text
-//! cargo run --release -- --config examples/tether.toml
+//! cargo run --release                                      # the gateway
 //! cargo run --example device-commands
 //! cargo run --example device-commands -- --devices 5 --commands 4
 //! ```
 //!
+//! The example installs the `device` user and its ACL rules itself, through
+//! the gateway's admin API (`PUT /api/users/device`, then `PUT /api/acl` with
+//! the four device rules put in front of the rules already there — or, on a
+//! gateway without rules, followed by one that keeps allowing every other
+//! client everything). It logs in as `guest`/`guest`, which the gateway
+//! accepts from the same machine while no administrator is configured. The
+//! user and the rules stay afterwards (`tether admin users`, `tether admin
+//! acl`); running the example again changes nothing.
+//!
 //! Flags (`--help` lists them): `--mqtt` (or `MQTT_ADDR`, default
 //! `127.0.0.1:1883`), `--amqp` (or `AMQP_URL`, default
-//! `amqp://guest:guest@127.0.0.1:5672/%2f`), `--devices`, `--commands` (per
-//! device), `--password` (or `DEVICE_PASSWORD`, default `device-secret`, the
-//! one in `examples/tether.toml`).
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`), `--endpoint` (or
+//! `TETHER_ADMIN_URL`, default `http://127.0.0.1:9324`, the admin API),
+//! `--admin-user` / `--admin-password` (or `TETHER_ADMIN_USER` /
+//! `TETHER_ADMIN_PASSWORD`), `--devices`, `--commands` (per device),
+//! `--password` (or `DEVICE_PASSWORD`, default `device-secret`: the password
+//! the example gives the `device` user — an example, never use it for
+//! anything real).
 //!
 //! # What to look for
 //!
@@ -43,8 +55,8 @@
 //! * `backend: device-N answered cmd-K …`: the reply carried the command's
 //!   correlation id back, and came from the device the command was sent to.
 //! * The final `done:` line: every command answered, by the right device.
-//! * Without the configuration file the device login is refused and the
-//!   example says so in one line.
+//! * If the admin API refuses the credential (a gateway with its own
+//!   administrators), the example says so in one line.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -88,9 +100,23 @@ struct Args {
     /// Commands the backend sends to each device.
     #[arg(long, default_value_t = 2)]
     commands: u32,
-    /// The password of the `device` user in examples/tether.toml.
+    /// The password the example gives the `device` user.
     #[arg(long, env = "DEVICE_PASSWORD", default_value = "device-secret")]
     password: String,
+    /// The gateway's HTTP listener (its admin API).
+    #[arg(
+        long,
+        env = "TETHER_ADMIN_URL",
+        default_value = "http://127.0.0.1:9324"
+    )]
+    endpoint: String,
+    /// An administrator of the gateway (guest works from the same machine
+    /// while no administrator is configured).
+    #[arg(long, env = "TETHER_ADMIN_USER", default_value = "guest")]
+    admin_user: String,
+    /// That administrator's password.
+    #[arg(long, env = "TETHER_ADMIN_PASSWORD", default_value = "guest")]
+    admin_password: String,
 }
 
 #[tokio::main]
@@ -111,6 +137,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .rsplit_once(':')
         .ok_or("--mqtt must be host:port")?;
     let port: u16 = port.parse().map_err(|_| "--mqtt: bad port")?;
+
+    // Who may hear what: the `device` user and its ACL rules.
+    install_device_access(&args).await?;
 
     // The devices. Each tells us when it is subscribed; `stop` ends them.
     let (ready_tx, mut ready) = mpsc::channel(16);
@@ -267,8 +296,8 @@ async fn device(
         match suback(&mut events).await? {
             SubscribeReasonCode::Success(_) => {
                 return Err(format!(
-                    "{id} was allowed to subscribe to cmd/+ (everyone's commands): the gateway runs \
-                     without the ACL; start it with `cargo run --release -- --config examples/tether.toml`"
+                    "{id} was allowed to subscribe to cmd/+ (everyone's commands): an ACL rule \
+                     before the example's lets devices read every topic (see `tether admin acl`)"
                 )
                 .into());
             }
@@ -328,6 +357,95 @@ async fn device(
     Ok(())
 }
 
+/// The ACL rules the example needs, in the admin API's JSON shape: a device
+/// hears only its own commands and answers only as itself.
+fn device_rules() -> Vec<serde_json::Value> {
+    use serde_json::json;
+    vec![
+        json!({"user": "device", "action": "subscribe", "topic": "cmd/%c", "effect": "allow"}),
+        json!({"user": "device", "action": "publish", "topic": "replies/%c", "effect": "allow"}),
+        json!({"user": "device", "action": "publish", "topic": "sensors/%c/telemetry", "effect": "allow"}),
+        // Anything else a device tries is refused (the first matching rule decides).
+        json!({"user": "device", "action": "all", "topic": "#", "effect": "deny"}),
+    ]
+}
+
+/// Creates (or updates) the `device` user and puts the device rules in front
+/// of the gateway's ACL, through the admin API.
+async fn install_device_access(args: &Args) -> Result<(), BoxError> {
+    use serde_json::{Value, json};
+    let api = format!("{}/api", args.endpoint.trim_end_matches('/'));
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let url = format!("{api}{path}");
+        let mut request = http
+            .request(method, &url)
+            .basic_auth(&args.admin_user, Some(&args.admin_password));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        async move {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach the gateway's admin API at {url}: {e}"))?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                return Err(format!(
+                    "the admin API refused the credential of `{}`: pass an administrator with \
+                     --admin-user and --admin-password (TETHER_ADMIN_USER, TETHER_ADMIN_PASSWORD)",
+                    args.admin_user
+                ));
+            }
+            if !status.is_success() {
+                return Err(format!("{url}: HTTP {status}: {text}"));
+            }
+            Ok::<String, String>(text)
+        }
+    };
+
+    call(
+        reqwest::Method::PUT,
+        "/users/device",
+        Some(json!({ "password": args.password })),
+    )
+    .await?;
+    let acl: Value = serde_json::from_str(&call(reqwest::Method::GET, "/acl", None).await?)?;
+    let mut rules = acl["rules"].as_array().cloned().unwrap_or_default();
+    let ours = device_rules();
+    let is_ours = |r: &Value| {
+        ours.iter().any(|o| {
+            ["user", "action", "topic", "effect"]
+                .iter()
+                .all(|k| r.get(*k) == o.get(*k))
+                && r.get("client_id").is_none_or(Value::is_null)
+        })
+    };
+    if rules.iter().filter(|r| is_ours(r)).count() == ours.len() {
+        println!("the `device` user and its ACL rules are in place");
+        return Ok(());
+    }
+    if rules.is_empty() {
+        // No rules meant "everything allowed": keep it so for everyone else.
+        rules.push(json!({"action": "all", "topic": "#", "effect": "allow"}));
+    }
+    let mut all = ours;
+    all.extend(rules);
+    call(
+        reqwest::Method::PUT,
+        "/acl",
+        Some(json!({ "rules": all, "default": acl["default"] })),
+    )
+    .await?;
+    println!(
+        "installed the `device` user and its ACL rules (subscribe cmd/%c, publish replies/%c)"
+    );
+    Ok(())
+}
+
 /// Polls until CONNACK; a refused login becomes a one-line explanation.
 async fn wait_connected(id: &str, events: &mut EventLoop) -> Result<(), BoxError> {
     loop {
@@ -336,8 +454,8 @@ async fn wait_connected(id: &str, events: &mut EventLoop) -> Result<(), BoxError
             Ok(_) => {}
             Err(ConnectionError::ConnectionRefused(code)) => {
                 return Err(format!(
-                    "{id}: the gateway refused the `device` login ({code:?}): start it with \
-                     `cargo run --release -- --config examples/tether.toml`, which defines that user"
+                    "{id}: the gateway refused the `device` login ({code:?}) although the example \
+                     installed that user"
                 )
                 .into());
             }

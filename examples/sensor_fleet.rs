@@ -17,18 +17,26 @@
 //!
 //! # Run it
 //!
-//! The topic rule lives in the gateway's configuration, so start the gateway
-//! with the examples' configuration file:
+//! Against a gateway started with the README's first command:
 //!
 //! ```text
-//! cargo run --release -- --config examples/tether.toml
-//! cargo run --example sensor-fleet                          # 100 devices, 30 s
+//! cargo run --release                                      # the gateway
+//! cargo run --example sensor-fleet                         # 100 devices, 30 s
 //! cargo run --example sensor-fleet -- --devices 10 --seconds 3
 //! ```
 //!
+//! The example installs its topic rule and queue itself, as a definitions
+//! document posted to the gateway's admin API (`POST /api/definitions`, as
+//! `guest`/`guest`, which the gateway accepts from the same machine while no
+//! administrator is configured). The rule stays installed afterwards
+//! (`tether admin export` shows it); running the example again changes
+//! nothing.
+//!
 //! Flags (`--help` lists them): `--mqtt` (or `MQTT_ADDR`, default
 //! `127.0.0.1:1883`), `--endpoint` (or `AWS_ENDPOINT_URL`, default
-//! `http://127.0.0.1:9324`), `--devices`, `--seconds`, `--interval-ms`.
+//! `http://127.0.0.1:9324`, the SQS API and the admin API), `--admin-user` /
+//! `--admin-password` (or `TETHER_ADMIN_USER` / `TETHER_ADMIN_PASSWORD`),
+//! `--devices`, `--seconds`, `--interval-ms`, `--threshold`.
 //!
 //! # What to look for
 //!
@@ -37,8 +45,8 @@
 //! * A progress line every second: readings sent, how many of them were hot,
 //!   and alerts seen. At the end `every hot reading became exactly one alert`:
 //!   the number of alerts equals the number of hot readings sent.
-//! * Without the configuration file the queue does not exist and the example
-//!   says so in one line instead of waiting.
+//! * If the admin API refuses the credential (a gateway with its own
+//!   administrators), the example says so in one line instead of waiting.
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -53,8 +61,10 @@ use tether_firmware::sensor::Reading;
 use tether_firmware::sensor::telemetry::{Telemetry, telemetry_topic};
 use tokio::time::Instant;
 
-/// The queue the rule in `examples/tether.toml` fills.
+/// The queue the example's topic rule fills.
 const ALERT_QUEUE: &str = "fleet-alerts";
+/// The topic rule's name in the gateway (installing it again updates it).
+const RULE: &str = "fleet-hot-readings";
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -64,13 +74,20 @@ struct Args {
     /// The gateway's MQTT listener.
     #[arg(long, env = "MQTT_ADDR", default_value = "127.0.0.1:1883")]
     mqtt: String,
-    /// The gateway's SQS/SNS endpoint.
+    /// The gateway's SQS/SNS endpoint (its admin API is on the same port).
     #[arg(
         long,
         env = "AWS_ENDPOINT_URL",
         default_value = "http://127.0.0.1:9324"
     )]
     endpoint: String,
+    /// An administrator of the gateway (guest works from the same machine
+    /// while no administrator is configured).
+    #[arg(long, env = "TETHER_ADMIN_USER", default_value = "guest")]
+    admin_user: String,
+    /// That administrator's password.
+    #[arg(long, env = "TETHER_ADMIN_PASSWORD", default_value = "guest")]
+    admin_password: String,
     /// How many devices to simulate (one MQTT connection each).
     #[arg(long, default_value_t = 100)]
     devices: u32,
@@ -80,8 +97,7 @@ struct Args {
     /// Time between two readings of one device.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
-    /// The rule's threshold in °C (it must match the rule in examples/tether.toml;
-    /// the example uses it only to know how many alerts to expect).
+    /// Readings above this many °C become alerts (the topic rule's WHERE clause).
     #[arg(long, default_value_t = 30.0)]
     threshold: f64,
 }
@@ -124,22 +140,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .build(),
     );
 
-    // The rule's target queue is created by the gateway at start-up from its
-    // configuration. If it is missing, the gateway runs without the rule.
-    let queue_url = match sqs.get_queue_url().queue_name(ALERT_QUEUE).send().await {
-        Ok(out) => out.queue_url.ok_or("GetQueueUrl returned no URL")?,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_queue_does_not_exist()) =>
-        {
-            return Err(format!(
-                "queue `{ALERT_QUEUE}` does not exist: start the gateway with \
-                 `cargo run --release -- --config examples/tether.toml` (it holds the topic rule)"
-            )
-            .into());
-        }
-        Err(e) => return Err(format!("cannot reach the SQS API at {}: {e}", args.endpoint).into()),
-    };
+    // The topic rule and its queue, installed as definitions through the admin
+    // API: the same document could sit in the gateway's definitions file.
+    install_rule(&args).await?;
+    let queue_url = sqs
+        .get_queue_url()
+        .queue_name(ALERT_QUEUE)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the SQS API at {}: {e}", args.endpoint))?
+        .queue_url
+        .ok_or("GetQueueUrl returned no URL")?;
     // Start from an empty queue so the alert count below is this run's.
     sqs.purge_queue().queue_url(&queue_url).send().await?;
     println!(
@@ -208,15 +219,47 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if seen == expected {
         println!("done: every hot reading became exactly one alert ({seen} alerts)");
         Ok(())
-    } else if seen == 0 {
-        Err(format!(
-            "{expected} readings were hot but no alert arrived: is the gateway running with \
-             `--config examples/tether.toml` (the `fleet-hot-readings` rule)?"
-        )
-        .into())
     } else {
         Err(format!("{expected} readings were hot but {seen} alerts arrived").into())
     }
+}
+
+/// Installs the topic rule (readings above the threshold into the alert
+/// queue) and the queue with `POST /api/definitions`, as an administrator.
+/// Applying the same document again changes nothing.
+async fn install_rule(args: &Args) -> Result<(), BoxError> {
+    let sql = format!(
+        "SELECT device, temperature, seq FROM 'sensors/+/telemetry' WHERE temperature > {}",
+        args.threshold
+    );
+    let definitions = serde_json::json!({
+        "queues": [{ "name": ALERT_QUEUE, "attributes": {} }],
+        "rules": [{ "name": RULE, "sql": sql, "actions": [{ "sqs": { "queue": ALERT_QUEUE } }] }],
+    });
+    let url = format!("{}/api/definitions", args.endpoint.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .basic_auth(&args.admin_user, Some(&args.admin_password))
+        .header("content-type", "application/json")
+        .body(definitions.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the gateway's admin API at {url}: {e}"))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(format!(
+            "the admin API refused the credential of `{}`: pass an administrator with \
+             --admin-user and --admin-password (TETHER_ADMIN_USER, TETHER_ADMIN_PASSWORD)",
+            args.admin_user
+        )
+        .into());
+    }
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("installing the topic rule failed: HTTP {status}: {text}").into());
+    }
+    println!("installed topic rule `{RULE}`: {sql} -> SQS queue `{ALERT_QUEUE}`");
+    Ok(())
 }
 
 fn print_progress(stats: &Stats) {

@@ -16,7 +16,7 @@ use tether_e2e::aws::{
 use tether_e2e::mqtt::v4::{self, Client, ConnectReturnCode, QoS};
 use tether_e2e::{Gateway, tether_bin, wait_with_timeout};
 
-/// The example password `device-secret` (examples/tether.toml).
+/// The example password `device-secret` (the device-commands example's default).
 const DEVICE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$9R4RP2altarjIwlroN0EEA$r/lMwextdrMgDzqnQvAqv0MTcdN9fwLxGeQnwBsBXdU";
 
 /// One of everything: an SQS queue dead-lettering into another, an AMQP

@@ -1,7 +1,8 @@
 //! Smoke runs of the programs in `examples/`: each is started as a user would
 //! run it (the built example binary, with small numbers), against a gateway on
-//! the configuration the examples document (`examples/tether.toml`), and the
-//! test checks the outcome the example exists to show — from its output and,
+//! its embedded defaults (the README's first command; sensor-fleet and
+//! device-commands install their rule, user and ACL through the admin API),
+//! and the test checks the outcome the example exists to show — from its output and,
 //! where there is something to look at, from the gateway afterwards.
 //!
 //! The binaries come from `cargo build -p tether-examples --examples`
@@ -13,13 +14,13 @@ use std::time::Duration;
 use serde_json::Value;
 use tether_e2e::Gateway;
 use tether_e2e::aws::{drain_bodies, message_counts, sqs, sqs_client};
-use tether_e2e::examples::{ExampleRun, address_flags, examples_config};
+use tether_e2e::examples::{ExampleRun, address_flags};
 
 /// Generous: the examples finish in seconds, but CI machines are shared.
 const RUN: Duration = Duration::from_secs(90);
 
 fn gateway() -> Gateway {
-    Gateway::builder().config(&examples_config()).start()
+    Gateway::start()
 }
 
 /// Address flags for the `which` listeners, then `extra`.
@@ -93,9 +94,13 @@ async fn sensor_fleet_turns_every_hot_reading_into_one_alert() {
 }
 
 #[tokio::test]
-async fn examples_that_need_the_configuration_say_so_without_it() {
-    // Embedded defaults: no topic rule, no `device` user.
-    let gw = Gateway::start();
+async fn examples_that_install_definitions_say_so_when_the_admin_api_refuses() {
+    // A gateway with its own administrator: guest/guest is no longer accepted.
+    let config = format!(
+        "[[auth.users]]\nname = \"ops\"\npassword_hash = \"{}\"\ntags = [\"administrator\"]\n",
+        tether_e2e::amqp::hash_password("ops-secret")
+    );
+    let gw = Gateway::builder().config(&config).start();
     let fleet = ExampleRun::start(
         "sensor-fleet",
         &flags(
@@ -104,13 +109,16 @@ async fn examples_that_need_the_configuration_say_so_without_it() {
             &["--devices", "2", "--seconds", "1"],
         ),
     );
-    let commands = ExampleRun::start("device-commands", &flags(&gw, &["mqtt", "amqp"], &[]));
+    let commands = ExampleRun::start(
+        "device-commands",
+        &flags(&gw, &["mqtt", "amqp", "http"], &[]),
+    );
     for run in [fleet, commands] {
         let (status, out) = run.finish(Duration::from_secs(30));
         assert!(!status.success(), "{out}");
         assert!(
-            out.contains("--config examples/tether.toml"),
-            "no hint at the configuration:\n{out}"
+            out.contains("refused the credential of `guest`") && out.contains("--admin-user"),
+            "no hint at the admin credential:\n{out}"
         );
         assert_eq!(out.lines().count(), 1, "more than one line:\n{out}");
     }
@@ -330,11 +338,15 @@ async fn device_commands_reach_only_their_device_and_replies_match() {
         "device-commands",
         &flags(
             &gw,
-            &["mqtt", "amqp"],
+            &["mqtt", "amqp", "http"],
             &["--devices", "3", "--commands", "2"],
         ),
     )
     .succeeds(RUN);
+    assert!(
+        out.contains("installed the `device` user and its ACL rules"),
+        "{out}"
+    );
 
     assert!(
         out.contains("device-1 may not subscribe to cmd/+ (everyone's commands): refused"),
@@ -357,4 +369,24 @@ async fn device_commands_reach_only_their_device_and_replies_match() {
         out.contains("done: all 6 commands answered, each by the device it was sent to"),
         "{out}"
     );
+
+    // A second run finds its user and rules in place and adds nothing.
+    let again = ExampleRun::start(
+        "device-commands",
+        &flags(
+            &gw,
+            &["mqtt", "amqp", "http"],
+            &["--devices", "1", "--commands", "1"],
+        ),
+    )
+    .succeeds(RUN);
+    assert!(
+        again.contains("the `device` user and its ACL rules are in place"),
+        "{again}"
+    );
+    let acl = tether_e2e::admin::Admin::guest(gw.http.unwrap())
+        .get("/acl")
+        .await;
+    // The four device rules and the allow-everything-else rule.
+    assert_eq!(acl["rules"].as_array().map(Vec::len), Some(5), "{acl}");
 }

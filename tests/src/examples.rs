@@ -36,12 +36,6 @@ pub fn example_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// The gateway configuration the examples document: `examples/tether.toml`.
-pub fn examples_config() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/tether.toml");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// Address flags pointing at `gw`, for the listeners named in `which`
 /// (`"mqtt"`, `"amqp"`, `"http"`): each example takes only the flags of the
 /// protocols it speaks.

@@ -6,7 +6,7 @@ use crate::config::{Config, StorageEngine};
 use crate::core::Core;
 use tokio_util::sync::CancellationToken;
 
-/// The example password `device-secret` (examples/tether.toml).
+/// The example password `device-secret` (the device-commands example's default).
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$9R4RP2altarjIwlroN0EEA$r/lMwextdrMgDzqnQvAqv0MTcdN9fwLxGeQnwBsBXdU";
 
 fn api() -> Arc<Api> {
