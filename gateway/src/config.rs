@@ -44,6 +44,8 @@ pub struct Config {
     pub definitions: DefinitionsConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Bridges to upstream brokers (`[[bridges]]`, see `docs/bridges.md`).
+    pub bridges: Vec<BridgeConfig>,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1/5.0 listener and session limits.
@@ -320,6 +322,276 @@ pub enum RuleActionConfig {
         /// Target topic.
         topic: String,
     },
+}
+
+/// One `[[bridges]]` entry: a client connection to an upstream broker that
+/// forwards selected traffic out of and into the local core.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Unique name: names the outbox queue (`bridge.<name>.outbox`), logs and
+    /// the loop-prevention marker.
+    pub name: String,
+    /// The upstream's protocol.
+    pub kind: BridgeKind,
+    /// Upstream `host:port`.
+    pub address: String,
+    /// Client id used upstream; empty means `tether-bridge-<name>`.
+    #[serde(default)]
+    pub client_id: String,
+    /// Username for the upstream, if it asks for one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for the upstream.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// MQTT keepalive (AMQP heartbeat) towards the upstream.
+    #[serde(default = "bridge_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Connect with TLS (on by itself when `ca_file` or `cert_file` is set).
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file with the CAs that sign the upstream's certificate; without it
+    /// the built-in web PKI roots are used.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS, e.g. AWS IoT Core).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// ALPN protocols offered, e.g. `["x-amzn-mqtt-ca"]` for AWS IoT Core on 443.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// First reconnect delay; doubled after each failure up to `reconnect_max`.
+    #[serde(default = "bridge_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    #[serde(default = "bridge_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Most messages the outbox holds.
+    #[serde(default = "bridge_outbox_max")]
+    pub outbox_max_messages: usize,
+    /// What the outbox does when full.
+    #[serde(default)]
+    pub outbox_full: OutboxFull,
+    /// How long an outbox message stays leased to an upstream publish that
+    /// was not acknowledged before it is sent again.
+    #[serde(default = "bridge_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Most upstream publishes awaiting acknowledgement.
+    #[serde(default = "bridge_inflight")]
+    pub inflight: u16,
+    /// The local user whose ACL inbound publishes are checked against (as if
+    /// that user had published them); none means the anonymous client's.
+    #[serde(default)]
+    pub local_user: Option<String>,
+    /// What is forwarded, and which way.
+    #[serde(default)]
+    pub rules: Vec<BridgeRuleConfig>,
+}
+
+fn bridge_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+fn bridge_reconnect_min() -> Duration {
+    Duration::from_millis(500)
+}
+fn bridge_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn bridge_outbox_max() -> usize {
+    100_000
+}
+fn bridge_ack_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn bridge_inflight() -> u16 {
+    32
+}
+
+impl BridgeConfig {
+    /// The client id used upstream.
+    pub fn upstream_client_id(&self) -> String {
+        if self.client_id.is_empty() {
+            format!("tether-bridge-{}", self.name)
+        } else {
+            self.client_id.clone()
+        }
+    }
+
+    /// Whether the upstream connection uses TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls || self.ca_file.is_some() || self.cert_file.is_some()
+    }
+
+    fn validate(&self, i: usize) -> Result<(), String> {
+        let valid_name = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(format!(
+                "entry {i}: name `{}` must be non-empty letters, digits, `-` or `_`",
+                self.name
+            ));
+        }
+        let n = &self.name;
+        if self.kind == BridgeKind::Amqp {
+            return Err(format!(
+                "bridge `{n}`: kind \"amqp\" is not implemented yet (only \"mqtt\")"
+            ));
+        }
+        let port_ok = self.address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            return Err(format!(
+                "bridge `{n}`: address `{}` is not host:port",
+                self.address
+            ));
+        }
+        if self.keepalive.as_secs() > u64::from(u16::MAX) {
+            return Err(format!("bridge `{n}`: keepalive is above 65535 s"));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(format!("bridge `{n}`: cert_file and key_file go together"));
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
+            return Err(format!(
+                "bridge `{n}`: reconnect_min must be above zero and at most reconnect_max"
+            ));
+        }
+        if self.outbox_max_messages == 0 {
+            return Err(format!(
+                "bridge `{n}`: outbox_max_messages must be at least 1"
+            ));
+        }
+        if self.inflight == 0 {
+            return Err(format!("bridge `{n}`: inflight must be at least 1"));
+        }
+        if self.ack_timeout < Duration::from_secs(1) {
+            return Err(format!("bridge `{n}`: ack_timeout must be at least 1s"));
+        }
+        if self.rules.is_empty() {
+            return Err(format!("bridge `{n}`: has no rules"));
+        }
+        for (j, r) in self.rules.iter().enumerate() {
+            r.validate()
+                .map_err(|why| format!("bridge `{n}` rule {j}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The protocol a bridge speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeKind {
+    /// MQTT 5 (rumqttc).
+    Mqtt,
+    /// AMQP 0-9-1 (lapin); not implemented yet, refused by validation.
+    Amqp,
+}
+
+/// What a bridge's outbox does with a new message when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboxFull {
+    /// Drop the oldest waiting message (the freshest telemetry is kept).
+    #[default]
+    DropOldest,
+    /// Refuse the new message (MQTT 5 publishers get a negative PUBACK).
+    RejectNew,
+}
+
+/// Which way a bridge rule forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeDirection {
+    /// Local messages go upstream.
+    Out,
+    /// Upstream messages come into the local core.
+    In,
+    /// Both (loops are prevented by the bridge marker).
+    Both,
+}
+
+impl BridgeDirection {
+    /// Forwards local messages upstream.
+    pub fn is_out(self) -> bool {
+        matches!(self, BridgeDirection::Out | BridgeDirection::Both)
+    }
+
+    /// Forwards upstream messages into the core.
+    pub fn is_in(self) -> bool {
+        matches!(self, BridgeDirection::In | BridgeDirection::Both)
+    }
+}
+
+/// One `[[bridges.rules]]` entry.
+///
+/// A topic is rewritten by swapping prefixes: going out, a local topic
+/// starting with `local_prefix` becomes `remote_prefix` + the rest; coming
+/// in, the reverse. The filters are the pattern with the prefix in front:
+/// the local filter is `local_prefix` + `pattern`, the remote one
+/// `remote_prefix` + `pattern`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeRuleConfig {
+    /// Which way this rule forwards.
+    pub direction: BridgeDirection,
+    /// MQTT topic filter below the prefixes, e.g. `sensors/#`.
+    pub pattern: String,
+    /// Local topic prefix (e.g. `cmd/`); empty for none.
+    #[serde(default)]
+    pub local_prefix: String,
+    /// Remote topic prefix (e.g. `fleet/edge-17/`); empty for none.
+    #[serde(default)]
+    pub remote_prefix: String,
+    /// QoS upstream (0 or 1).
+    #[serde(default = "bridge_qos")]
+    pub qos: u8,
+}
+
+fn bridge_qos() -> u8 {
+    1
+}
+
+impl BridgeRuleConfig {
+    /// The local MQTT filter this rule covers.
+    pub fn local_filter(&self) -> String {
+        format!("{}{}", self.local_prefix, self.pattern)
+    }
+
+    /// The remote MQTT filter this rule covers.
+    pub fn remote_filter(&self) -> String {
+        format!("{}{}", self.remote_prefix, self.pattern)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.qos > 1 {
+            return Err(format!("qos {} is not 0 or 1", self.qos));
+        }
+        for (what, prefix) in [
+            ("local_prefix", &self.local_prefix),
+            ("remote_prefix", &self.remote_prefix),
+        ] {
+            if prefix.contains(['+', '#', '\0']) {
+                return Err(format!("{what} `{prefix}` has a wildcard"));
+            }
+        }
+        for filter in [self.local_filter(), self.remote_filter()] {
+            if filter.starts_with("$share/") {
+                return Err(format!("`{filter}` is a shared subscription"));
+            }
+            tether_protocols::topic::validate_topic_filter(&filter)
+                .map_err(|e| format!("`{filter}` is not a valid topic filter: {e:?}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[storage]`: where and how durable state is kept.
@@ -904,6 +1176,19 @@ impl Config {
                 reason: format!("rule {i} topic `{}`: {reason}", rule.topic),
             })?;
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, bridge) in self.bridges.iter().enumerate() {
+            bridge.validate(i).map_err(|reason| ConfigError::Value {
+                key: "bridges",
+                reason,
+            })?;
+            if !names.insert(bridge.name.as_str()) {
+                return Err(ConfigError::Value {
+                    key: "bridges",
+                    reason: format!("bridge name `{}` is used twice", bridge.name),
+                });
+            }
+        }
         if let Some(path) = &self.definitions.file {
             crate::definitions::Format::of(path).map_err(|reason| ConfigError::Value {
                 key: "definitions.file",
@@ -1251,6 +1536,79 @@ mod tests {
         assert_eq!(ByteSize::parse("1MiB").unwrap(), ByteSize(1 << 20));
         assert_eq!(ByteSize::parse("10").unwrap(), ByteSize(10));
         assert!(ByteSize::parse("1XB").is_err());
+    }
+
+    fn bridge_config(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_from(Some(&path), env(&[]))
+    }
+
+    const BRIDGE: &str = r#"
+[[bridges]]
+name = "cloud"
+kind = "mqtt"
+address = "broker.example:8883"
+alpn = ["x-amzn-mqtt-ca"]
+ca_file = "/etc/ca.pem"
+
+[[bridges.rules]]
+direction = "both"
+pattern = "sensors/#"
+remote_prefix = "edge/"
+"#;
+
+    #[test]
+    fn bridge_parses_with_defaults() {
+        let c = bridge_config(BRIDGE).unwrap();
+        let b = &c.bridges[0];
+        assert_eq!(b.kind, BridgeKind::Mqtt);
+        assert_eq!(b.upstream_client_id(), "tether-bridge-cloud");
+        assert!(b.uses_tls());
+        assert_eq!(b.outbox_full, OutboxFull::DropOldest);
+        assert_eq!(b.inflight, 32);
+        assert_eq!(b.rules[0].qos, 1);
+        assert_eq!(b.rules[0].local_filter(), "sensors/#");
+        assert_eq!(b.rules[0].remote_filter(), "edge/sensors/#");
+        assert!(b.rules[0].direction.is_in() && b.rules[0].direction.is_out());
+    }
+
+    #[test]
+    fn bridge_unknown_key_is_refused() {
+        let e = bridge_config(&BRIDGE.replace("alpn", "alpns")).unwrap_err();
+        assert!(e.to_string().contains("alpns"), "{e}");
+    }
+
+    #[test]
+    fn bridge_bad_values_are_refused_with_a_reason() {
+        for (from, to, why) in [
+            ("broker.example:8883", "broker.example", "host:port"),
+            (
+                "pattern = \"sensors/#\"",
+                "pattern = \"a/#/b\"",
+                "topic filter",
+            ),
+            (
+                "remote_prefix = \"edge/\"",
+                "remote_prefix = \"+/\"",
+                "wildcard",
+            ),
+            ("kind = \"mqtt\"", "kind = \"amqp\"", "not implemented"),
+            ("name = \"cloud\"", "name = \"a b\"", "name"),
+            (
+                "direction = \"both\"",
+                "direction = \"both\"\nqos = 2",
+                "qos",
+            ),
+            ("ca_file", "cert_file", "key_file"),
+        ] {
+            let e = bridge_config(&BRIDGE.replace(from, to)).unwrap_err();
+            assert!(e.to_string().contains(why), "{to}: {e}");
+        }
+        let twice = format!("{BRIDGE}{BRIDGE}");
+        let e = bridge_config(&twice).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
     }
 }
 

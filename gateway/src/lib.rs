@@ -12,6 +12,9 @@
 //! * [`amqp`]: the AMQP 0-9-1 front end (RabbitMQ clients run unchanged).
 //! * [`http`]: the HTTP listener: the SQS/SNS APIs, health, metrics, the admin
 //!   API and the web dashboard.
+//! * [`bridge`]: bridges to upstream brokers (AWS IoT Core, RabbitMQ, ...):
+//!   a durable outbox queue per bridge drained by an upstream client, and
+//!   upstream messages published into the core like a local client's.
 //! * [`auth`]: users and ACLs shared by every front end (changeable at runtime).
 //! * [`definitions`]: exchanges, queues, topics, subscriptions, rules, users
 //!   and ACLs as one document: validated, applied at start-up and over the
@@ -29,6 +32,7 @@
 pub mod admin_cli;
 pub mod amqp;
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod core;
 pub mod definitions;

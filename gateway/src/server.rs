@@ -67,6 +67,7 @@ pub struct Gateway {
     shutdown_timeout: Duration,
     _pager: crate::core::pager::Pager,
     tls: Option<Arc<Tls>>,
+    bridges: crate::bridge::Bridges,
 }
 
 impl Gateway {
@@ -175,6 +176,9 @@ impl Gateway {
                 _ => unreachable!("{protocol} listener without its context"),
             }
         }
+        // After recovery (an outbox keeps its messages across restarts) and
+        // before stored queues nobody claimed are dropped.
+        let bridges = crate::bridge::start(&core, &config.bridges, &shutdown, &tasks);
         core.finish_recovery();
         let pager = crate::core::pager::Pager::start(
             core.vhost.env().clone(),
@@ -199,6 +203,7 @@ impl Gateway {
             shutdown_timeout: config.limits.shutdown_timeout,
             _pager: pager,
             tls,
+            bridges,
         })
     }
 
@@ -224,6 +229,11 @@ impl Gateway {
             .iter()
             .find(|(p, _)| *p == protocol)
             .map(|(_, a)| *a)
+    }
+
+    /// The configured bridges and their state.
+    pub fn bridges(&self) -> &crate::bridge::Bridges {
+        &self.bridges
     }
 
     /// The core, for embedding and tests.

@@ -10,6 +10,7 @@ mod amqp_malformed;
 mod amqp_pika;
 mod amqp_topology;
 mod bench_smoke;
+mod bridge;
 mod crash;
 mod cross_protocol;
 mod dashboard;

@@ -51,7 +51,7 @@ pub(super) fn message_properties(
 
 /// Stores a retained message (if flagged), routes `msg` through `amq.topic`,
 /// and applies topic rules.
-pub(super) fn publish_message(
+pub(crate) fn publish_message(
     core: &Arc<Core>,
     msg: &Arc<Message>,
     scratch: &mut RouteScratch,

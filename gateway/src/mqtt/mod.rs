@@ -16,6 +16,7 @@
 
 mod connection;
 mod inbound;
+pub(crate) use inbound::publish_message;
 mod outbound;
 mod will;
 

@@ -1,0 +1,320 @@
+//! Bridges to upstream brokers: client connections that carry selected
+//! traffic out of the local core to an upstream broker (AWS IoT Core, Amazon
+//! MQ, RabbitMQ, Mosquitto, another Tether) and back in. See
+//! `docs/bridges.md` for the design.
+//!
+//! This room owns the per-bridge outbox queues (ordinary durable core queues
+//! bound to `amq.topic`), the upstream client tasks and their status. It
+//! reaches the core only the way a front end does: routing through
+//! `amq.topic`, leasing and acking queue messages. It never touches the MQTT
+//! or AMQP front ends, so a gateway without bridges pays nothing.
+//!
+//! * [`mqtt`]: the MQTT 5 upstream client (rumqttc).
+
+pub mod mqtt;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{BridgeConfig, BridgeRuleConfig, OutboxFull};
+use crate::core::Core;
+use crate::core::exchange::BindingOptions;
+use crate::core::message::KeyForm;
+use crate::core::queue::{LiveSettings, Overflow, Queue, QueueLimits, QueueOptions};
+use crate::core::vhost::VHostError;
+
+/// The MQTT 5 user property (AMQP header) marking a message a bridge carried;
+/// its value is the bridge's name. A bridge never sends upstream a message
+/// carrying its own name, which breaks loops when directions overlap.
+pub const MARKER: &str = "x-tether-bridge";
+
+/// What a bridge is doing, for logs, metrics and the admin API.
+#[derive(Debug, Default)]
+pub struct BridgeStatus {
+    /// Connected to the upstream right now.
+    pub connected: AtomicBool,
+    /// Messages the upstream acknowledged.
+    pub forwarded_out: AtomicU64,
+    /// Upstream messages published into the core.
+    pub forwarded_in: AtomicU64,
+    /// Outbox messages skipped because this bridge brought them in.
+    pub loops_broken: AtomicU64,
+    /// Inbound messages dropped (ACL denied, no matching rule).
+    pub dropped_in: AtomicU64,
+    /// Connection attempts that failed or connections that dropped.
+    pub disconnects: AtomicU64,
+    /// Why the last connection failed or ended.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// One configured bridge.
+#[derive(Debug)]
+pub struct Bridge {
+    /// Its configuration.
+    pub config: BridgeConfig,
+    /// Its outbox queue (`bridge.<name>.outbox` in vhost `/`).
+    pub outbox: Arc<Queue>,
+    /// Its live state.
+    pub status: Arc<BridgeStatus>,
+}
+
+impl Bridge {
+    /// Messages waiting to go upstream (ready and leased).
+    pub fn backlog(&self) -> usize {
+        self.outbox.ready_len() + self.outbox.leased_len()
+    }
+}
+
+/// Every configured bridge (empty without `[[bridges]]`).
+#[derive(Debug, Default, Clone)]
+pub struct Bridges(pub Arc<Vec<Arc<Bridge>>>);
+
+/// The outbox queue's name for bridge `name`.
+pub fn outbox_name(name: &str) -> String {
+    format!("bridge.{name}.outbox")
+}
+
+/// Creates (or finds, after a restart, with the messages it kept) each
+/// bridge's outbox, binds it to its outbound filters, and starts the upstream
+/// clients on `tasks`; they stop when `shutdown` is cancelled.
+pub fn start(
+    core: &Arc<Core>,
+    configs: &[BridgeConfig],
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Bridges {
+    let mut bridges = Vec::with_capacity(configs.len());
+    for config in configs {
+        let Some(outbox) = outbox(core, config) else {
+            continue;
+        };
+        let bridge = Arc::new(Bridge {
+            config: config.clone(),
+            outbox,
+            status: Arc::default(),
+        });
+        tracing::info!(
+            bridge = %config.name,
+            address = %config.address,
+            backlog = bridge.backlog(),
+            "bridge starting"
+        );
+        tasks.spawn(mqtt::run(core.clone(), bridge.clone(), shutdown.clone()));
+        bridges.push(bridge);
+    }
+    Bridges(Arc::new(bridges))
+}
+
+fn outbox(core: &Arc<Core>, config: &BridgeConfig) -> Option<Arc<Queue>> {
+    let name = outbox_name(&config.name);
+    let options = QueueOptions {
+        durable: true,
+        limits: QueueLimits {
+            max_messages: Some(config.outbox_max_messages),
+            overflow: match config.outbox_full {
+                OutboxFull::DropOldest => Overflow::DropHead,
+                OutboxFull::RejectNew => Overflow::RejectPublish,
+            },
+            ..QueueLimits::default()
+        },
+        settings: LiveSettings {
+            visibility_timeout: Some(config.ack_timeout),
+            ..LiveSettings::default()
+        },
+        ..QueueOptions::default()
+    };
+    let queue = match core.vhost.declare_queue(&name, options, None) {
+        Ok((q, _)) => q,
+        Err(VHostError::Mismatch(_)) => {
+            // The stored outbox was made with other limits: keep it (and its
+            // messages) and apply the configured timeout.
+            tracing::warn!(bridge = %config.name, queue = %name,
+                "stored outbox has other settings than the configuration; keeping the stored limits");
+            let q = core.vhost.queue(&name)?;
+            q.update_settings(|s| s.visibility_timeout = Some(config.ack_timeout));
+            q
+        }
+        Err(e) => {
+            tracing::error!(bridge = %config.name, error = %e, "bridge outbox unusable; bridge not started");
+            return None;
+        }
+    };
+    let ex = core.vhost.amq_topic().clone();
+    for rule in config.rules.iter().filter(|r| r.direction.is_out()) {
+        core.vhost.bind_queue(
+            &ex,
+            &queue,
+            &rule.local_filter(),
+            KeyForm::Mqtt,
+            BindingOptions::plain(),
+        );
+    }
+    Some(queue)
+}
+
+/// The remote topic for local `topic` under the first outbound rule that
+/// covers it.
+pub fn outbound_topic(rules: &[BridgeRuleConfig], topic: &str) -> Option<(String, u8)> {
+    rules
+        .iter()
+        .filter(|r| r.direction.is_out())
+        .find_map(|r| swap_prefix(r, topic, &r.local_prefix, &r.remote_prefix).map(|t| (t, r.qos)))
+}
+
+/// The local topic for remote `topic` under the first inbound rule that
+/// covers it.
+pub fn inbound_topic(rules: &[BridgeRuleConfig], topic: &str) -> Option<String> {
+    rules
+        .iter()
+        .filter(|r| r.direction.is_in())
+        .find_map(|r| swap_prefix(r, topic, &r.remote_prefix, &r.local_prefix))
+}
+
+fn swap_prefix(rule: &BridgeRuleConfig, topic: &str, from: &str, to: &str) -> Option<String> {
+    let rest = topic.strip_prefix(from)?;
+    tether_protocols::topic::matches(&rule.pattern, rest).then(|| format!("{to}{rest}"))
+}
+
+/// MQTT user properties from their wire form (a run of `0x26` entries, as
+/// kept in [`MessageProperties::user_properties`](crate::core::props::MessageProperties)).
+/// Stops at the first malformed entry.
+pub fn decode_user_properties(mut wire: &[u8]) -> Vec<(String, String)> {
+    fn string(b: &mut &[u8]) -> Option<String> {
+        let (len, rest) = b.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let s = rest.get(..len)?;
+        let s = std::str::from_utf8(s).ok()?.to_owned();
+        *b = &rest[len..];
+        Some(s)
+    }
+    let mut out = Vec::new();
+    while let Some((&0x26, rest)) = wire.split_first() {
+        wire = rest;
+        let (Some(k), Some(v)) = (string(&mut wire), string(&mut wire)) else {
+            break;
+        };
+        out.push((k, v));
+    }
+    out
+}
+
+/// The wire form of MQTT user properties; entries too long for MQTT are left out.
+pub fn encode_user_properties(props: &[(String, String)]) -> Bytes {
+    let mut b = BytesMut::new();
+    for (k, v) in props {
+        let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u16::try_from(v.len())) else {
+            continue;
+        };
+        b.put_u8(0x26);
+        b.put_u16(kl);
+        b.put_slice(k.as_bytes());
+        b.put_u16(vl);
+        b.put_slice(v.as_bytes());
+    }
+    b.freeze()
+}
+
+/// Reconnect delays: doubling from `min` to `max`, with up to 25% jitter so
+/// many gateways do not reconnect to one upstream in step.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt; doubles the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = base.mul_f64(rand::random::<f64>() * 0.25);
+        (base + jitter).min(self.max)
+    }
+
+    /// After a successful connection: back to `min`.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BridgeDirection;
+
+    fn rule(
+        direction: BridgeDirection,
+        pattern: &str,
+        local: &str,
+        remote: &str,
+    ) -> BridgeRuleConfig {
+        BridgeRuleConfig {
+            direction,
+            pattern: pattern.into(),
+            local_prefix: local.into(),
+            remote_prefix: remote.into(),
+            qos: 1,
+        }
+    }
+
+    #[test]
+    fn prefixes_are_swapped_both_ways() {
+        let rules = [
+            rule(BridgeDirection::Out, "sensors/#", "", "edge/17/"),
+            rule(BridgeDirection::In, "#", "cmd/", "commands/17/"),
+        ];
+        assert_eq!(
+            outbound_topic(&rules, "sensors/t1"),
+            Some(("edge/17/sensors/t1".into(), 1))
+        );
+        assert_eq!(outbound_topic(&rules, "other/t1"), None);
+        assert_eq!(
+            inbound_topic(&rules, "commands/17/reboot"),
+            Some("cmd/reboot".into())
+        );
+        assert_eq!(inbound_topic(&rules, "edge/17/sensors/t1"), None);
+    }
+
+    #[test]
+    fn user_properties_round_trip_and_tolerate_garbage() {
+        let props = vec![
+            (MARKER.to_owned(), "cloud".to_owned()),
+            ("a".into(), "".into()),
+        ];
+        let wire = encode_user_properties(&props);
+        assert_eq!(decode_user_properties(&wire), props);
+        assert_eq!(
+            decode_user_properties(&wire[..wire.len() - 3]),
+            props[..1].to_vec()
+        );
+        assert!(decode_user_properties(&[0x26, 0xff]).is_empty());
+        assert!(decode_user_properties(&[0x01, 0, 0]).is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_bound_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let d: Vec<Duration> = (0..4).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(100) && d[0] <= Duration::from_millis(125));
+        assert!(d[1] >= Duration::from_millis(200) && d[1] <= Duration::from_millis(250));
+        assert_eq!(d[3], Duration::from_millis(350));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+}

@@ -1,0 +1,440 @@
+//! The MQTT 5 upstream client of a bridge (rumqttc).
+//!
+//! One task per bridge: connect (with backoff), subscribe to the inbound
+//! filters, then drain the outbox while relaying inbound publishes. An
+//! outbox message is leased to this bridge, published upstream, and acked
+//! in the outbox only when the upstream's PUBACK arrives (QoS 0 rules: once
+//! written to the socket). When the connection ends, every lease still held
+//! goes back to the outbox in its original order, so nothing is lost and
+//! order is kept; a lease that is never answered returns after the outbox's
+//! visibility timeout (`ack_timeout`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, Filter, Packet, PubAckReason, Publish, PublishProperties,
+};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backoff, Bridge, MARKER};
+use crate::core::Core;
+use crate::core::bytestr::ByteStr;
+use crate::core::message::{KeyForm, Message, now_ms};
+use crate::core::props::MessageProperties;
+use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
+
+/// Runs bridge `bridge` until `shutdown`: connects, forwards, reconnects with
+/// bounded exponential backoff.
+pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
+    let name = bridge.config.name.clone();
+    // Stable across restarts: inbound messages carry it as their origin.
+    let origin = core.identity(&format!("bridge:{name}"));
+    let notify = Arc::new(Notify::new());
+    let consumer = bridge.outbox.attach(Wakeup::new(notify.clone()));
+    let mut backoff = Backoff::new(bridge.config.reconnect_min, bridge.config.reconnect_max);
+    let options = match options(&bridge) {
+        Ok(o) => o,
+        Err(why) => {
+            tracing::error!(bridge = %name, error = %why, "bridge cannot start");
+            *bridge.status.last_error.lock() = Some(why);
+            bridge.outbox.detach(consumer);
+            return;
+        }
+    };
+    let mut link = Link {
+        core,
+        bridge: bridge.clone(),
+        origin,
+        consumer,
+        notify,
+        acl: None,
+    };
+    loop {
+        let ended = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            why = link.session(options.clone(), &mut backoff) => Some(why),
+        };
+        let returned = bridge.outbox.release_owner(origin);
+        bridge.status.connected.store(false, Ordering::Relaxed);
+        let Some(why) = ended else { break };
+        bridge.status.disconnects.fetch_add(1, Ordering::Relaxed);
+        let delay = backoff.next_delay();
+        tracing::warn!(bridge = %name, error = %why, returned, retry_in = ?delay, "bridge disconnected");
+        *bridge.status.last_error.lock() = Some(why);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    bridge.outbox.detach(consumer);
+    tracing::info!(bridge = %name, "bridge stopped");
+}
+
+fn options(bridge: &Bridge) -> Result<MqttOptions, String> {
+    let c = &bridge.config;
+    let (host, port) = c
+        .address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("address `{}` is not host:port", c.address))?;
+    let mut o = MqttOptions::new(c.upstream_client_id(), host, port);
+    o.set_keep_alive(c.keepalive.max(Duration::from_secs(5)))
+        .set_clean_start(true)
+        .set_manual_acks(true)
+        .set_connection_timeout(10)
+        .set_outgoing_inflight_upper_limit(c.inflight)
+        .set_request_channel_capacity(usize::from(c.inflight) * 2 + 16);
+    if let Some(user) = &c.username {
+        o.set_credentials(user.clone(), c.password.clone().unwrap_or_default());
+    }
+    if c.uses_tls() {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls_config(bridge)?),
+        )));
+    }
+    Ok(o)
+}
+
+fn tls_config(bridge: &Bridge) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let c = &bridge.config;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &c.ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_slice_iter(&read(path)?) {
+                let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match (&c.cert_file, &c.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+                .map_err(|e| format!("key_file {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = c.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(config)
+}
+
+/// One bridge's side of the core.
+struct Link {
+    core: Arc<Core>,
+    bridge: Arc<Bridge>,
+    origin: u64,
+    consumer: u64,
+    notify: Arc<Notify>,
+    acl: Option<crate::auth::ClientAcl>,
+}
+
+/// Outbox leases between the upstream client and the upstream.
+#[derive(Default)]
+struct Inflight {
+    /// Handed to the client, not yet written (its packet id is not known yet).
+    unsent: VecDeque<u64>,
+    /// Written, awaiting PUBACK, by packet id.
+    sent: HashMap<u16, u64>,
+}
+
+impl Inflight {
+    fn len(&self) -> usize {
+        self.unsent.len() + self.sent.len()
+    }
+}
+
+impl Link {
+    /// One connection: returns why it ended.
+    async fn session(&mut self, options: MqttOptions, backoff: &mut Backoff) -> String {
+        let cfg = &self.bridge.config;
+        let (client, mut events) = AsyncClient::new(options, usize::from(cfg.inflight) * 2 + 16);
+        if let Err(why) = connected(&mut events).await {
+            return why;
+        }
+        backoff.reset();
+        self.bridge.status.connected.store(true, Ordering::Relaxed);
+        tracing::info!(bridge = %cfg.name, address = %cfg.address, "bridge connected");
+        // Reloaded at each connection, so ACL changes apply from the next one.
+        self.acl = Some(
+            self.core
+                .auth
+                .acl_for(cfg.local_user.as_deref(), &cfg.upstream_client_id()),
+        );
+        let filters: Vec<Filter> = cfg
+            .rules
+            .iter()
+            .filter(|r| r.direction.is_in())
+            .map(|r| {
+                let mut f = Filter::new(r.remote_filter(), qos(r.qos));
+                // The upstream must not echo our own publishes back.
+                f.nolocal = true;
+                f
+            })
+            .collect();
+        if !filters.is_empty()
+            && let Err(e) = client.try_subscribe_many(filters)
+        {
+            return format!("subscribe: {e}");
+        }
+        let mut inflight = Inflight::default();
+        let mut pulled = Vec::new();
+        let window = usize::from(cfg.inflight);
+        loop {
+            if inflight.len() < window {
+                let room = window - inflight.len();
+                pulled.clear();
+                self.bridge.outbox.pull(
+                    self.consumer,
+                    PullLimits {
+                        max: room,
+                        max_leased: room,
+                    },
+                    PullMode::Lease { owner: self.origin },
+                    &mut pulled,
+                );
+                for d in pulled.drain(..) {
+                    if let Err(why) = self.send(&client, d, &mut inflight) {
+                        return why;
+                    }
+                }
+            }
+            let room = inflight.len() < window;
+            tokio::select! {
+                ev = events.poll() => match ev {
+                    Ok(ev) => {
+                        if let Some(why) = self.on_event(&client, ev, &mut inflight).await {
+                            return why;
+                        }
+                    }
+                    Err(e) => return e.to_string(),
+                },
+                _ = self.notify.notified(), if room => {}
+            }
+        }
+    }
+
+    /// Publishes one outbox message upstream, or settles it here when it must
+    /// not go (it came from this bridge, or no rule covers it any more).
+    fn send(
+        &self,
+        client: &AsyncClient,
+        d: Delivery,
+        inflight: &mut Inflight,
+    ) -> Result<(), String> {
+        let Some(tag) = d.tag else { return Ok(()) };
+        let name = &self.bridge.config.name;
+        let user = d
+            .msg
+            .props
+            .as_ref()
+            .map(|p| super::decode_user_properties(&p.user_properties))
+            .unwrap_or_default();
+        if d.msg.origin == self.origin || user.iter().any(|(k, v)| k == MARKER && v == name) {
+            self.bridge
+                .status
+                .loops_broken
+                .fetch_add(1, Ordering::Relaxed);
+            self.bridge.outbox.ack(tag);
+            return Ok(());
+        }
+        let topic = match d.msg.key_form {
+            KeyForm::Mqtt => Some(d.msg.routing_key.to_string()),
+            _ => tether_protocols::mapping::binding_key_to_mqtt_filter_string(&d.msg.routing_key)
+                .ok(),
+        };
+        let Some((remote, rule_qos)) =
+            topic.and_then(|t| super::outbound_topic(&self.bridge.config.rules, &t))
+        else {
+            // Bound by a rule that has since been removed from the configuration.
+            self.bridge.outbox.ack(tag);
+            return Ok(());
+        };
+        let mut props = PublishProperties {
+            user_properties: user,
+            ..PublishProperties::default()
+        };
+        props
+            .user_properties
+            .push((MARKER.to_owned(), name.clone()));
+        if let Some(p) = &d.msg.props {
+            props.content_type = p.content_type.as_ref().map(|s| s.to_string());
+            props.response_topic = p.response_topic.as_ref().map(|s| s.to_string());
+            props.correlation_data = p.correlation_data.clone();
+            props.payload_format_indicator = p.payload_is_utf8.then_some(1);
+        }
+        let qos = qos(rule_qos.min(d.msg.qos));
+        client
+            .try_publish_with_properties(remote, qos, false, d.msg.payload.clone(), props)
+            .map_err(|e| format!("publish: {e}"))?;
+        inflight.unsent.push_back(tag);
+        Ok(())
+    }
+
+    /// Handles one event of the upstream connection; `Some(why)` ends it.
+    async fn on_event(
+        &mut self,
+        client: &AsyncClient,
+        ev: Event,
+        inflight: &mut Inflight,
+    ) -> Option<String> {
+        let status = &self.bridge.status;
+        match ev {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let tag = inflight.unsent.pop_front()?;
+                if pkid == 0 {
+                    // QoS 0: nothing will acknowledge it.
+                    self.bridge.outbox.ack(tag);
+                    status.forwarded_out.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    inflight.sent.insert(pkid, tag);
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let tag = inflight.sent.remove(&ack.pkid)?;
+                // A refusal is final (retrying a NOT_AUTHORIZED forever would
+                // block the outbox): the message is dropped and logged.
+                if !matches!(
+                    ack.reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                ) {
+                    tracing::warn!(bridge = %self.bridge.config.name, reason = ?ack.reason,
+                        "upstream refused a message; dropped");
+                    *status.last_error.lock() = Some(format!("upstream refused: {:?}", ack.reason));
+                } else {
+                    status.forwarded_out.fetch_add(1, Ordering::Relaxed);
+                }
+                self.bridge.outbox.ack(tag);
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                self.inbound(&p).await;
+                if p.qos != QoS::AtMostOnce
+                    && let Err(e) = client.try_ack(&p)
+                {
+                    return Some(format!("ack: {e}"));
+                }
+            }
+            Event::Incoming(Packet::Disconnect(d)) => {
+                return Some(format!("upstream disconnected: {:?}", d.reason_code));
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Publishes an upstream message into the core as a local MQTT client's
+    /// would be (ACL, retained store, topic rules), marked as bridged, and
+    /// returns once it is stored.
+    async fn inbound(&self, p: &Publish) {
+        let cfg = &self.bridge.config;
+        let status = &self.bridge.status;
+        let Some(local) = std::str::from_utf8(&p.topic)
+            .ok()
+            .and_then(|t| super::inbound_topic(&cfg.rules, t))
+        else {
+            status.dropped_in.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if tether_protocols::topic::validate_topic_name(&local).is_err() {
+            status.dropped_in.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(acl) = &self.acl
+            && !acl.may_publish(&local)
+        {
+            tracing::debug!(bridge = %cfg.name, topic = %local, "inbound publish denied by ACL");
+            status.dropped_in.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let props = p.properties.as_ref();
+        let mut user = props.map(|p| p.user_properties.clone()).unwrap_or_default();
+        user.retain(|(k, _)| k != MARKER);
+        user.push((MARKER.to_owned(), cfg.name.clone()));
+        let qos = match p.qos {
+            QoS::AtMostOnce => 0,
+            _ => 1,
+        };
+        let msg = Arc::new(Message {
+            id: self.core.ids.next(),
+            routing_key: ByteStr::from(local.as_str()),
+            key_form: KeyForm::Mqtt,
+            exchange: ByteStr::from_static("amq.topic"),
+            payload: p.payload.clone(),
+            qos,
+            retain: p.retain,
+            persistent: qos > 0,
+            priority: 0,
+            published_at_ms: now_ms(),
+            expires_at: props
+                .and_then(|p| p.message_expiry_interval)
+                .map(|s| Instant::now() + Duration::from_secs(s.into())),
+            origin: self.origin,
+            props: Some(Box::new(MessageProperties::from_mqtt(
+                props
+                    .and_then(|p| p.content_type.as_deref())
+                    .map(ByteStr::from),
+                props.and_then(|p| p.payload_format_indicator) == Some(1),
+                props
+                    .and_then(|p| p.response_topic.as_deref())
+                    .map(ByteStr::from),
+                props.and_then(|p| p.correlation_data.clone()),
+                super::encode_user_properties(&user),
+            ))),
+        });
+        let mut scratch = crate::core::exchange::RouteScratch::default();
+        let (_, lsn) = crate::store::tracked(|| {
+            crate::mqtt::publish_message(&self.core, &msg, &mut scratch, &cfg.upstream_client_id())
+        });
+        if let Err(e) = crate::store::durable(&*self.core.store, lsn).await {
+            tracing::error!(bridge = %cfg.name, error = %e, "inbound message not stored");
+        }
+        status.forwarded_in.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Polls until the upstream's CONNACK: `Err(why)` when refused or unreachable.
+async fn connected(events: &mut EventLoop) -> Result<(), String> {
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                return match ack.code {
+                    ConnectReturnCode::Success => Ok(()),
+                    code => Err(format!("upstream refused the connection: {code:?}")),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}

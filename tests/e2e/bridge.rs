@@ -1,0 +1,262 @@
+//! Bridges to upstream brokers, against a second Tether instance as the
+//! upstream: forwarding out and in with prefix rewriting, an upstream that
+//! goes away while messages are published, a local restart with a non-empty
+//! outbox, and overlapping rules in both directions that must not loop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use tether_e2e::Gateway;
+use tether_e2e::mqtt::v4::{self, Client, QoS};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A `[[bridges]]` entry named `up` towards `upstream` with `rules` (TOML
+/// `[[bridges.rules]]` tables), reconnecting quickly.
+fn bridge_toml(upstream: SocketAddr, rules: &str) -> String {
+    format!(
+        r#"
+[[bridges]]
+name = "up"
+kind = "mqtt"
+address = "{upstream}"
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+ack_timeout = "5s"
+{rules}
+"#
+    )
+}
+
+fn local(upstream: SocketAddr, rules: &str) -> Gateway {
+    Gateway::builder()
+        .config(&bridge_toml(upstream, rules))
+        .start()
+}
+
+fn local_on(upstream: SocketAddr, rules: &str, data: PathBuf) -> Gateway {
+    Gateway::builder()
+        .config(&bridge_toml(upstream, rules))
+        .data_dir(data)
+        .start()
+}
+
+/// An upstream on a fixed address and data directory (to come back where it was).
+fn upstream_at(addr: SocketAddr, data: PathBuf) -> Gateway {
+    Gateway::builder()
+        .env("TETHER_MQTT__LISTEN", addr)
+        .data_dir(data)
+        .start()
+}
+
+fn wait_connected(gw: &Gateway) {
+    let re = Regex::new("bridge connected").unwrap();
+    assert!(
+        gw.log().wait_for(&re, WAIT).is_some(),
+        "bridge did not connect:\n{}",
+        gw.log().text()
+    );
+}
+
+async fn subscriber(addr: SocketAddr, id: &str, filter: &str) -> Client {
+    let mut c = Client::connect(v4::options(addr, id)).await;
+    c.subscribe(filter, QoS::AtLeastOnce).await;
+    c
+}
+
+/// Receives until every one of `expected` payloads was seen; returns them in
+/// arrival order with repeats (at-least-once) removed.
+async fn receive_all(c: &mut Client, expected: usize) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < expected {
+        let Some(p) = c.recv(WAIT).await else {
+            panic!("only {} of {expected} arrived: {seen:?}", seen.len());
+        };
+        let s = String::from_utf8_lossy(&p.payload).into_owned();
+        if !seen.contains(&s) {
+            seen.push(s);
+        }
+    }
+    seen
+}
+
+const OUT: &str = r#"
+[[bridges.rules]]
+direction = "out"
+pattern = "sensors/#"
+remote_prefix = "edge/17/"
+"#;
+
+#[tokio::test]
+async fn local_publishes_reach_the_upstream_under_the_remote_prefix() {
+    let upstream = Gateway::start();
+    let mut sub = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    let gw = local(upstream.mqtt_addr(), OUT);
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t1", "21.5").await;
+    device.publish_acked("other/t1", "not bridged").await;
+    device.publish_acked("sensors/t2", "22.0").await;
+    let a = sub.expect().await;
+    assert_eq!(&a.topic[..], "edge/17/sensors/t1");
+    assert_eq!(&a.payload[..], b"21.5");
+    // `other/t1` matches no rule: the next one upstream is `sensors/t2`.
+    let b = sub.expect().await;
+    assert_eq!(&b.topic[..], "edge/17/sensors/t2");
+}
+
+#[tokio::test]
+async fn upstream_publishes_reach_local_subscribers_under_the_local_prefix() {
+    let upstream = Gateway::start();
+    let gw = local(
+        upstream.mqtt_addr(),
+        r##"
+[[bridges.rules]]
+direction = "in"
+pattern = "#"
+local_prefix = "cmd/"
+remote_prefix = "commands/17/"
+"##,
+    );
+    let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
+    wait_connected(&gw);
+    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    // The bridge subscribes right after connecting: publish until it has.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let p = loop {
+        cloud
+            .publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
+            .await;
+        if let Some(p) = app.recv(Duration::from_millis(200)).await {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
+    };
+    assert_eq!(&p.topic[..], "cmd/reboot");
+    assert_eq!(&p.payload[..], b"now");
+}
+
+#[tokio::test]
+async fn messages_published_while_the_upstream_is_down_arrive_in_order_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut upstream = Gateway::builder()
+        .data_dir(dir.path().join("upstream"))
+        .start();
+    let addr = upstream.mqtt_addr();
+    // A persistent session upstream keeps what arrives while its app is away.
+    let mut opts = v4::options(addr, "cloud-app");
+    opts.set_clean_session(false);
+    let mut app = Client::connect(opts.clone()).await;
+    app.subscribe("edge/17/#", QoS::AtLeastOnce).await;
+    app.disconnect().await;
+
+    let gw = local(addr, OUT);
+    wait_connected(&gw);
+    assert!(upstream.terminate().success());
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    let sent: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        device.publish_acked("sensors/t", m.as_str()).await;
+    }
+    // Down for a while: the bridge keeps retrying with growing delays.
+    let retried = Regex::new(r"(?s)(bridge disconnected.*){6}").unwrap();
+    assert!(gw.log().wait_for(&retried, WAIT).is_some(), "no retries");
+    let _upstream = upstream_at(addr, dir.path().join("upstream"));
+    let mut app = Client::connect(opts).await;
+    assert_eq!(receive_all(&mut app, sent.len()).await, sent);
+}
+
+#[tokio::test]
+async fn a_local_restart_with_a_non_empty_outbox_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut upstream = Gateway::builder()
+        .data_dir(dir.path().join("upstream"))
+        .start();
+    let addr = upstream.mqtt_addr();
+    assert!(upstream.terminate().success());
+
+    // The upstream is unreachable: everything waits in the outbox.
+    let mut gw = local_on(addr, OUT, dir.path().join("local"));
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    let sent: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        device.publish_acked("sensors/t", m.as_str()).await;
+    }
+    device.disconnect().await;
+    assert!(gw.terminate().success());
+
+    let _upstream = upstream_at(addr, dir.path().join("upstream"));
+    let mut app = subscriber(addr, "cloud-app", "edge/17/#").await;
+    let gw = local_on(addr, OUT, dir.path().join("local"));
+    let backlog = Regex::new(r"bridge starting.*backlog=(\d+)").unwrap();
+    let found = gw.log().wait_for(&backlog, WAIT).expect("start-up line");
+    assert_eq!(found[1], "20", "the outbox came back with its messages");
+    assert_eq!(receive_all(&mut app, sent.len()).await, sent);
+}
+
+#[tokio::test]
+async fn overlapping_rules_in_both_directions_do_not_loop() {
+    let upstream = Gateway::start();
+    let gw = local(
+        upstream.mqtt_addr(),
+        r#"
+[[bridges.rules]]
+direction = "both"
+pattern = "loop/#"
+"#,
+    );
+    let mut here = subscriber(gw.mqtt_addr(), "here", "loop/#").await;
+    let mut there = subscriber(upstream.mqtt_addr(), "there", "loop/#").await;
+    wait_connected(&gw);
+
+    // Upstream to local: wait (republishing, each time with a new payload)
+    // until the bridge has subscribed.
+    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut here_seen = Vec::new();
+    for i in 0.. {
+        let payload = format!("in{i}");
+        cloud
+            .publish("loop/in", QoS::AtLeastOnce, false, payload)
+            .await;
+        if let Some(p) = here.recv(Duration::from_millis(200)).await {
+            here_seen.push(seen(&p));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
+    }
+    // Local to upstream, after it: had a `loop/in` been sent back upstream,
+    // `there` would get it twice, before `loop/out` (the outbox keeps order).
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("loop/out", "out").await;
+    let mut there_seen = Vec::new();
+    loop {
+        let p = there.recv(WAIT).await.expect("loop/out upstream");
+        let s = seen(&p);
+        assert!(!there_seen.contains(&s), "{s} came back upstream");
+        there_seen.push(s);
+        if &p.topic[..] == "loop/out" {
+            break;
+        }
+    }
+    // Had `loop/out` come back in, `here` would get it twice before this
+    // marker, published upstream after it and brought in by the bridge.
+    cloud
+        .publish("loop/end", QoS::AtLeastOnce, false, "end")
+        .await;
+    loop {
+        let p = here.recv(WAIT).await.expect("loop/end locally");
+        let s = seen(&p);
+        assert!(!here_seen.contains(&s), "{s} came back in");
+        here_seen.push(s);
+        if &p.topic[..] == "loop/end" {
+            break;
+        }
+    }
+    assert!(here_seen.iter().any(|s| s == "loop/out=out"));
+}
+
+fn seen(p: &v4::Publish) -> String {
+    format!("{}={}", p.topic, String::from_utf8_lossy(&p.payload))
+}
