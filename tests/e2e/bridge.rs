@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use regex::Regex;
 use tether_e2e::Gateway;
+use tether_e2e::admin::{Admin, find};
 use tether_e2e::mqtt::v4::{self, Client, QoS};
+use tether_e2e::prom::scrape;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -259,4 +261,55 @@ pattern = "loop/#"
 
 fn seen(p: &v4::Publish) -> String {
     format!("{}={}", p.topic, String::from_utf8_lossy(&p.payload))
+}
+
+#[tokio::test]
+async fn bridge_state_shows_in_the_admin_api_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut upstream = Gateway::builder()
+        .data_dir(dir.path().join("upstream"))
+        .start();
+    let addr = upstream.mqtt_addr();
+    assert!(upstream.terminate().success());
+
+    let gw = local(addr, OUT);
+    let http = gw.http.expect("http listener");
+    let admin = Admin::guest(http);
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    for i in 0..3 {
+        device.publish_acked("sensors/t", format!("m{i}")).await;
+    }
+    let down = admin
+        .poll("/bridges", WAIT, |v| {
+            let b = find(v, "name", "up")?;
+            (b["disconnects"].as_u64()? > 0).then(|| b.clone())
+        })
+        .await;
+    assert_eq!(down["connected"], false);
+    assert_eq!(down["backlog"], 3);
+    assert_eq!(down["outbox"], "bridge.up.outbox");
+    assert!(down["last_error"].is_string(), "{down}");
+    let s = scrape(http).await;
+    assert_eq!(s.val("tether_bridge_connected", &[("bridge", "up")]), 0.0);
+    assert_eq!(
+        s.val("tether_bridge_backlog_messages", &[("bridge", "up")]),
+        3.0
+    );
+
+    let _upstream = upstream_at(addr, dir.path().join("upstream"));
+    admin
+        .poll("/bridges", WAIT, |v| {
+            let b = find(v, "name", "up")?;
+            (b["connected"] == true && b["backlog"] == 0 && b["forwarded_out"] == 3).then_some(())
+        })
+        .await;
+    let s = scrape(http).await;
+    assert_eq!(s.val("tether_bridge_connected", &[("bridge", "up")]), 1.0);
+    assert_eq!(
+        s.val(
+            "tether_bridge_forwarded_total",
+            &[("bridge", "up"), ("direction", "out")]
+        ),
+        3.0
+    );
 }

@@ -108,7 +108,9 @@ pub fn start(
         tasks.spawn(mqtt::run(core.clone(), bridge.clone(), shutdown.clone()));
         bridges.push(bridge);
     }
-    Bridges(Arc::new(bridges))
+    let bridges = Bridges(Arc::new(bridges));
+    core.metrics.set_bridges(bridges.clone());
+    bridges
 }
 
 fn outbox(core: &Arc<Core>, config: &BridgeConfig) -> Option<Arc<Queue>> {

@@ -120,6 +120,7 @@ pub fn routes(api: Arc<Api>) -> Router<Arc<Api>> {
         .route("/connections", get(connections))
         .route("/connections/{id}", delete(close_connection))
         .route("/sessions", get(sessions))
+        .route("/bridges", get(bridges))
         .route("/exchanges", get(exchanges))
         .route("/bindings", get(bindings))
         .route("/queues", get(queues))
@@ -388,6 +389,33 @@ async fn close_connection(
             "No live connection has id '{id}'."
         )))
     }
+}
+
+async fn bridges(State(api): State<Arc<Api>>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let bridges = api.core.metrics.bridges();
+    let out: Vec<Value> = bridges
+        .0
+        .iter()
+        .map(|b| {
+            let s = &b.status;
+            json!({
+                "name": b.config.name,
+                "kind": b.config.kind,
+                "address": b.config.address,
+                "connected": s.connected.load(Relaxed),
+                "last_error": *s.last_error.lock(),
+                "outbox": b.outbox.name().to_string(),
+                "backlog": b.backlog(),
+                "forwarded_out": s.forwarded_out.load(Relaxed),
+                "forwarded_in": s.forwarded_in.load(Relaxed),
+                "loops_broken": s.loops_broken.load(Relaxed),
+                "inbound_dropped": s.dropped_in.load(Relaxed),
+                "disconnects": s.disconnects.load(Relaxed),
+            })
+        })
+        .collect();
+    Json(Value::Array(out))
 }
 
 async fn sessions(State(api): State<Arc<Api>>) -> Json<Value> {

@@ -224,6 +224,8 @@ pub fn render(core: &Core, per_queue: bool) -> String {
         if m.readiness.is_ready() { 1.0 } else { 0.0 },
     );
 
+    render_bridges(&mut e, &m.bridges());
+
     // Connections.
     let listeners = [Protocol::Mqtt, Protocol::Amqp, Protocol::Http];
     let conns: Vec<(Protocol, (u64, u64))> =
@@ -558,6 +560,81 @@ pub fn render(core: &Core, per_queue: bool) -> String {
         );
     }
     e.finish()
+}
+
+/// The bridges' families, present only when bridges are configured.
+fn render_bridges(e: &mut Exposition, bridges: &crate::bridge::Bridges) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if bridges.0.is_empty() {
+        return;
+    }
+    e.family(
+        "tether_bridge_connected",
+        MetricType::Gauge,
+        "1 while the bridge is connected to its upstream, by bridge.",
+    );
+    for b in bridges.0.iter() {
+        let up = b.status.connected.load(Relaxed);
+        e.sample(
+            "tether_bridge_connected",
+            &[("bridge", &b.config.name)],
+            if up { 1.0 } else { 0.0 },
+        );
+    }
+    e.family(
+        "tether_bridge_backlog_messages",
+        MetricType::Gauge,
+        "Messages in the bridge's outbox not yet acknowledged upstream.",
+    );
+    for b in bridges.0.iter() {
+        let n = b.backlog() as f64;
+        e.sample(
+            "tether_bridge_backlog_messages",
+            &[("bridge", &b.config.name)],
+            n,
+        );
+    }
+    e.family(
+        "tether_bridge_forwarded_total",
+        MetricType::Counter,
+        "Messages forwarded: out (acknowledged upstream) and in (published locally).",
+    );
+    for b in bridges.0.iter() {
+        for (dir, v) in [
+            ("out", &b.status.forwarded_out),
+            ("in", &b.status.forwarded_in),
+        ] {
+            let n = v.load(Relaxed) as f64;
+            e.sample(
+                "tether_bridge_forwarded_total",
+                &[("bridge", &b.config.name), ("direction", dir)],
+                n,
+            );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "tether_bridge_loops_broken_total",
+            "Outbox messages not sent back upstream because this bridge brought them in.",
+            (|b: &crate::bridge::Bridge| b.status.loops_broken.load(Relaxed))
+                as fn(&crate::bridge::Bridge) -> u64,
+        ),
+        (
+            "tether_bridge_inbound_dropped_total",
+            "Upstream messages dropped: no rule covers the topic, or the ACL denies it.",
+            |b| b.status.dropped_in.load(Relaxed),
+        ),
+        (
+            "tether_bridge_disconnects_total",
+            "Failed connection attempts and dropped connections to the upstream.",
+            |b| b.status.disconnects.load(Relaxed),
+        ),
+    ] {
+        e.family(name, MetricType::Counter, help);
+        for b in bridges.0.iter() {
+            e.sample(name, &[("bridge", &b.config.name)], pick(b) as f64);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -327,6 +327,8 @@ pub struct Metrics {
     /// Up, and serving.
     pub readiness: Readiness,
     started_at: std::time::SystemTime,
+    /// The configured bridges, read at scrape time and by the admin API.
+    bridges: RwLock<crate::bridge::Bridges>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -354,7 +356,18 @@ impl Metrics {
             requests: parking_lot::Mutex::new(std::collections::HashMap::new()),
             readiness: Readiness::default(),
             started_at: std::time::SystemTime::now(),
+            bridges: RwLock::default(),
         }
+    }
+
+    /// Registers the configured bridges (once, at start-up).
+    pub fn set_bridges(&self, bridges: crate::bridge::Bridges) {
+        *self.bridges.write() = bridges;
+    }
+
+    /// The configured bridges (empty without `[[bridges]]`).
+    pub fn bridges(&self) -> crate::bridge::Bridges {
+        self.bridges.read().clone()
     }
 
     fn shard(&self) -> &Shard {
