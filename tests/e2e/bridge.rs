@@ -313,3 +313,78 @@ async fn bridge_state_shows_in_the_admin_api_and_metrics() {
         3.0
     );
 }
+
+#[tokio::test]
+async fn inbound_publishes_obey_the_local_users_acl() {
+    let upstream = Gateway::start();
+    let gw = local(
+        upstream.mqtt_addr(),
+        r##"
+local_user = "bridge"
+
+[[bridges.rules]]
+direction = "in"
+pattern = "#"
+local_prefix = "cmd/"
+remote_prefix = "commands/17/"
+
+[auth]
+acl_default = "deny"
+
+[[auth.acl]]
+user = "bridge"
+action = "publish"
+topic = "cmd/allowed/#"
+
+[[auth.acl]]
+action = "subscribe"
+topic = "#"
+"##,
+    );
+    let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
+    wait_connected(&gw);
+    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    // The denied topic goes first each time: had it been let in, it would
+    // arrive before the allowed one (one ordered connection).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let p = loop {
+        cloud
+            .publish("commands/17/denied/x", QoS::AtLeastOnce, false, "no")
+            .await;
+        cloud
+            .publish("commands/17/allowed/x", QoS::AtLeastOnce, false, "yes")
+            .await;
+        if let Some(p) = app.recv(Duration::from_millis(200)).await {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
+    };
+    assert_eq!(&p.topic[..], "cmd/allowed/x");
+    let admin = Admin::guest(gw.http.expect("http listener"));
+    let b = admin.get("/bridges").await;
+    let b = find(&b, "name", "up").expect("bridge listed");
+    assert!(b["inbound_dropped"].as_u64() > Some(0), "{b}");
+}
+
+#[tokio::test]
+async fn a_rule_removed_from_the_configuration_no_longer_fills_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut upstream = Gateway::start();
+    let addr = upstream.mqtt_addr();
+    assert!(upstream.terminate().success());
+    let mut gw = local_on(addr, OUT, dir.path().join("local"));
+    assert!(gw.terminate().success());
+
+    let metrics = r#"
+[[bridges.rules]]
+direction = "out"
+pattern = "metrics/#"
+"#;
+    let gw = local_on(addr, metrics, dir.path().join("local"));
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t", "old rule").await;
+    device.publish_acked("metrics/cpu", "new rule").await;
+    let admin = Admin::guest(gw.http.expect("http listener"));
+    let queue = admin.queue("bridge.up.outbox").await;
+    assert_eq!(queue["messages"], 1, "{queue}");
+}

@@ -148,14 +148,30 @@ fn outbox(core: &Arc<Core>, config: &BridgeConfig) -> Option<Arc<Queue>> {
         }
     };
     let ex = core.vhost.amq_topic().clone();
-    for rule in config.rules.iter().filter(|r| r.direction.is_out()) {
-        core.vhost.bind_queue(
-            &ex,
-            &queue,
-            &rule.local_filter(),
-            KeyForm::Mqtt,
-            BindingOptions::plain(),
-        );
+    let wanted: Vec<String> = config
+        .rules
+        .iter()
+        .filter(|r| r.direction.is_out())
+        .map(|r| r.local_filter())
+        .collect();
+    // A stored outbox keeps the bindings of the last run: those whose rule
+    // has left the configuration go.
+    let stale: Vec<String> = queue
+        .bound_from
+        .lock()
+        .iter()
+        .filter(|b| b.exchange.as_ptr() == Arc::as_ptr(&ex))
+        .map(|b| b.key.to_string())
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for key in stale {
+        tracing::info!(bridge = %config.name, filter = %key, "outbox binding no longer configured; removed");
+        core.vhost
+            .unbind_queue(&ex, &queue, &key, KeyForm::Mqtt, None);
+    }
+    for filter in &wanted {
+        core.vhost
+            .bind_queue(&ex, &queue, filter, KeyForm::Mqtt, BindingOptions::plain());
     }
     Some(queue)
 }
