@@ -388,3 +388,93 @@ pattern = "metrics/#"
     let queue = admin.queue("bridge.up.outbox").await;
     assert_eq!(queue["messages"], 1, "{queue}");
 }
+
+#[tokio::test]
+async fn the_bridge_connects_with_mutual_tls_and_alpn() {
+    let ca = tether_e2e::tls::Ca::new("bridge test CA");
+    let files = tether_e2e::tls::ServerFiles::write(&ca.server(), Some(&ca));
+    let mut b = Gateway::builder().env("TETHER_TLS__CLIENT_AUTH", "required");
+    for (k, v) in files.env() {
+        b = b.env(k, v);
+    }
+    let upstream = b.start();
+    let mqtts = upstream.addr("mqtts").expect("mqtts listener");
+    let mut sub = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+
+    // The bridge's own CA file, certificate and key.
+    let dir = tempfile::tempdir().unwrap();
+    let client = ca.client("edge-17");
+    let (ca_file, cert_file, key_file) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, &client.cert_pem).unwrap();
+    std::fs::write(&key_file, &client.key_pem).unwrap();
+    let toml = format!(
+        r#"
+[[bridges]]
+name = "up"
+kind = "mqtt"
+address = "localhost:{port}"
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
+alpn = ["x-amzn-mqtt-ca"]
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+{OUT}
+"#,
+        port = mqtts.port(),
+        ca = ca_file.display(),
+        cert = cert_file.display(),
+        key = key_file.display(),
+    );
+    let gw = Gateway::builder().config(&toml).start();
+    wait_connected(&gw);
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t1", "over tls").await;
+    let p = sub.expect().await;
+    assert_eq!(&p.topic[..], "edge/17/sensors/t1");
+    assert_eq!(&p.payload[..], b"over tls");
+}
+
+#[tokio::test]
+async fn the_bridge_without_a_client_certificate_is_refused_and_keeps_retrying() {
+    let ca = tether_e2e::tls::Ca::new("bridge test CA");
+    let files = tether_e2e::tls::ServerFiles::write(&ca.server(), Some(&ca));
+    let mut b = Gateway::builder().env("TETHER_TLS__CLIENT_AUTH", "required");
+    for (k, v) in files.env() {
+        b = b.env(k, v);
+    }
+    let upstream = b.start();
+    let mqtts = upstream.addr("mqtts").expect("mqtts listener");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let toml = format!(
+        r#"
+[[bridges]]
+name = "up"
+kind = "mqtt"
+address = "localhost:{port}"
+ca_file = "{ca}"
+reconnect_min = "50ms"
+reconnect_max = "200ms"
+{OUT}
+"#,
+        port = mqtts.port(),
+        ca = ca_file.display(),
+    );
+    let gw = Gateway::builder().config(&toml).start();
+    let admin = Admin::guest(gw.http.expect("http listener"));
+    let b = admin
+        .poll("/bridges", WAIT, |v| {
+            let b = find(v, "name", "up")?;
+            (b["disconnects"].as_u64()? >= 3).then(|| b.clone())
+        })
+        .await;
+    assert_eq!(b["connected"], false);
+    assert!(b["last_error"].is_string(), "{b}");
+}
