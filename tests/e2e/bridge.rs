@@ -1,7 +1,12 @@
-//! Bridges to upstream brokers, against a second Tether instance as the
+//! Bridges to upstream brokers, against a second Tether instance and against
+//! Debian's Mosquitto (started by the test on a free loopback port) as the
 //! upstream: forwarding out and in with prefix rewriting, an upstream that
 //! goes away while messages are published, a local restart with a non-empty
-//! outbox, and overlapping rules in both directions that must not loop.
+//! outbox, overlapping rules in both directions that must not loop, inbound
+//! ACLs, mutual TLS with ALPN, and the state in the admin API and metrics.
+//!
+//! `mosquitto` must be on the PATH (`apt-get install -y mosquitto`;
+//! scripts/test installs it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -200,8 +205,14 @@ async fn a_local_restart_with_a_non_empty_outbox_loses_nothing() {
 #[tokio::test]
 async fn overlapping_rules_in_both_directions_do_not_loop() {
     let upstream = Gateway::start();
+    assert_no_loop(upstream.mqtt_addr()).await;
+}
+
+/// A bridge with `both` on `loop/#` towards `upstream`: what comes in is not
+/// sent back out, what goes out does not come back in.
+async fn assert_no_loop(upstream: SocketAddr) {
     let gw = local(
-        upstream.mqtt_addr(),
+        upstream,
         r#"
 [[bridges.rules]]
 direction = "both"
@@ -209,12 +220,12 @@ pattern = "loop/#"
 "#,
     );
     let mut here = subscriber(gw.mqtt_addr(), "here", "loop/#").await;
-    let mut there = subscriber(upstream.mqtt_addr(), "there", "loop/#").await;
+    let mut there = subscriber(upstream, "there", "loop/#").await;
     wait_connected(&gw);
 
     // Upstream to local: wait (republishing, each time with a new payload)
     // until the bridge has subscribed.
-    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    let cloud = Client::connect(v4::options(upstream, "cloud")).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut here_seen = Vec::new();
     for i in 0.. {
@@ -477,4 +488,167 @@ reconnect_max = "200ms"
         .await;
     assert_eq!(b["connected"], false);
     assert!(b["last_error"].is_string(), "{b}");
+}
+
+/// A Mosquitto broker on loopback (Debian's `mosquitto`), as an upstream.
+/// Killed when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Mosquitto {
+    /// Starts on `port` (0: a free one) keeping its state in `dir`, and waits
+    /// until it accepts connections.
+    fn start(port: u16, dir: &std::path::Path) -> Mosquitto {
+        let port = if port == 0 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        } else {
+            port
+        };
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                // `user root`: started as root, Mosquitto would otherwise
+                // switch to `mosquitto` and could not write to `dir`.
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nlog_dest stderr\nuser root\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        // Debian puts it in /usr/sbin, which a non-root PATH may lack.
+        let program = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = std::process::Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is not runnable: apt-get install -y mosquitto");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto { child, addr }
+    }
+
+    /// SIGTERM (Mosquitto saves its state) and waits for the exit.
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        tether_e2e::wait_with_timeout(&mut self.child, WAIT);
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn mosquitto_upstream_forwards_out_and_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(0, dir.path());
+    let mut cloud_app = subscriber(broker.addr, "cloud-app", "edge/17/#").await;
+    let gw = local(
+        broker.addr,
+        &format!(
+            r##"{OUT}
+[[bridges.rules]]
+direction = "in"
+pattern = "#"
+local_prefix = "cmd/"
+remote_prefix = "commands/17/"
+"##
+        ),
+    );
+    let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
+    wait_connected(&gw);
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t1", "21.5").await;
+    let p = cloud_app.expect().await;
+    assert_eq!(&p.topic[..], "edge/17/sensors/t1");
+
+    let cloud = Client::connect(v4::options(broker.addr, "cloud")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let p = loop {
+        cloud
+            .publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
+            .await;
+        if let Some(p) = app.recv(Duration::from_millis(200)).await {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
+    };
+    assert_eq!(&p.topic[..], "cmd/reboot");
+}
+
+#[tokio::test]
+async fn mosquitto_upstream_down_while_publishing_gets_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(0, dir.path());
+    let addr = broker.addr;
+    let mut opts = v4::options(addr, "cloud-app");
+    opts.set_clean_session(false);
+    let mut app = Client::connect(opts.clone()).await;
+    app.subscribe("edge/17/#", QoS::AtLeastOnce).await;
+    app.disconnect().await;
+
+    let gw = local(addr, OUT);
+    wait_connected(&gw);
+    broker.stop();
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    let sent: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        device.publish_acked("sensors/t", m.as_str()).await;
+    }
+    let retried = Regex::new(r"(?s)(bridge disconnected.*){6}").unwrap();
+    assert!(gw.log().wait_for(&retried, WAIT).is_some(), "no retries");
+    let _broker = Mosquitto::start(addr.port(), dir.path());
+    let mut app = Client::connect(opts).await;
+    assert_eq!(receive_all(&mut app, sent.len()).await, sent);
+}
+
+#[tokio::test]
+async fn mosquitto_upstream_with_overlapping_rules_does_not_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(0, dir.path());
+    assert_no_loop(broker.addr).await;
+}
+
+#[tokio::test]
+async fn mosquitto_upstream_after_a_local_restart_with_a_non_empty_outbox_gets_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(0, dir.path());
+    let addr = broker.addr;
+    broker.stop();
+    let mut gw = local_on(addr, OUT, dir.path().join("local"));
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    let sent: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        device.publish_acked("sensors/t", m.as_str()).await;
+    }
+    device.disconnect().await;
+    assert!(gw.terminate().success());
+
+    let _broker = Mosquitto::start(addr.port(), dir.path());
+    let mut app = subscriber(addr, "cloud-app", "edge/17/#").await;
+    let _gw = local_on(addr, OUT, dir.path().join("local"));
+    assert_eq!(receive_all(&mut app, sent.len()).await, sent);
 }
