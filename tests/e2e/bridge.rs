@@ -652,3 +652,55 @@ async fn mosquitto_upstream_after_a_local_restart_with_a_non_empty_outbox_gets_e
     let _gw = local_on(addr, OUT, dir.path().join("local"));
     assert_eq!(receive_all(&mut app, sent.len()).await, sent);
 }
+
+/// The outbox of a bridge to an unreachable upstream, holding at most two.
+fn small_outbox(policy: &str) -> (Gateway, Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut upstream = Gateway::builder()
+        .data_dir(dir.path().join("upstream"))
+        .start();
+    assert!(upstream.terminate().success());
+    let rules = format!("outbox_max_messages = 2\noutbox_full = \"{policy}\"\n{OUT}");
+    let gw = local(upstream.mqtt_addr(), &rules);
+    (gw, upstream, dir)
+}
+
+#[tokio::test]
+async fn a_full_outbox_with_drop_oldest_keeps_the_newest() {
+    let (gw, upstream, dir) = small_outbox("drop-oldest");
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    for m in ["m0", "m1", "m2"] {
+        device.publish_acked("sensors/t", m).await;
+    }
+    let _upstream = upstream_at(upstream.mqtt_addr(), dir.path().join("upstream"));
+    let mut app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    assert_eq!(receive_all(&mut app, 2).await, ["m1", "m2"]);
+}
+
+#[tokio::test]
+async fn a_full_outbox_with_reject_new_refuses_mqtt5_publishers() {
+    use tether_e2e::mqtt::v5;
+    let (gw, upstream, dir) = small_outbox("reject-new");
+    let (mut device, _) = v5::Client::connect(v5::options(gw.mqtt_addr(), "device")).await;
+    let mut reasons = Vec::new();
+    for m in ["m0", "m1", "m2"] {
+        device
+            .client
+            .publish("sensors/t", v5::QoS::AtLeastOnce, false, m)
+            .await
+            .expect("publish request");
+        let ack = device
+            .wait_for(WAIT, |p| match p {
+                v5::Packet::PubAck(a) => Some(a),
+                _ => None,
+            })
+            .await
+            .expect("PUBACK");
+        reasons.push(ack.reason);
+    }
+    use rumqttc::v5::mqttbytes::v5::PubAckReason::{QuotaExceeded, Success};
+    assert_eq!(reasons, [Success, Success, QuotaExceeded]);
+    let _upstream = upstream_at(upstream.mqtt_addr(), dir.path().join("upstream"));
+    let mut app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    assert_eq!(receive_all(&mut app, 2).await, ["m0", "m1"]);
+}

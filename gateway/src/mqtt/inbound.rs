@@ -451,6 +451,10 @@ impl Conn {
         }
         let code = if outcome.routed == 0 && v5 {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else if outcome.rejected > 0 && outcome.queued == 0 && v5 {
+            // Every queue it reached refused it (`reject-publish`, a full
+            // bridge outbox with `reject-new`): the publisher should know.
+            ReasonCode::QUOTA_EXCEEDED
         } else {
             ReasonCode::SUCCESS
         };
