@@ -345,6 +345,9 @@ pub struct BridgeConfig {
     /// Password for the upstream.
     #[serde(default)]
     pub password: Option<String>,
+    /// AMQP virtual host (AMQP bridges only).
+    #[serde(default = "bridge_vhost")]
+    pub vhost: String,
     /// MQTT keepalive (AMQP heartbeat) towards the upstream.
     #[serde(default = "bridge_keepalive", with = "humantime_serde")]
     pub keepalive: Duration,
@@ -392,6 +395,9 @@ pub struct BridgeConfig {
     pub rules: Vec<BridgeRuleConfig>,
 }
 
+fn bridge_vhost() -> String {
+    "/".to_owned()
+}
 fn bridge_keepalive() -> Duration {
     Duration::from_secs(30)
 }
@@ -439,9 +445,14 @@ impl BridgeConfig {
             ));
         }
         let n = &self.name;
-        if self.kind == BridgeKind::Amqp {
+        if self.kind == BridgeKind::Amqp && self.uses_tls() {
             return Err(format!(
-                "bridge `{n}`: kind \"amqp\" is not implemented yet (only \"mqtt\")"
+                "bridge `{n}`: TLS is not implemented yet for kind \"amqp\""
+            ));
+        }
+        if self.kind == BridgeKind::Mqtt && self.rules.iter().any(|r| r.exchange.is_some()) {
+            return Err(format!(
+                "bridge `{n}`: `exchange` is for kind \"amqp\" only"
             ));
         }
         let port_ok = self.address.rsplit_once(':').is_some_and(|(host, port)| {
@@ -492,7 +503,7 @@ impl BridgeConfig {
 pub enum BridgeKind {
     /// MQTT 5 (rumqttc).
     Mqtt,
-    /// AMQP 0-9-1 (lapin); not implemented yet, refused by validation.
+    /// AMQP 0-9-1 (lapin, publisher confirms); no TLS yet.
     Amqp,
 }
 
@@ -551,9 +562,14 @@ pub struct BridgeRuleConfig {
     /// Remote topic prefix (e.g. `fleet/edge-17/`); empty for none.
     #[serde(default)]
     pub remote_prefix: String,
-    /// QoS upstream (0 or 1).
+    /// QoS upstream (0 or 1; AMQP: 1 is a persistent, confirmed publish).
     #[serde(default = "bridge_qos")]
     pub qos: u8,
+    /// AMQP bridges: the upstream exchange published to and bound from
+    /// (default `amq.topic`); the routing key is the remote topic with `/`
+    /// and `.` swapped, as in Tether's own `amq.topic`.
+    #[serde(default)]
+    pub exchange: Option<String>,
 }
 
 fn bridge_qos() -> u8 {
@@ -1594,7 +1610,16 @@ remote_prefix = "edge/"
                 "remote_prefix = \"+/\"",
                 "wildcard",
             ),
-            ("kind = \"mqtt\"", "kind = \"amqp\"", "not implemented"),
+            (
+                "kind = \"mqtt\"",
+                "kind = \"amqp\"",
+                "TLS is not implemented",
+            ),
+            (
+                "direction = \"both\"",
+                "direction = \"both\"\nexchange = \"x\"",
+                "amqp",
+            ),
             ("name = \"cloud\"", "name = \"a b\"", "name"),
             (
                 "direction = \"both\"",

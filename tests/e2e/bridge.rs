@@ -704,3 +704,113 @@ async fn a_full_outbox_with_reject_new_refuses_mqtt5_publishers() {
     let mut app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
     assert_eq!(receive_all(&mut app, 2).await, ["m0", "m1"]);
 }
+
+/// An AMQP `[[bridges]]` entry named `up` towards `upstream` (an AMQP listener).
+fn amqp_local(upstream: SocketAddr, rules: &str) -> Gateway {
+    let toml = bridge_toml(upstream, rules).replace("kind = \"mqtt\"", "kind = \"amqp\"");
+    Gateway::builder().config(&toml).start()
+}
+
+const AMQP_BOTH: &str = r##"
+[[bridges.rules]]
+direction = "out"
+pattern = "sensors/#"
+remote_prefix = "edge/17/"
+
+[[bridges.rules]]
+direction = "in"
+pattern = "#"
+local_prefix = "cmd/"
+remote_prefix = "commands/17/"
+"##;
+
+#[tokio::test]
+async fn amqp_upstream_forwards_out_and_in_through_amq_topic() {
+    let upstream = Gateway::start();
+    let mut cloud_app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    let gw = amqp_local(upstream.amqp.expect("amqp listener"), AMQP_BOTH);
+    let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
+    wait_connected(&gw);
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t1", "21.5").await;
+    // Routing key `edge.17.sensors.t1` on the upstream's amq.topic.
+    let p = cloud_app.expect().await;
+    assert_eq!(&p.topic[..], "edge/17/sensors/t1");
+    assert_eq!(&p.payload[..], b"21.5");
+
+    // The inbox is bound before "bridge connected" is logged.
+    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    cloud
+        .publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
+        .await;
+    let p = app.expect().await;
+    assert_eq!(&p.topic[..], "cmd/reboot");
+    assert_eq!(&p.payload[..], b"now");
+}
+
+#[tokio::test]
+async fn amqp_upstream_down_while_publishing_gets_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut upstream = Gateway::builder()
+        .data_dir(dir.path().join("upstream"))
+        .start();
+    let (mqtt, amqp) = (upstream.mqtt_addr(), upstream.amqp.expect("amqp listener"));
+    let mut opts = v4::options(mqtt, "cloud-app");
+    opts.set_clean_session(false);
+    let mut app = Client::connect(opts.clone()).await;
+    app.subscribe("edge/17/#", QoS::AtLeastOnce).await;
+    app.disconnect().await;
+
+    let gw = amqp_local(amqp, OUT);
+    wait_connected(&gw);
+    assert!(upstream.terminate().success());
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    let sent: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        device.publish_acked("sensors/t", m.as_str()).await;
+    }
+    let retried = Regex::new(r"(?s)(bridge disconnected.*){6}").unwrap();
+    assert!(gw.log().wait_for(&retried, WAIT).is_some(), "no retries");
+    let _upstream = Gateway::builder()
+        .env("TETHER_MQTT__LISTEN", mqtt)
+        .env("TETHER_AMQP__LISTEN", amqp)
+        .data_dir(dir.path().join("upstream"))
+        .start();
+    let mut app = Client::connect(opts).await;
+    assert_eq!(receive_all(&mut app, sent.len()).await, sent);
+}
+
+#[tokio::test]
+async fn amqp_upstream_with_overlapping_rules_does_not_loop() {
+    let upstream = Gateway::start();
+    let gw = amqp_local(
+        upstream.amqp.expect("amqp listener"),
+        r#"
+[[bridges.rules]]
+direction = "both"
+pattern = "loop/#"
+"#,
+    );
+    let mut here = subscriber(gw.mqtt_addr(), "here", "loop/#").await;
+    let mut there = subscriber(upstream.mqtt_addr(), "there", "loop/#").await;
+    wait_connected(&gw);
+    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    cloud
+        .publish("loop/in", QoS::AtLeastOnce, false, "in")
+        .await;
+    assert_eq!(seen(&here.expect().await), "loop/in=in");
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("loop/out", "out").await;
+    // `there` sees the cloud's own publish, then the device's; had the
+    // bridge sent `loop/in` back, it would come in between.
+    assert_eq!(seen(&there.expect().await), "loop/in=in");
+    assert_eq!(seen(&there.expect().await), "loop/out=out");
+    // `loop/out` comes back to the bridge's own inbox (AMQP has no No
+    // Local) and must be dropped there: the next message `here` gets after
+    // the device's own is the marker.
+    cloud
+        .publish("loop/end", QoS::AtLeastOnce, false, "end")
+        .await;
+    assert_eq!(seen(&here.expect().await), "loop/out=out");
+    assert_eq!(seen(&here.expect().await), "loop/end=end");
+}

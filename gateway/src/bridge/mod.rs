@@ -10,7 +10,9 @@
 //! or AMQP front ends, so a gateway without bridges pays nothing.
 //!
 //! * [`mqtt`]: the MQTT 5 upstream client (rumqttc).
+//! * [`amqp`]: the AMQP 0-9-1 upstream client (lapin, publisher confirms).
 
+pub mod amqp;
 pub mod mqtt;
 
 use std::sync::Arc;
@@ -28,6 +30,125 @@ use crate::core::exchange::BindingOptions;
 use crate::core::message::KeyForm;
 use crate::core::queue::{LiveSettings, Overflow, Queue, QueueLimits, QueueOptions};
 use crate::core::vhost::VHostError;
+
+/// A message from the upstream, as either client hands it over.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    /// The upstream topic (MQTT spelling).
+    pub topic: String,
+    /// The body.
+    pub payload: Bytes,
+    /// 0 or 1.
+    pub qos: u8,
+    /// The MQTT RETAIN flag.
+    pub retain: bool,
+    /// MQTT user properties or AMQP string headers.
+    pub user_properties: Vec<(String, String)>,
+    /// MQTT Content Type / AMQP content-type.
+    pub content_type: Option<String>,
+    /// MQTT Response Topic.
+    pub response_topic: Option<String>,
+    /// MQTT Correlation Data / AMQP correlation-id.
+    pub correlation_data: Option<Bytes>,
+    /// MQTT Payload Format Indicator 1.
+    pub payload_is_utf8: bool,
+    /// MQTT Message Expiry Interval, seconds.
+    pub expiry_secs: Option<u32>,
+}
+
+/// Publishes an upstream message into the core as a local MQTT client's
+/// would be (ACL of `acl`, retained store, topic rules), marked as carried by
+/// `bridge` with `origin`, and returns once it is stored. `false` when it
+/// was dropped (no rule, invalid topic, denied, or carries this bridge's own
+/// marker: an echo of what it sent).
+pub async fn publish_inbound(
+    core: &Arc<Core>,
+    bridge: &Bridge,
+    origin: u64,
+    acl: Option<&crate::auth::ClientAcl>,
+    m: Inbound,
+) -> bool {
+    use crate::core::bytestr::ByteStr;
+    use crate::core::message::{Message, now_ms};
+    use crate::core::props::MessageProperties;
+    use std::sync::atomic::Ordering::Relaxed;
+    let cfg = &bridge.config;
+    let status = &bridge.status;
+    let echo = m
+        .user_properties
+        .iter()
+        .any(|(k, v)| k == MARKER && *v == cfg.name);
+    let local = inbound_topic(&cfg.rules, &m.topic)
+        .filter(|t| tether_protocols::topic::validate_topic_name(t).is_ok());
+    let Some(local) = local.filter(|_| !echo) else {
+        status.dropped_in.fetch_add(1, Relaxed);
+        return false;
+    };
+    if let Some(acl) = acl
+        && !acl.may_publish(&local)
+    {
+        tracing::debug!(bridge = %cfg.name, topic = %local, "inbound publish denied by ACL");
+        status.dropped_in.fetch_add(1, Relaxed);
+        return false;
+    }
+    let mut user = m.user_properties;
+    user.retain(|(k, _)| k != MARKER);
+    user.push((MARKER.to_owned(), cfg.name.clone()));
+    let msg = Arc::new(Message {
+        id: core.ids.next(),
+        routing_key: ByteStr::from(local),
+        key_form: KeyForm::Mqtt,
+        exchange: ByteStr::from_static("amq.topic"),
+        payload: m.payload,
+        qos: m.qos.min(1),
+        retain: m.retain,
+        persistent: m.qos > 0,
+        priority: 0,
+        published_at_ms: now_ms(),
+        expires_at: m
+            .expiry_secs
+            .map(|s| std::time::Instant::now() + Duration::from_secs(s.into())),
+        origin,
+        props: Some(Box::new(MessageProperties::from_mqtt(
+            m.content_type.map(ByteStr::from),
+            m.payload_is_utf8,
+            m.response_topic.map(ByteStr::from),
+            m.correlation_data,
+            encode_user_properties(&user),
+        ))),
+    });
+    let mut scratch = crate::core::exchange::RouteScratch::default();
+    let (_, lsn) = crate::store::tracked(|| {
+        crate::mqtt::publish_message(core, &msg, &mut scratch, &cfg.upstream_client_id())
+    });
+    if let Err(e) = crate::store::durable(&*core.store, lsn).await {
+        tracing::error!(bridge = %cfg.name, error = %e, "inbound message not stored");
+    }
+    status.forwarded_in.fetch_add(1, Relaxed);
+    true
+}
+
+/// Whether an outbox message must stay here: it came in through this
+/// bridge (its origin, or its marker after a restart).
+pub fn came_from(
+    bridge: &Bridge,
+    origin: u64,
+    msg: &crate::core::message::Message,
+    user: &[(String, String)],
+) -> bool {
+    msg.origin == origin
+        || user
+            .iter()
+            .any(|(k, v)| k == MARKER && *v == bridge.config.name)
+}
+
+/// The MQTT topic of an outbox message (AMQP routing keys are mapped back).
+pub fn mqtt_topic(msg: &crate::core::message::Message) -> Option<String> {
+    match msg.key_form {
+        KeyForm::Mqtt => Some(msg.routing_key.to_string()),
+        _ => tether_protocols::mapping::routing_key_to_mqtt_topic_string(&msg.routing_key).ok(),
+    }
+}
 
 /// The MQTT 5 user property (AMQP header) marking a message a bridge carried;
 /// its value is the bridge's name. A bridge never sends upstream a message
@@ -105,7 +226,14 @@ pub fn start(
             backlog = bridge.backlog(),
             "bridge starting"
         );
-        tasks.spawn(mqtt::run(core.clone(), bridge.clone(), shutdown.clone()));
+        match config.kind {
+            crate::config::BridgeKind::Mqtt => {
+                tasks.spawn(mqtt::run(core.clone(), bridge.clone(), shutdown.clone()));
+            }
+            crate::config::BridgeKind::Amqp => {
+                tasks.spawn(amqp::run(core.clone(), bridge.clone(), shutdown.clone()));
+            }
+        }
         bridges.push(bridge);
     }
     let bridges = Bridges(Arc::new(bridges));
@@ -288,6 +416,7 @@ mod tests {
             local_prefix: local.into(),
             remote_prefix: remote.into(),
             qos: 1,
+            exchange: None,
         }
     }
 

@@ -12,11 +12,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, Filter, Packet, PubAckReason, Publish, PublishProperties,
+    ConnectReturnCode, Filter, Packet, PubAckReason, PublishProperties,
 };
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
@@ -25,9 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, Bridge, MARKER};
 use crate::core::Core;
-use crate::core::bytestr::ByteStr;
-use crate::core::message::{KeyForm, Message, now_ms};
-use crate::core::props::MessageProperties;
 use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
 
 /// Runs bridge `bridge` until `shutdown`: connects, forwards, reconnects with
@@ -254,7 +251,7 @@ impl Link {
             .as_ref()
             .map(|p| super::decode_user_properties(&p.user_properties))
             .unwrap_or_default();
-        if d.msg.origin == self.origin || user.iter().any(|(k, v)| k == MARKER && v == name) {
+        if super::came_from(&self.bridge, self.origin, &d.msg, &user) {
             self.bridge
                 .status
                 .loops_broken
@@ -262,13 +259,8 @@ impl Link {
             self.bridge.outbox.ack(tag);
             return Ok(());
         }
-        let topic = match d.msg.key_form {
-            KeyForm::Mqtt => Some(d.msg.routing_key.to_string()),
-            _ => tether_protocols::mapping::binding_key_to_mqtt_filter_string(&d.msg.routing_key)
-                .ok(),
-        };
-        let Some((remote, rule_qos)) =
-            topic.and_then(|t| super::outbound_topic(&self.bridge.config.rules, &t))
+        let Some((remote, rule_qos)) = super::mqtt_topic(&d.msg)
+            .and_then(|t| super::outbound_topic(&self.bridge.config.rules, &t))
         else {
             // Bound by a rule that has since been removed from the configuration.
             self.bridge.outbox.ack(tag);
@@ -331,7 +323,21 @@ impl Link {
                 self.bridge.outbox.ack(tag);
             }
             Event::Incoming(Packet::Publish(p)) => {
-                self.inbound(&p).await;
+                let props = p.properties.clone().unwrap_or_default();
+                let m = super::Inbound {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload.clone(),
+                    qos: u8::from(p.qos != QoS::AtMostOnce),
+                    retain: p.retain,
+                    user_properties: props.user_properties,
+                    content_type: props.content_type,
+                    response_topic: props.response_topic,
+                    correlation_data: props.correlation_data,
+                    payload_is_utf8: props.payload_format_indicator == Some(1),
+                    expiry_secs: props.message_expiry_interval,
+                };
+                super::publish_inbound(&self.core, &self.bridge, self.origin, self.acl.as_ref(), m)
+                    .await;
                 if p.qos != QoS::AtMostOnce
                     && let Err(e) = client.try_ack(&p)
                 {
@@ -344,75 +350,6 @@ impl Link {
             _ => {}
         }
         None
-    }
-
-    /// Publishes an upstream message into the core as a local MQTT client's
-    /// would be (ACL, retained store, topic rules), marked as bridged, and
-    /// returns once it is stored.
-    async fn inbound(&self, p: &Publish) {
-        let cfg = &self.bridge.config;
-        let status = &self.bridge.status;
-        let Some(local) = std::str::from_utf8(&p.topic)
-            .ok()
-            .and_then(|t| super::inbound_topic(&cfg.rules, t))
-        else {
-            status.dropped_in.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if tether_protocols::topic::validate_topic_name(&local).is_err() {
-            status.dropped_in.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if let Some(acl) = &self.acl
-            && !acl.may_publish(&local)
-        {
-            tracing::debug!(bridge = %cfg.name, topic = %local, "inbound publish denied by ACL");
-            status.dropped_in.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let props = p.properties.as_ref();
-        let mut user = props.map(|p| p.user_properties.clone()).unwrap_or_default();
-        user.retain(|(k, _)| k != MARKER);
-        user.push((MARKER.to_owned(), cfg.name.clone()));
-        let qos = match p.qos {
-            QoS::AtMostOnce => 0,
-            _ => 1,
-        };
-        let msg = Arc::new(Message {
-            id: self.core.ids.next(),
-            routing_key: ByteStr::from(local.as_str()),
-            key_form: KeyForm::Mqtt,
-            exchange: ByteStr::from_static("amq.topic"),
-            payload: p.payload.clone(),
-            qos,
-            retain: p.retain,
-            persistent: qos > 0,
-            priority: 0,
-            published_at_ms: now_ms(),
-            expires_at: props
-                .and_then(|p| p.message_expiry_interval)
-                .map(|s| Instant::now() + Duration::from_secs(s.into())),
-            origin: self.origin,
-            props: Some(Box::new(MessageProperties::from_mqtt(
-                props
-                    .and_then(|p| p.content_type.as_deref())
-                    .map(ByteStr::from),
-                props.and_then(|p| p.payload_format_indicator) == Some(1),
-                props
-                    .and_then(|p| p.response_topic.as_deref())
-                    .map(ByteStr::from),
-                props.and_then(|p| p.correlation_data.clone()),
-                super::encode_user_properties(&user),
-            ))),
-        });
-        let mut scratch = crate::core::exchange::RouteScratch::default();
-        let (_, lsn) = crate::store::tracked(|| {
-            crate::mqtt::publish_message(&self.core, &msg, &mut scratch, &cfg.upstream_client_id())
-        });
-        if let Err(e) = crate::store::durable(&*self.core.store, lsn).await {
-            tracing::error!(bridge = %cfg.name, error = %e, "inbound message not stored");
-        }
-        status.forwarded_in.fetch_add(1, Ordering::Relaxed);
     }
 }
 
