@@ -1,12 +1,13 @@
-//! Bridges to upstream brokers, against a second Tether instance and against
-//! Debian's Mosquitto (started by the test on a free loopback port) as the
-//! upstream: forwarding out and in with prefix rewriting, an upstream that
+//! Bridges to upstream brokers, against a second Tether instance (MQTT and
+//! AMQP), Debian's Mosquitto and Debian's RabbitMQ (each started by the test
+//! on free loopback ports) as the upstream: forwarding out and in with prefix rewriting, an upstream that
 //! goes away while messages are published, a local restart with a non-empty
 //! outbox, overlapping rules in both directions that must not loop, inbound
 //! ACLs, mutual TLS with ALPN, and the state in the admin API and metrics.
 //!
-//! `mosquitto` must be on the PATH (`apt-get install -y mosquitto`;
-//! scripts/test installs it).
+//! Needs `mosquitto` and `rabbitmq-server` (`apt-get install -y mosquitto
+//! rabbitmq-server`; scripts/test installs them). A RabbitMQ node starts
+//! Erlang's `epmd` daemon, which outlives the test (as with any RabbitMQ).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -813,4 +814,163 @@ pattern = "loop/#"
         .await;
     assert_eq!(seen(&here.expect().await), "loop/out=out");
     assert_eq!(seen(&here.expect().await), "loop/end=end");
+}
+
+/// A RabbitMQ node on loopback (Debian's `rabbitmq-server`) with its own
+/// home, data, logs and ports, as an AMQP upstream. Its process group is
+/// killed when dropped.
+struct Rabbit {
+    child: std::process::Child,
+    amqp: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Rabbit {
+    fn start() -> Rabbit {
+        use std::os::unix::process::CommandExt;
+        let free = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (amqp, dist) = (free(), free());
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("home")).unwrap();
+        std::fs::write(d.join("rabbitmq-env.conf"), "").unwrap();
+        std::fs::write(d.join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(
+            d.join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp.default = 127.0.0.1:{amqp}\nloopback_users = none\n\
+                 disk_free_limit.absolute = 50MB\nlog.console = false\n"
+            ),
+        )
+        .unwrap();
+        let bin = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} is missing: apt-get install -y rabbitmq-server"
+        );
+        let child = std::process::Command::new(bin)
+            .env("HOME", d.join("home"))
+            .env("RABBITMQ_CONF_ENV_FILE", d.join("rabbitmq-env.conf"))
+            .env(
+                "RABBITMQ_NODENAME",
+                format!("tether-bridge-{amqp}@localhost"),
+            )
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", amqp.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", d.join("rabbitmq.pid"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("rabbitmq-server");
+        let addr: SocketAddr = ([127, 0, 0, 1], amqp).into();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rabbitmq did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Rabbit {
+            child,
+            amqp: addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group of a child we spawned as its
+        // leader (`process_group(0)`), not yet reaped.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn rabbitmq_upstream_forwards_out_and_in_and_does_not_loop() {
+    use tether_e2e::amqp::{self as lapin_help, FieldTable};
+    let rabbit = Rabbit::start();
+    let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
+    let q = lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
+    lapin_help::bind(
+        &ch,
+        q.name().as_str(),
+        "amq.topic",
+        "#",
+        FieldTable::default(),
+    )
+    .await;
+    let mut cloud_app = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    let gw = amqp_local(
+        rabbit.amqp,
+        &format!(
+            r##"{AMQP_BOTH}
+[[bridges.rules]]
+direction = "both"
+pattern = "loop/#"
+"##
+        ),
+    );
+    let mut app = subscriber(gw.mqtt_addr(), "local-app", "#").await;
+    wait_connected(&gw);
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t1", "21.5").await;
+    device.publish_acked("loop/out", "out").await;
+    assert_eq!(
+        upstream_next(&mut cloud_app).await,
+        "edge.17.sensors.t1=21.5"
+    );
+    assert_eq!(upstream_next(&mut cloud_app).await, "loop.out=out");
+
+    lapin_help::publish(&ch, "amq.topic", "commands.17.reboot", b"now").await;
+    lapin_help::publish(&ch, "amq.topic", "loop.in", b"in").await;
+    // Locally: the device's own messages, then what came in; `loop/out`
+    // (back in the bridge's inbox, RabbitMQ has no No Local) is dropped.
+    let mut here = Vec::new();
+    while here.len() < 4 {
+        here.push(seen(&app.expect().await));
+    }
+    assert_eq!(
+        here,
+        [
+            "sensors/t1=21.5",
+            "loop/out=out",
+            "cmd/reboot=now",
+            "loop/in=in"
+        ]
+    );
+    // `loop/in` was not sent back upstream: the next message there is the
+    // cloud's own `commands.17.reboot`, then `loop.in`, then nothing of ours.
+    assert_eq!(
+        upstream_next(&mut cloud_app).await,
+        "commands.17.reboot=now"
+    );
+    assert_eq!(upstream_next(&mut cloud_app).await, "loop.in=in");
+    device.publish_acked("sensors/t2", "end").await;
+    assert_eq!(
+        upstream_next(&mut cloud_app).await,
+        "edge.17.sensors.t2=end"
+    );
+}
+
+/// The next delivery upstream as `routing-key=body`.
+async fn upstream_next(c: &mut tether_e2e::amqp::Consumer) -> String {
+    let d = tether_e2e::amqp::next(c, WAIT)
+        .await
+        .expect("a delivery upstream");
+    format!("{}={}", d.routing_key, String::from_utf8_lossy(&d.data))
 }
