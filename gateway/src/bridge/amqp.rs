@@ -26,17 +26,15 @@ use tether_protocols::mapping::{
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Bridge, Inbound, MARKER};
+use super::{Bridge, Inbound, MARKER};
 use crate::core::Core;
 use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
 
 /// Runs AMQP bridge `bridge` until `shutdown`, reconnecting with backoff.
 pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
-    let name = bridge.config.name.clone();
-    let origin = core.identity(&format!("bridge:{name}"));
+    let origin = core.identity(&format!("bridge:{}", bridge.config.name));
     let notify = Arc::new(Notify::new());
     let consumer = bridge.outbox.attach(Wakeup::new(notify.clone()));
-    let mut backoff = Backoff::new(bridge.config.reconnect_min, bridge.config.reconnect_max);
     let link = Link {
         core,
         bridge: bridge.clone(),
@@ -44,25 +42,9 @@ pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationTok
         consumer,
         notify,
     };
-    loop {
-        let ended = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            why = link.session(&mut backoff) => Some(why),
-        };
-        let returned = bridge.outbox.release_owner(origin);
-        bridge.status.connected.store(false, Ordering::Relaxed);
-        let Some(why) = ended else { break };
-        bridge.status.disconnects.fetch_add(1, Ordering::Relaxed);
-        let delay = backoff.next_delay();
-        tracing::warn!(bridge = %name, error = %why, returned, retry_in = ?delay, "bridge disconnected");
-        *bridge.status.last_error.lock() = Some(why);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
+    let link = &link;
+    super::supervise(&bridge, origin, &shutdown, || link.session()).await;
     bridge.outbox.detach(consumer);
-    tracing::info!(bridge = %name, "bridge stopped");
 }
 
 struct Link {
@@ -105,7 +87,7 @@ impl Link {
     }
 
     /// One connection: returns why it ended.
-    async fn session(&self, backoff: &mut Backoff) -> String {
+    async fn session(&self) -> String {
         let cfg = &self.bridge.config;
         let uri = self.uri();
         let connect = Connection::connect(&uri, ConnectionProperties::default());
@@ -125,7 +107,6 @@ impl Link {
             Ok(c) => c,
             Err(e) => return e,
         };
-        backoff.reset();
         self.bridge.status.connected.store(true, Ordering::Relaxed);
         tracing::info!(bridge = %cfg.name, address = %cfg.address, "bridge connected");
         let acl = self

@@ -366,6 +366,46 @@ pub fn encode_user_properties(props: &[(String, String)]) -> Bytes {
     b.freeze()
 }
 
+/// Keeps one bridge connected until `shutdown`: runs `session` (one upstream
+/// connection, which sets `status.connected` once it is up and returns why it
+/// ended) again and again, waiting a bounded exponential backoff between
+/// attempts, reset after a session that got connected. Every outbox lease a
+/// session held goes back to the outbox, in order, when it ends.
+pub async fn supervise<F, Fut>(
+    bridge: &Bridge,
+    origin: u64,
+    shutdown: &CancellationToken,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    use std::sync::atomic::Ordering::Relaxed;
+    let name = &bridge.config.name;
+    let mut backoff = Backoff::new(bridge.config.reconnect_min, bridge.config.reconnect_max);
+    loop {
+        let ended = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            why = session() => Some(why),
+        };
+        let returned = bridge.outbox.release_owner(origin);
+        let was_connected = bridge.status.connected.swap(false, Relaxed);
+        let Some(why) = ended else { break };
+        if was_connected {
+            backoff.reset();
+        }
+        bridge.status.disconnects.fetch_add(1, Relaxed);
+        let delay = backoff.next_delay();
+        tracing::warn!(bridge = %name, error = %why, returned, retry_in = ?delay, "bridge disconnected");
+        *bridge.status.last_error.lock() = Some(why);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::info!(bridge = %name, "bridge stopped");
+}
+
 /// Reconnect delays: doubling from `min` to `max`, with up to 25% jitter so
 /// many gateways do not reconnect to one upstream in step.
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Bridge, MARKER};
+use super::{Bridge, MARKER};
 use crate::core::Core;
 use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
 
@@ -31,47 +31,28 @@ use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
 /// bounded exponential backoff.
 pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
     let name = bridge.config.name.clone();
-    // Stable across restarts: inbound messages carry it as their origin.
-    let origin = core.identity(&format!("bridge:{name}"));
-    let notify = Arc::new(Notify::new());
-    let consumer = bridge.outbox.attach(Wakeup::new(notify.clone()));
-    let mut backoff = Backoff::new(bridge.config.reconnect_min, bridge.config.reconnect_max);
     let options = match options(&bridge) {
         Ok(o) => o,
         Err(why) => {
             tracing::error!(bridge = %name, error = %why, "bridge cannot start");
             *bridge.status.last_error.lock() = Some(why);
-            bridge.outbox.detach(consumer);
             return;
         }
     };
-    let mut link = Link {
+    // Stable across restarts: inbound messages carry it as their origin.
+    let origin = core.identity(&format!("bridge:{name}"));
+    let notify = Arc::new(Notify::new());
+    let consumer = bridge.outbox.attach(Wakeup::new(notify.clone()));
+    let link = Link {
         core,
         bridge: bridge.clone(),
         origin,
         consumer,
         notify,
-        acl: None,
     };
-    loop {
-        let ended = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            why = link.session(options.clone(), &mut backoff) => Some(why),
-        };
-        let returned = bridge.outbox.release_owner(origin);
-        bridge.status.connected.store(false, Ordering::Relaxed);
-        let Some(why) = ended else { break };
-        bridge.status.disconnects.fetch_add(1, Ordering::Relaxed);
-        let delay = backoff.next_delay();
-        tracing::warn!(bridge = %name, error = %why, returned, retry_in = ?delay, "bridge disconnected");
-        *bridge.status.last_error.lock() = Some(why);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
+    let link = &link;
+    super::supervise(&bridge, origin, &shutdown, || link.session(options.clone())).await;
     bridge.outbox.detach(consumer);
-    tracing::info!(bridge = %name, "bridge stopped");
 }
 
 fn options(bridge: &Bridge) -> Result<MqttOptions, String> {
@@ -147,7 +128,6 @@ struct Link {
     origin: u64,
     consumer: u64,
     notify: Arc<Notify>,
-    acl: Option<crate::auth::ClientAcl>,
 }
 
 /// Outbox leases between the upstream client and the upstream.
@@ -167,21 +147,19 @@ impl Inflight {
 
 impl Link {
     /// One connection: returns why it ended.
-    async fn session(&mut self, options: MqttOptions, backoff: &mut Backoff) -> String {
+    async fn session(&self, options: MqttOptions) -> String {
         let cfg = &self.bridge.config;
         let (client, mut events) = AsyncClient::new(options, usize::from(cfg.inflight) * 2 + 16);
         if let Err(why) = connected(&mut events).await {
             return why;
         }
-        backoff.reset();
         self.bridge.status.connected.store(true, Ordering::Relaxed);
         tracing::info!(bridge = %cfg.name, address = %cfg.address, "bridge connected");
         // Reloaded at each connection, so ACL changes apply from the next one.
-        self.acl = Some(
-            self.core
-                .auth
-                .acl_for(cfg.local_user.as_deref(), &cfg.upstream_client_id()),
-        );
+        let acl = self
+            .core
+            .auth
+            .acl_for(cfg.local_user.as_deref(), &cfg.upstream_client_id());
         let filters: Vec<Filter> = cfg
             .rules
             .iter()
@@ -224,7 +202,7 @@ impl Link {
             tokio::select! {
                 ev = events.poll() => match ev {
                     Ok(ev) => {
-                        if let Some(why) = self.on_event(&client, ev, &mut inflight).await {
+                        if let Some(why) = self.on_event(&client, ev, &mut inflight, &acl).await {
                             return why;
                         }
                     }
@@ -289,10 +267,11 @@ impl Link {
 
     /// Handles one event of the upstream connection; `Some(why)` ends it.
     async fn on_event(
-        &mut self,
+        &self,
         client: &AsyncClient,
         ev: Event,
         inflight: &mut Inflight,
+        acl: &crate::auth::ClientAcl,
     ) -> Option<String> {
         let status = &self.bridge.status;
         match ev {
@@ -336,8 +315,7 @@ impl Link {
                     payload_is_utf8: props.payload_format_indicator == Some(1),
                     expiry_secs: props.message_expiry_interval,
                 };
-                super::publish_inbound(&self.core, &self.bridge, self.origin, self.acl.as_ref(), m)
-                    .await;
+                super::publish_inbound(&self.core, &self.bridge, self.origin, Some(acl), m).await;
                 if p.qos != QoS::AtMostOnce
                     && let Err(e) = client.try_ack(&p)
                 {
