@@ -822,19 +822,25 @@ pattern = "loop/#"
 struct Rabbit {
     child: std::process::Child,
     amqp: SocketAddr,
-    _dir: tempfile::TempDir,
+    dist: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 impl Rabbit {
-    fn start() -> Rabbit {
+    /// A fresh node on free ports, its state under `dir`.
+    fn start(dir: &std::path::Path) -> Rabbit {
+        Rabbit::start_at(free_port(), free_port(), dir.to_path_buf())
+    }
+
+    /// A node listening for AMQP on `amqp` (same `amqp`, `dist` and `dir`:
+    /// the same node, with its durable queues and messages).
+    fn start_at(amqp: u16, dist: u16, d: PathBuf) -> Rabbit {
         use std::os::unix::process::CommandExt;
-        let free = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let (amqp, dist) = (free(), free());
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
         std::fs::create_dir_all(d.join("home")).unwrap();
         std::fs::write(d.join("rabbitmq-env.conf"), "").unwrap();
         std::fs::write(d.join("enabled_plugins"), "[].\n").unwrap();
@@ -884,13 +890,38 @@ impl Rabbit {
         Rabbit {
             child,
             amqp: addr,
-            _dir: dir,
+            dist,
+            dir: d,
         }
+    }
+
+    /// Stops the node cleanly (SIGTERM to its process group) and waits.
+    fn stop(mut self) -> (u16, u16, PathBuf) {
+        // SAFETY: kill(2) on the process group of a child we spawned as its
+        // leader (`process_group(0)`), not yet reaped.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGTERM);
+        }
+        tether_e2e::wait_with_timeout(&mut self.child, Duration::from_secs(60));
+        // The node itself may outlive the script by a moment.
+        let addr = self.amqp;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rabbitmq did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (self.amqp.port(), self.dist, self.dir.clone())
     }
 }
 
 impl Drop for Rabbit {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // stopped already
+        }
         // SAFETY: kill(2) on the process group of a child we spawned as its
         // leader (`process_group(0)`), not yet reaped.
         unsafe {
@@ -903,7 +934,8 @@ impl Drop for Rabbit {
 #[tokio::test]
 async fn rabbitmq_upstream_forwards_out_and_in_and_does_not_loop() {
     use tether_e2e::amqp::{self as lapin_help, FieldTable};
-    let rabbit = Rabbit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rabbit = Rabbit::start(dir.path());
     let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
     let q = lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
     lapin_help::bind(
@@ -973,4 +1005,103 @@ async fn upstream_next(c: &mut tether_e2e::amqp::Consumer) -> String {
         .await
         .expect("a delivery upstream");
     format!("{}={}", d.routing_key, String::from_utf8_lossy(&d.data))
+}
+
+#[tokio::test]
+async fn rabbitmq_upstream_down_while_publishing_gets_everything_in_order() {
+    use tether_e2e::amqp::{self as lapin_help, FieldTable, QueueDeclareOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let rabbit = Rabbit::start(dir.path());
+    let (conn, ch) = lapin_help::channel(rabbit.amqp).await;
+    ch.queue_declare(
+        "cloud-app".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    lapin_help::bind(
+        &ch,
+        "cloud-app",
+        "amq.topic",
+        "edge.17.#",
+        FieldTable::default(),
+    )
+    .await;
+    drop((ch, conn));
+    let gw = amqp_local(rabbit.amqp, OUT);
+    wait_connected(&gw);
+    let (amqp, dist, data) = rabbit.stop();
+
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    let sent: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        device.publish_acked("sensors/t", m.as_str()).await;
+    }
+    let rabbit = Rabbit::start_at(amqp, dist, data);
+    let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
+    let mut cloud_app = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    let mut got: Vec<String> = Vec::new();
+    while got.len() < sent.len() {
+        let s = upstream_next(&mut cloud_app).await;
+        let body = s
+            .split_once('=')
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        if !got.contains(&body) {
+            got.push(body);
+        }
+    }
+    assert_eq!(got, sent);
+}
+
+#[tokio::test]
+async fn rabbitmq_upstream_after_a_local_restart_with_a_non_empty_outbox_gets_everything() {
+    use tether_e2e::amqp::{self as lapin_help, FieldTable};
+    let dir = tempfile::tempdir().unwrap();
+    // RabbitMQ is not up yet: everything waits in the outbox.
+    let (amqp, dist) = (free_port(), free_port());
+    let upstream: SocketAddr = ([127, 0, 0, 1], amqp).into();
+    let mut gw = local_on_amqp(upstream, dir.path().join("local"));
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    let sent: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        device.publish_acked("sensors/t", m.as_str()).await;
+    }
+    device.disconnect().await;
+    assert!(gw.terminate().success());
+
+    let rabbit = Rabbit::start_at(amqp, dist, dir.path().join("rabbit"));
+    let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
+    lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
+    lapin_help::bind(
+        &ch,
+        "cloud-app",
+        "amq.topic",
+        "edge.17.#",
+        FieldTable::default(),
+    )
+    .await;
+    let mut cloud_app = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    let _gw = local_on_amqp(upstream, dir.path().join("local"));
+    let mut got: Vec<String> = Vec::new();
+    while got.len() < sent.len() {
+        let s = upstream_next(&mut cloud_app).await;
+        let body = s
+            .split_once('=')
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        if !got.contains(&body) {
+            got.push(body);
+        }
+    }
+    assert_eq!(got, sent);
+}
+
+fn local_on_amqp(upstream: SocketAddr, data: PathBuf) -> Gateway {
+    let toml = bridge_toml(upstream, OUT).replace("kind = \"mqtt\"", "kind = \"amqp\"");
+    Gateway::builder().config(&toml).data_dir(data).start()
 }
