@@ -1105,3 +1105,50 @@ fn local_on_amqp(upstream: SocketAddr, data: PathBuf) -> Gateway {
     let toml = bridge_toml(upstream, OUT).replace("kind = \"mqtt\"", "kind = \"amqp\"");
     Gateway::builder().config(&toml).data_dir(data).start()
 }
+
+#[tokio::test]
+async fn tether_admin_bridges_lists_state_and_backlog() {
+    let mut upstream = Gateway::start();
+    let addr = upstream.mqtt_addr();
+    assert!(upstream.terminate().success());
+    let gw = local(addr, OUT);
+    let http = gw.http.expect("http listener");
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t", "waiting").await;
+    Admin::guest(http)
+        .poll("/bridges", WAIT, |v| {
+            let b = find(v, "name", "up")?;
+            (b["disconnects"].as_u64()? > 0).then_some(())
+        })
+        .await;
+    let run = tether_e2e::admin::cli(
+        &["bridges", "--url", &tether_e2e::admin::url(http)],
+        &[],
+        "",
+    )
+    .await
+    .ok();
+    let mut lines = run.stdout.lines();
+    let head: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        head[..4],
+        ["NAME", "KIND", "ADDRESS", "CONNECTED"],
+        "{}",
+        run.stdout
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..5],
+        ["up", "mqtt", addr.to_string().as_str(), "no", "1"],
+        "{}",
+        run.stdout
+    );
+}

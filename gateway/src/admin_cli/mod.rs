@@ -72,6 +72,8 @@ pub enum AdminCommand {
     },
     /// MQTT sessions with their subscriptions.
     Sessions,
+    /// Bridges to upstream brokers: state, backlog, counts, last error.
+    Bridges,
     /// Exchanges of every vhost.
     Exchanges,
     /// Bindings of every vhost.
@@ -242,6 +244,7 @@ fn request_for(command: &AdminCommand, stdin: &mut dyn Read) -> Result<Call, Cli
             None,
         ),
         C::Sessions => Call::get("/sessions".into()),
+        C::Bridges => Call::get("/bridges".into()),
         C::Exchanges => Call::get("/exchanges".into()),
         C::Bindings => Call::get("/bindings".into()),
         C::Queues { kind } => Call::get(match kind {
@@ -406,6 +409,31 @@ fn human(command: &AdminCommand, v: &Value) -> String {
                     cell(s, "messages"),
                     cell(s, "messages_in_flight"),
                     seconds(s, "expiry_seconds"),
+                ]);
+            }
+            t.render()
+        }
+        C::Bridges => {
+            let mut t = Table::new(&[
+                ("NAME", Align::Left),
+                ("KIND", Align::Left),
+                ("ADDRESS", Align::Left),
+                ("CONNECTED", Align::Left),
+                ("BACKLOG", Align::Right),
+                ("OUT", Align::Right),
+                ("IN", Align::Right),
+                ("LAST ERROR", Align::Left),
+            ]);
+            for b in rows(v) {
+                t.row(vec![
+                    cell(b, "name"),
+                    cell(b, "kind"),
+                    cell(b, "address"),
+                    cell(b, "connected"),
+                    cell(b, "backlog"),
+                    cell(b, "forwarded_out"),
+                    cell(b, "forwarded_in"),
+                    cell(b, "last_error"),
                 ]);
             }
             t.render()
