@@ -55,6 +55,10 @@ pub enum StartError {
     /// exists (the message names the file and the entry).
     #[error("{0}")]
     Definitions(String),
+    /// A bridge cannot be set up (an unreadable certificate, say); the
+    /// message names the bridge.
+    #[error("{0}")]
+    Bridge(String),
 }
 
 /// A running gateway.
@@ -135,6 +139,11 @@ impl Gateway {
                 .await
                 .map_err(StartError::Definitions)?;
         }
+        // After recovery (an outbox keeps its messages across restarts),
+        // before stored queues nobody claimed are dropped, and before anything
+        // is served, so a bridge that cannot be set up refuses the start.
+        let bridges = crate::bridge::start(&core, &config.bridges, &shutdown, &tasks)
+            .map_err(StartError::Bridge)?;
         if let (Some(listener), Some(ctx)) = (mqtt, &mqtt_ctx) {
             let addr = local_addr("mqtt.listen", &listener)?;
             listeners.push(("mqtt", addr));
@@ -176,9 +185,6 @@ impl Gateway {
                 _ => unreachable!("{protocol} listener without its context"),
             }
         }
-        // After recovery (an outbox keeps its messages across restarts) and
-        // before stored queues nobody claimed are dropped.
-        let bridges = crate::bridge::start(&core, &config.bridges, &shutdown, &tasks);
         core.finish_recovery();
         let pager = crate::core::pager::Pager::start(
             core.vhost.env().clone(),

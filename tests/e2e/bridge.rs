@@ -1152,3 +1152,34 @@ async fn tether_admin_bridges_lists_state_and_backlog() {
         run.stdout
     );
 }
+
+#[test]
+fn an_unreadable_bridge_certificate_refuses_to_start_naming_bridge_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-ca.pem");
+    let toml = format!(
+        "{}ca_file = \"{}\"\n",
+        bridge_toml("127.0.0.1:8883".parse().unwrap(), "")
+            .split("[[bridges.rules]]")
+            .next()
+            .unwrap_or_default(),
+        missing.display()
+    ) + OUT;
+    let config = dir.path().join("tether.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out = std::process::Command::new(tether_e2e::tether_bin())
+        .env_clear()
+        .env("TETHER_STORAGE__PATH", dir.path().join("data"))
+        .env("RUST_LOG", "off")
+        .env("TETHER_MQTT__LISTEN", "127.0.0.1:0")
+        .env("TETHER_AMQP__LISTEN", "127.0.0.1:0")
+        .env("TETHER_HTTP__LISTEN", "127.0.0.1:0")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run tether");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("bridge `up`"), "{text}");
+    assert!(text.contains(&*missing.to_string_lossy()), "{text}");
+}

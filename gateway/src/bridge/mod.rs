@@ -203,13 +203,21 @@ pub fn outbox_name(name: &str) -> String {
 
 /// Creates (or finds, after a restart, with the messages it kept) each
 /// bridge's outbox, binds it to its outbound filters, and starts the upstream
-/// clients on `tasks`; they stop when `shutdown` is cancelled.
+/// clients on `tasks`; they stop when `shutdown` is cancelled. A bridge whose
+/// client cannot be set up (an unreadable certificate file, say) is an error
+/// naming it, found before any outbox is touched.
 pub fn start(
     core: &Arc<Core>,
     configs: &[BridgeConfig],
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-) -> Bridges {
+) -> Result<Bridges, String> {
+    for config in configs {
+        if config.kind == crate::config::BridgeKind::Mqtt {
+            mqtt::check(config)
+                .map_err(|why| format!("bridges: bridge `{}`: {why}", config.name))?;
+        }
+    }
     let mut bridges = Vec::with_capacity(configs.len());
     for config in configs {
         let Some(outbox) = outbox(core, config) else {
@@ -238,7 +246,7 @@ pub fn start(
     }
     let bridges = Bridges(Arc::new(bridges));
     core.metrics.set_bridges(bridges.clone());
-    bridges
+    Ok(bridges)
 }
 
 fn outbox(core: &Arc<Core>, config: &BridgeConfig) -> Option<Arc<Queue>> {

@@ -31,7 +31,7 @@ use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
 /// bounded exponential backoff.
 pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
     let name = bridge.config.name.clone();
-    let options = match options(&bridge) {
+    let options = match options(&bridge.config) {
         Ok(o) => o,
         Err(why) => {
             tracing::error!(bridge = %name, error = %why, "bridge cannot start");
@@ -55,8 +55,13 @@ pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationTok
     bridge.outbox.detach(consumer);
 }
 
-fn options(bridge: &Bridge) -> Result<MqttOptions, String> {
-    let c = &bridge.config;
+/// Whether the client for `config` can be set up (address, certificate
+/// files); the reason when not.
+pub fn check(config: &crate::config::BridgeConfig) -> Result<(), String> {
+    options(config).map(|_| ())
+}
+
+fn options(c: &crate::config::BridgeConfig) -> Result<MqttOptions, String> {
     let (host, port) = c
         .address
         .rsplit_once(':')
@@ -74,16 +79,15 @@ fn options(bridge: &Bridge) -> Result<MqttOptions, String> {
     }
     if c.uses_tls() {
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls_config(bridge)?),
+            Arc::new(tls_config(c)?),
         )));
     }
     Ok(o)
 }
 
-fn tls_config(bridge: &Bridge) -> Result<rustls::ClientConfig, String> {
+fn tls_config(c: &crate::config::BridgeConfig) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let c = &bridge.config;
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
@@ -95,6 +99,12 @@ fn tls_config(bridge: &Bridge) -> Result<rustls::ClientConfig, String> {
                 roots
                     .add(cert)
                     .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "ca_file {}: no certificate found (expected PEM `BEGIN CERTIFICATE` blocks)",
+                    path.display()
+                ));
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
