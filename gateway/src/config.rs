@@ -351,6 +351,11 @@ pub struct BridgeConfig {
     /// MQTT keepalive (AMQP heartbeat) towards the upstream.
     #[serde(default = "bridge_keepalive", with = "humantime_serde")]
     pub keepalive: Duration,
+    /// MQTT: how long the upstream keeps the bridge's session (its
+    /// subscriptions and the QoS 1 messages for it) while the bridge is
+    /// disconnected; zero for a clean session each time.
+    #[serde(default = "bridge_session_expiry", with = "humantime_serde")]
+    pub session_expiry: Duration,
     /// Connect with TLS (on by itself when `ca_file` or `cert_file` is set).
     #[serde(default)]
     pub tls: bool,
@@ -395,6 +400,9 @@ pub struct BridgeConfig {
     pub rules: Vec<BridgeRuleConfig>,
 }
 
+fn bridge_session_expiry() -> Duration {
+    Duration::from_secs(3600)
+}
 fn bridge_vhost() -> String {
     "/".to_owned()
 }
@@ -462,6 +470,11 @@ impl BridgeConfig {
             return Err(format!(
                 "bridge `{n}`: address `{}` is not host:port",
                 self.address
+            ));
+        }
+        if self.session_expiry.as_secs() > u64::from(u32::MAX) {
+            return Err(format!(
+                "bridge `{n}`: session_expiry is above 4294967295 s"
             ));
         }
         if self.keepalive.as_secs() > u64::from(u16::MAX) {

@@ -1183,3 +1183,64 @@ fn an_unreadable_bridge_certificate_refuses_to_start_naming_bridge_and_file() {
     assert!(text.contains("bridge `up`"), "{text}");
     assert!(text.contains(&*missing.to_string_lossy()), "{text}");
 }
+
+#[tokio::test]
+async fn upstream_messages_published_while_the_local_gateway_is_down_arrive_after_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Gateway::start();
+    let rules = r##"
+[[bridges.rules]]
+direction = "in"
+pattern = "#"
+local_prefix = "cmd/"
+remote_prefix = "commands/17/"
+"##;
+    let mut gw = local_on(upstream.mqtt_addr(), rules, dir.path().join("local"));
+    let local_mqtt = gw.mqtt_addr();
+    let mut opts = v4::options(local_mqtt, "local-app");
+    opts.set_clean_session(false);
+    let mut app = Client::connect(opts.clone()).await;
+    app.subscribe("cmd/#", QoS::AtLeastOnce).await;
+    wait_connected(&gw);
+    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    // Until the bridge's subscription is in place upstream.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        cloud
+            .publish("commands/17/probe", QoS::AtLeastOnce, false, "p")
+            .await;
+        if app.recv(Duration::from_millis(200)).await.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
+    }
+    app.disconnect().await;
+    assert!(gw.terminate().success());
+
+    // The upstream keeps them in the bridge's session meanwhile.
+    let mut cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud-2")).await;
+    let sent: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        cloud.publish_acked("commands/17/do", m.as_str()).await;
+    }
+    // Back on the same address, so the app's options still point at it.
+    let gw = Gateway::builder()
+        .config(&bridge_toml(upstream.mqtt_addr(), rules))
+        .env("TETHER_MQTT__LISTEN", local_mqtt)
+        .data_dir(dir.path().join("local"))
+        .start();
+    let mut app = Client::connect(opts).await;
+    let mut got: Vec<String> = Vec::new();
+    while got.len() < sent.len() {
+        let p = app.expect().await;
+        if p.topic != "cmd/do" {
+            continue; // late probes
+        }
+        let s = String::from_utf8_lossy(&p.payload).into_owned();
+        if !got.contains(&s) {
+            got.push(s);
+        }
+    }
+    assert_eq!(got, sent);
+    drop(gw);
+}

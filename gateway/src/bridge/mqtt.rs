@@ -69,7 +69,13 @@ fn options(c: &crate::config::BridgeConfig) -> Result<MqttOptions, String> {
         .ok_or_else(|| format!("address `{}` is not host:port", c.address))?;
     let mut o = MqttOptions::new(c.upstream_client_id(), host, port);
     o.set_keep_alive(c.keepalive.max(Duration::from_secs(5)))
-        .set_clean_start(true)
+        // A session the upstream keeps: what it publishes for us while we
+        // are away (a restart, a network cut) waits there.
+        .set_clean_start(c.session_expiry.is_zero())
+        .set_session_expiry_interval(
+            (!c.session_expiry.is_zero())
+                .then(|| u32::try_from(c.session_expiry.as_secs()).unwrap_or(u32::MAX)),
+        )
         .set_manual_acks(true)
         .set_connection_timeout(10)
         .set_outgoing_inflight_upper_limit(c.inflight)
