@@ -229,32 +229,9 @@ impl Link {
     ) -> Result<bool, String> {
         let Some(tag) = d.tag else { return Ok(false) };
         let cfg = &self.bridge.config;
-        let user = d
-            .msg
-            .props
-            .as_ref()
-            .map(|p| super::decode_user_properties(&p.user_properties))
-            .unwrap_or_default();
-        if super::came_from(&self.bridge, self.origin, &d.msg, &user) {
-            self.bridge
-                .status
-                .loops_broken
-                .fetch_add(1, Ordering::Relaxed);
-            self.bridge.outbox.ack(tag);
-            return Ok(false);
-        }
-        let rule = super::mqtt_topic(&d.msg).and_then(|t| {
-            cfg.rules
-                .iter()
-                .filter(|r| r.direction.is_out())
-                .find_map(|r| {
-                    let rest = t.strip_prefix(r.local_prefix.as_str())?;
-                    tether_protocols::topic::matches(&r.pattern, rest)
-                        .then(|| (r, format!("{}{rest}", r.remote_prefix)))
-                })
-        });
-        let Some((rule, remote)) = rule else {
-            self.bridge.outbox.ack(tag);
+        let Some(super::Outbound { rule, remote, user }) =
+            super::route_out(&self.bridge, self.origin, &d.msg, tag)
+        else {
             return Ok(false);
         };
         let mut headers = FieldTable::default();

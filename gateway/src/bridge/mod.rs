@@ -16,7 +16,7 @@ pub mod amqp;
 pub mod mqtt;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -314,11 +314,54 @@ fn outbox(core: &Arc<Core>, config: &BridgeConfig) -> Option<Arc<Queue>> {
 
 /// The remote topic for local `topic` under the first outbound rule that
 /// covers it.
-pub fn outbound_topic(rules: &[BridgeRuleConfig], topic: &str) -> Option<(String, u8)> {
+pub fn outbound_topic<'a>(
+    rules: &'a [BridgeRuleConfig],
+    topic: &str,
+) -> Option<(&'a BridgeRuleConfig, String)> {
     rules
         .iter()
         .filter(|r| r.direction.is_out())
-        .find_map(|r| swap_prefix(r, topic, &r.local_prefix, &r.remote_prefix).map(|t| (t, r.qos)))
+        .find_map(|r| swap_prefix(r, topic, &r.local_prefix, &r.remote_prefix).map(|t| (r, t)))
+}
+
+/// Where an outbox message goes upstream.
+#[derive(Debug)]
+pub struct Outbound<'a> {
+    /// The outbound rule that covers it.
+    pub rule: &'a BridgeRuleConfig,
+    /// Its topic upstream (prefixes swapped).
+    pub remote: String,
+    /// Its MQTT user properties, to carry along.
+    pub user: Vec<(String, String)>,
+}
+
+/// Decides where outbox delivery `msg` (lease `tag`) goes, for either client.
+/// `None` when it was settled here instead: it came in through this bridge
+/// (a loop, counted and dropped) or no outbound rule covers it any more
+/// (bound by a rule since removed from the configuration).
+pub fn route_out<'a>(
+    bridge: &'a Bridge,
+    origin: u64,
+    msg: &crate::core::message::Message,
+    tag: u64,
+) -> Option<Outbound<'a>> {
+    let user = msg
+        .props
+        .as_ref()
+        .map(|p| decode_user_properties(&p.user_properties))
+        .unwrap_or_default();
+    if came_from(bridge, origin, msg, &user) {
+        bridge.status.loops_broken.fetch_add(1, Ordering::Relaxed);
+        bridge.outbox.ack(tag);
+        return None;
+    }
+    let Some((rule, remote)) =
+        mqtt_topic(msg).and_then(|t| outbound_topic(&bridge.config.rules, &t))
+    else {
+        bridge.outbox.ack(tag);
+        return None;
+    };
+    Some(Outbound { rule, remote, user })
 }
 
 /// The local topic for remote `topic` under the first inbound rule that
@@ -474,11 +517,9 @@ mod tests {
             rule(BridgeDirection::Out, "sensors/#", "", "edge/17/"),
             rule(BridgeDirection::In, "#", "cmd/", "commands/17/"),
         ];
-        assert_eq!(
-            outbound_topic(&rules, "sensors/t1"),
-            Some(("edge/17/sensors/t1".into(), 1))
-        );
-        assert_eq!(outbound_topic(&rules, "other/t1"), None);
+        let (rule, remote) = outbound_topic(&rules, "sensors/t1").expect("an outbound rule");
+        assert_eq!((remote.as_str(), rule.qos), ("edge/17/sensors/t1", 1));
+        assert!(outbound_topic(&rules, "other/t1").is_none());
         assert_eq!(
             inbound_topic(&rules, "commands/17/reboot"),
             Some("cmd/reboot".into())

@@ -239,25 +239,9 @@ impl Link {
     ) -> Result<(), String> {
         let Some(tag) = d.tag else { return Ok(()) };
         let name = &self.bridge.config.name;
-        let user = d
-            .msg
-            .props
-            .as_ref()
-            .map(|p| super::decode_user_properties(&p.user_properties))
-            .unwrap_or_default();
-        if super::came_from(&self.bridge, self.origin, &d.msg, &user) {
-            self.bridge
-                .status
-                .loops_broken
-                .fetch_add(1, Ordering::Relaxed);
-            self.bridge.outbox.ack(tag);
-            return Ok(());
-        }
-        let Some((remote, rule_qos)) = super::mqtt_topic(&d.msg)
-            .and_then(|t| super::outbound_topic(&self.bridge.config.rules, &t))
+        let Some(super::Outbound { rule, remote, user }) =
+            super::route_out(&self.bridge, self.origin, &d.msg, tag)
         else {
-            // Bound by a rule that has since been removed from the configuration.
-            self.bridge.outbox.ack(tag);
             return Ok(());
         };
         let mut props = PublishProperties {
@@ -273,7 +257,7 @@ impl Link {
             props.correlation_data = p.correlation_data.clone();
             props.payload_format_indicator = p.payload_is_utf8.then_some(1);
         }
-        let qos = qos(rule_qos.min(d.msg.qos));
+        let qos = qos(rule.qos.min(d.msg.qos));
         client
             .try_publish_with_properties(remote, qos, false, d.msg.payload.clone(), props)
             .map_err(|e| format!("publish: {e}"))?;
