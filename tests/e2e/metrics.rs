@@ -146,10 +146,15 @@ async fn mqtt_messages_bytes_and_latency_are_counted() {
     for _ in 0..5 {
         assert_eq!(sub.expect().await.payload.len(), 100);
     }
-    let after = scrape_until(http, "five mqtt deliveries", |s| {
+    // Connections add their counts once per batch, just after the work, so
+    // wait until both sides have.
+    let after = scrape_until(http, "five mqtt deliveries, counted both ways", |s| {
         s.val("tether_messages_delivered_total", &proto("mqtt"))
             - before.val("tether_messages_delivered_total", &proto("mqtt"))
             == 5.0
+            && s.val("tether_messages_received_total", &proto("mqtt"))
+                - before.val("tether_messages_received_total", &proto("mqtt"))
+                >= 5.0
     })
     .await;
     let delta = |name: &str, p: &str| after.val(name, &proto(p)) - before.val(name, &proto(p));
@@ -194,8 +199,11 @@ async fn amqp_messages_queue_counters_and_escaped_names_are_reported() {
     for i in 0..3u8 {
         amqp_util::publish(&ch, "", name, &[i; 10]).await;
     }
-    let queued = scrape_until(http, "three ready messages", |s| {
+    // The connection adds its publish count right after it enqueues the
+    // batch, so a scrape may fall in between: wait for both.
+    let queued = scrape_until(http, "three ready messages, counted", |s| {
         s.val("tether_queue_messages_ready", &queue("/", name)) == 3.0
+            && s.val("tether_messages_received_total", &proto("amqp")) >= 3.0
     })
     .await;
     assert_eq!(
@@ -215,8 +223,9 @@ async fn amqp_messages_queue_counters_and_escaped_names_are_reported() {
             .expect("delivery");
         tags.push(d.delivery_tag);
     }
-    let leased = scrape_until(http, "three messages in flight", |s| {
+    let leased = scrape_until(http, "three messages in flight, counted", |s| {
         s.val("tether_queue_messages_inflight", &queue("/", name)) == 3.0
+            && s.val("tether_messages_delivered_total", &proto("amqp")) >= 3.0
     })
     .await;
     assert_eq!(
@@ -747,7 +756,11 @@ async fn scrapes_stay_valid_with_every_family_under_load_of_all_protocols() {
         sub.expect().await;
     }
     assert_eq!(scraper.await.unwrap(), 10);
-    let s = scrape(http).await;
+    let s = scrape_until(http, "twenty mqtt publishes counted", |s| {
+        s.val("tether_messages_received_total", &proto("mqtt")) >= 20.0
+            && s.val("tether_messages_received_total", &proto("sqs")) >= 20.0
+    })
+    .await;
     assert_eq!(
         s.val("tether_messages_received_total", &proto("mqtt")),
         20.0
