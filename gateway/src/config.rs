@@ -336,7 +336,8 @@ pub struct BridgeConfig {
     pub kind: BridgeKind,
     /// Upstream `host:port`.
     pub address: String,
-    /// Client id used upstream; empty means `tether-bridge-<name>`.
+    /// Client id used upstream; empty means `tether-<name>-<8 hex digits>`,
+    /// the digits stored per gateway (unique across a fleet, stable across restarts).
     #[serde(default)]
     pub client_id: String,
     /// Username for the upstream, if it asks for one.
@@ -426,15 +427,6 @@ fn bridge_inflight() -> u16 {
 }
 
 impl BridgeConfig {
-    /// The client id used upstream.
-    pub fn upstream_client_id(&self) -> String {
-        if self.client_id.is_empty() {
-            format!("tether-bridge-{}", self.name)
-        } else {
-            self.client_id.clone()
-        }
-    }
-
     /// Whether the upstream connection uses TLS.
     pub fn uses_tls(&self) -> bool {
         self.tls || self.ca_file.is_some() || self.cert_file.is_some()
@@ -453,11 +445,6 @@ impl BridgeConfig {
             ));
         }
         let n = &self.name;
-        if self.kind == BridgeKind::Amqp && self.uses_tls() {
-            return Err(format!(
-                "bridge `{n}`: TLS is not implemented yet for kind \"amqp\""
-            ));
-        }
         if self.kind == BridgeKind::Mqtt && self.rules.iter().any(|r| r.exchange.is_some()) {
             return Err(format!(
                 "bridge `{n}`: `exchange` is for kind \"amqp\" only"
@@ -516,7 +503,7 @@ impl BridgeConfig {
 pub enum BridgeKind {
     /// MQTT 5 (rumqttc).
     Mqtt,
-    /// AMQP 0-9-1 (lapin, publisher confirms); no TLS yet.
+    /// AMQP 0-9-1 (lapin, publisher confirms), plain or over TLS.
     Amqp,
 }
 
@@ -1593,7 +1580,6 @@ remote_prefix = "edge/"
         let c = bridge_config(BRIDGE).unwrap();
         let b = &c.bridges[0];
         assert_eq!(b.kind, BridgeKind::Mqtt);
-        assert_eq!(b.upstream_client_id(), "tether-bridge-cloud");
         assert!(b.uses_tls());
         assert_eq!(b.outbox_full, OutboxFull::DropOldest);
         assert_eq!(b.inflight, 32);
@@ -1622,11 +1608,6 @@ remote_prefix = "edge/"
                 "remote_prefix = \"edge/\"",
                 "remote_prefix = \"+/\"",
                 "wildcard",
-            ),
-            (
-                "kind = \"mqtt\"",
-                "kind = \"amqp\"",
-                "TLS is not implemented",
             ),
             (
                 "direction = \"both\"",

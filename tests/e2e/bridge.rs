@@ -18,6 +18,7 @@ use tether_e2e::Gateway;
 use tether_e2e::admin::{Admin, find};
 use tether_e2e::mqtt::v4::{self, Client, QoS};
 use tether_e2e::prom::scrape;
+use tether_e2e::tls::{Ca, Leaf, ServerFiles};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -401,49 +402,93 @@ pattern = "metrics/#"
     assert_eq!(queue["messages"], 1, "{queue}");
 }
 
-#[tokio::test]
-async fn the_bridge_connects_with_mutual_tls_and_alpn() {
-    let ca = tether_e2e::tls::Ca::new("bridge test CA");
-    let files = tether_e2e::tls::ServerFiles::write(&ca.server(), Some(&ca));
-    let mut b = Gateway::builder().env("TETHER_TLS__CLIENT_AUTH", "required");
+/// An upstream Tether serving TLS with a certificate from `ca`, requiring a
+/// client certificate from `ca` on `listeners` (a TOML list of TLS listeners).
+fn tls_upstream(ca: &Ca, listeners: &str) -> (Gateway, ServerFiles) {
+    let files = ServerFiles::write(&ca.server(), Some(ca));
+    let mut b = Gateway::builder().config(&format!(
+        "[tls]\nclient_auth = \"required\"\nclient_cert_listeners = {listeners}\n"
+    ));
     for (k, v) in files.env() {
         b = b.env(k, v);
     }
-    let upstream = b.start();
-    let mqtts = upstream.addr("mqtts").expect("mqtts listener");
-    let mut sub = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    (b.start(), files)
+}
 
-    // The bridge's own CA file, certificate and key.
-    let dir = tempfile::tempdir().unwrap();
-    let client = ca.client("edge-17");
-    let (ca_file, cert_file, key_file) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-    );
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    std::fs::write(&cert_file, &client.cert_pem).unwrap();
-    std::fs::write(&key_file, &client.key_pem).unwrap();
-    let toml = format!(
-        r#"
+/// A `[[bridges]]` entry named `up` of `kind` towards `localhost:port` over
+/// TLS, trusting only `ca` and presenting `client`'s certificate when given,
+/// with `extra` lines (rules); the files live as long as the result.
+struct TlsBridge {
+    _dir: tempfile::TempDir,
+    toml: String,
+}
+
+impl TlsBridge {
+    fn new(kind: &str, port: u16, ca: &Ca, client: Option<&Leaf>, extra: &str) -> TlsBridge {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let mut toml = format!(
+            r#"
 [[bridges]]
 name = "up"
-kind = "mqtt"
+kind = "{kind}"
 address = "localhost:{port}"
-ca_file = "{ca}"
-cert_file = "{cert}"
-key_file = "{key}"
-alpn = ["x-amzn-mqtt-ca"]
+ca_file = "{}"
 reconnect_min = "50ms"
-reconnect_max = "500ms"
-{OUT}
+reconnect_max = "200ms"
 "#,
-        port = mqtts.port(),
-        ca = ca_file.display(),
-        cert = cert_file.display(),
-        key = key_file.display(),
+            ca_file.display()
+        );
+        if let Some(client) = client {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, &client.cert_pem).unwrap();
+            std::fs::write(&key, &client.key_pem).unwrap();
+            toml += &format!(
+                "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        toml += extra;
+        TlsBridge { _dir: dir, toml }
+    }
+
+    fn start(&self) -> Gateway {
+        Gateway::builder().config(&self.toml).start()
+    }
+}
+
+/// Polls the admin API until bridge `up` of `gw` has failed to connect three
+/// times; returns its state.
+async fn refused_three_times(gw: &Gateway) -> serde_json::Value {
+    let admin = Admin::guest(gw.http.expect("http listener"));
+    let b = admin
+        .poll("/bridges", WAIT, |v| {
+            let b = find(v, "name", "up")?;
+            (b["disconnects"].as_u64()? >= 3).then(|| b.clone())
+        })
+        .await;
+    assert_eq!(b["connected"], false);
+    assert!(b["last_error"].is_string(), "{b}");
+    b
+}
+
+#[tokio::test]
+async fn the_bridge_connects_with_mutual_tls_and_alpn() {
+    let ca = Ca::new("bridge test CA");
+    let (upstream, _files) = tls_upstream(&ca, r#"["mqtts"]"#);
+    let mqtts = upstream.addr("mqtts").expect("mqtts listener");
+    let mut sub = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    let extra = format!("alpn = [\"x-amzn-mqtt-ca\"]\n{OUT}");
+    let bridge = TlsBridge::new(
+        "mqtt",
+        mqtts.port(),
+        &ca,
+        Some(&ca.client("edge-17")),
+        &extra,
     );
-    let gw = Gateway::builder().config(&toml).start();
+    let gw = bridge.start();
     wait_connected(&gw);
     let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
     device.publish_acked("sensors/t1", "over tls").await;
@@ -454,41 +499,62 @@ reconnect_max = "500ms"
 
 #[tokio::test]
 async fn the_bridge_without_a_client_certificate_is_refused_and_keeps_retrying() {
-    let ca = tether_e2e::tls::Ca::new("bridge test CA");
-    let files = tether_e2e::tls::ServerFiles::write(&ca.server(), Some(&ca));
-    let mut b = Gateway::builder().env("TETHER_TLS__CLIENT_AUTH", "required");
-    for (k, v) in files.env() {
-        b = b.env(k, v);
-    }
-    let upstream = b.start();
+    let ca = Ca::new("bridge test CA");
+    let (upstream, _files) = tls_upstream(&ca, r#"["mqtts"]"#);
     let mqtts = upstream.addr("mqtts").expect("mqtts listener");
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let toml = format!(
-        r#"
-[[bridges]]
-name = "up"
-kind = "mqtt"
-address = "localhost:{port}"
-ca_file = "{ca}"
-reconnect_min = "50ms"
-reconnect_max = "200ms"
-{OUT}
-"#,
-        port = mqtts.port(),
-        ca = ca_file.display(),
+    let bridge = TlsBridge::new("mqtt", mqtts.port(), &ca, None, OUT);
+    refused_three_times(&bridge.start()).await;
+}
+
+#[tokio::test]
+async fn an_amqp_bridge_over_tls_with_a_client_certificate_forwards_out_and_in() {
+    let ca = Ca::new("bridge test CA");
+    let (upstream, _files) = tls_upstream(&ca, r#"["amqps"]"#);
+    let amqps = upstream.addr("amqps").expect("amqps listener");
+    let mut cloud_app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    let bridge = TlsBridge::new(
+        "amqp",
+        amqps.port(),
+        &ca,
+        Some(&ca.client("edge-17")),
+        AMQP_BOTH,
     );
-    let gw = Gateway::builder().config(&toml).start();
-    let admin = Admin::guest(gw.http.expect("http listener"));
-    let b = admin
-        .poll("/bridges", WAIT, |v| {
-            let b = find(v, "name", "up")?;
-            (b["disconnects"].as_u64()? >= 3).then(|| b.clone())
-        })
+    let gw = bridge.start();
+    let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
+    wait_connected(&gw);
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("sensors/t1", "21.5").await;
+    let p = cloud_app.expect().await;
+    assert_eq!(&p.topic[..], "edge/17/sensors/t1");
+    assert_eq!(&p.payload[..], b"21.5");
+    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
+    cloud
+        .publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
         .await;
-    assert_eq!(b["connected"], false);
-    assert!(b["last_error"].is_string(), "{b}");
+    let p = app.expect().await;
+    assert_eq!(&p.topic[..], "cmd/reboot");
+    assert_eq!(&p.payload[..], b"now");
+}
+
+#[tokio::test]
+async fn an_amqp_bridge_without_a_client_certificate_or_with_another_ca_is_refused() {
+    let ca = Ca::new("bridge test CA");
+    let (upstream, _files) = tls_upstream(&ca, r#"["amqps"]"#);
+    let amqps = upstream.addr("amqps").expect("amqps listener");
+    // The upstream asks for a certificate the bridge does not have.
+    let bridge = TlsBridge::new("amqp", amqps.port(), &ca, None, OUT);
+    refused_three_times(&bridge.start()).await;
+    // The bridge does not trust the upstream's certificate.
+    let other = Ca::new("another CA");
+    let bridge = TlsBridge::new("amqp", amqps.port(), &other, Some(&other.client("x")), OUT);
+    let b = refused_three_times(&bridge.start()).await;
+    assert!(
+        b["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("certificate"),
+        "{b}"
+    );
 }
 
 /// A Mosquitto broker on loopback (Debian's `mosquitto`), as an upstream.
@@ -840,6 +906,35 @@ impl Rabbit {
     /// A node listening for AMQP on `amqp` (same `amqp`, `dist` and `dir`:
     /// the same node, with its durable queues and messages).
     fn start_at(amqp: u16, dist: u16, d: PathBuf) -> Rabbit {
+        Rabbit::start_with(amqp, dist, d, "")
+    }
+
+    /// A fresh node that also takes AMQP over TLS on `amqps` with `server`'s
+    /// certificate (no client certificate asked for), the way Amazon MQ for
+    /// RabbitMQ serves 5671.
+    fn start_tls(
+        dir: &std::path::Path,
+        server: &tether_e2e::tls::ServerFiles,
+        amqps: u16,
+    ) -> Rabbit {
+        let conf = format!(
+            "listeners.ssl.default = 127.0.0.1:{amqps}\n\
+             ssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+             ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+            server.cert.display(),
+            server.key.display()
+        );
+        let rabbit = Rabbit::start_with(free_port(), free_port(), dir.to_path_buf(), &conf);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", amqps)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "no amqps listener");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rabbit
+    }
+
+    /// [`Rabbit::start_at`] with `extra` lines in `rabbitmq.conf`.
+    fn start_with(amqp: u16, dist: u16, d: PathBuf, extra: &str) -> Rabbit {
         use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(d.join("home")).unwrap();
         std::fs::write(d.join("rabbitmq-env.conf"), "").unwrap();
@@ -848,7 +943,7 @@ impl Rabbit {
             d.join("rabbitmq.conf"),
             format!(
                 "listeners.tcp.default = 127.0.0.1:{amqp}\nloopback_users = none\n\
-                 disk_free_limit.absolute = 50MB\nlog.console = false\n"
+                 disk_free_limit.absolute = 50MB\nlog.console = false\n{extra}"
             ),
         )
         .unwrap();
@@ -1243,4 +1338,240 @@ remote_prefix = "commands/17/"
     }
     assert_eq!(got, sent);
     drop(gw);
+}
+
+#[tokio::test]
+async fn rabbitmq_upstream_over_tls_with_a_password_like_amazon_mq() {
+    use tether_e2e::amqp::{self as lapin_help, FieldTable};
+    use tether_e2e::mqtt::v5;
+    let ca = Ca::new("broker CA");
+    let files = ServerFiles::write(&ca.server(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let amqps = free_port();
+    let rabbit = Rabbit::start_tls(dir.path(), &files, amqps);
+    let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
+    let q = lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
+    lapin_help::bind(
+        &ch,
+        q.name().as_str(),
+        "amq.topic",
+        "edge.#",
+        FieldTable::default(),
+    )
+    .await;
+    let mut cloud_app = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    // Amazon MQ: amqps on 5671, a user name and password, no client certificate.
+    let extra = format!("username = \"guest\"\npassword = \"guest\"\n{AMQP_BOTH}");
+    let bridge = TlsBridge::new("amqp", amqps, &ca, None, &extra);
+    let gw = bridge.start();
+    let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
+    wait_connected(&gw);
+    let (device, _) = v5::Client::connect(v5::options(gw.mqtt_addr(), "device")).await;
+    let props = v5::PublishProperties {
+        message_expiry_interval: Some(600),
+        ..Default::default()
+    };
+    device
+        .client
+        .publish_with_properties("sensors/t1", v5::QoS::AtLeastOnce, false, "21.5", props)
+        .await
+        .expect("publish request");
+    let d = tether_e2e::amqp::next(&mut cloud_app, WAIT)
+        .await
+        .expect("a delivery upstream");
+    assert_eq!(d.routing_key.as_str(), "edge.17.sensors.t1");
+    assert_eq!(&d.data[..], b"21.5");
+    // The Message Expiry Interval travels as a per-message TTL (ms).
+    let ttl: u64 = d
+        .properties
+        .expiration()
+        .as_ref()
+        .expect("expiration carried")
+        .as_str()
+        .parse()
+        .unwrap();
+    assert!((500_000..=600_000).contains(&ttl), "{ttl}");
+
+    lapin_help::publish(&ch, "amq.topic", "commands.17.reboot", b"now").await;
+    let p = app.expect().await;
+    assert_eq!(&p.topic[..], "cmd/reboot");
+    assert_eq!(&p.payload[..], b"now");
+}
+
+#[tokio::test]
+async fn message_expiry_is_carried_upstream_as_the_time_left() {
+    use tether_e2e::mqtt::v5;
+    let upstream = Gateway::start();
+    let (mut app, _) = v5::Client::connect(v5::options(upstream.mqtt_addr(), "cloud-app")).await;
+    app.subscribe("edge/17/#", v5::QoS::AtLeastOnce).await;
+    let gw = local(upstream.mqtt_addr(), OUT);
+    wait_connected(&gw);
+    let (device, _) = v5::Client::connect(v5::options(gw.mqtt_addr(), "device")).await;
+    for (payload, expiry) in [("fresh", Some(600)), ("forever", None)] {
+        let props = v5::PublishProperties {
+            message_expiry_interval: expiry,
+            ..Default::default()
+        };
+        device
+            .client
+            .publish_with_properties("sensors/t", v5::QoS::AtLeastOnce, false, payload, props)
+            .await
+            .expect("publish request");
+        let p = app.expect().await;
+        assert_eq!(&p.payload[..], payload.as_bytes());
+        let left = p.properties.and_then(|p| p.message_expiry_interval);
+        match expiry {
+            Some(_) => assert!(matches!(left, Some(500..=600)), "{left:?}"),
+            None => assert_eq!(left, None),
+        }
+    }
+}
+
+/// Two bridges `a` and `b` to `upstream`: `a` sends `loop/#` out, `b` takes
+/// `loop/#` in, so what `a` sends comes back through `b`.
+fn crossing_bridges(upstream: SocketAddr) -> Gateway {
+    let bridge = |name: &str, direction: &str| {
+        format!(
+            r#"
+[[bridges]]
+name = "{name}"
+kind = "mqtt"
+address = "{upstream}"
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+[[bridges.rules]]
+direction = "{direction}"
+pattern = "loop/#"
+"#
+        )
+    };
+    let toml = bridge("a", "out") + &bridge("b", "in");
+    Gateway::builder().config(&toml).start()
+}
+
+#[tokio::test]
+async fn two_bridges_to_one_upstream_with_crossing_rules_do_not_loop() {
+    let upstream = Gateway::start();
+    let up = upstream.mqtt_addr();
+    let gw = crossing_bridges(up);
+    let admin = Admin::guest(gw.http.expect("http listener"));
+    let mut here = subscriber(gw.mqtt_addr(), "here", "loop/#").await;
+    let mut there = subscriber(up, "there", "loop/#").await;
+    admin
+        .poll("/bridges", WAIT, |v| {
+            let both = ["a", "b"]
+                .iter()
+                .all(|n| find(v, "name", n).is_some_and(|b| b["connected"] == true));
+            both.then_some(())
+        })
+        .await;
+    // Until `b` has subscribed upstream, what the cloud publishes does not
+    // come in; republish (new payloads) until it does.
+    let cloud = Client::connect(v4::options(up, "cloud")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut here_seen = Vec::new();
+    for i in 0.. {
+        cloud
+            .publish("loop/warm", QoS::AtLeastOnce, false, format!("w{i}"))
+            .await;
+        if let Some(p) = here.recv(Duration::from_millis(200)).await {
+            here_seen.push(seen(&p));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
+    }
+    // A local message: out through `a`, back in through `b`, where it must
+    // stop (it carries `a`'s marker).
+    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    device.publish_acked("loop/x", "x").await;
+    let mut there_x = 0;
+    loop {
+        let p = there.recv(WAIT).await.expect("loop/x upstream");
+        if seen(&p) == "loop/x=x" {
+            there_x += 1;
+            break;
+        }
+    }
+    let b = admin
+        .poll("/bridges", WAIT, |v| {
+            let b = find(v, "name", "b")?;
+            (b["loops_broken"].as_u64()? >= 2).then(|| b.clone())
+        })
+        .await;
+    assert_eq!(b["connected"], true, "{b}");
+    // After the cloud's `loop/end`: `loop/x` reached the upstream once and
+    // came in locally once (from the device itself).
+    cloud
+        .publish("loop/end", QoS::AtLeastOnce, false, "end")
+        .await;
+    loop {
+        let p = there.recv(WAIT).await.expect("loop/end upstream");
+        match seen(&p).as_str() {
+            "loop/x=x" => there_x += 1,
+            "loop/end=end" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(there_x, 1, "loop/x went upstream more than once");
+    loop {
+        let p = here.recv(WAIT).await.expect("loop/end locally");
+        let s = seen(&p);
+        assert!(!here_seen.contains(&s), "{s} came back in");
+        here_seen.push(s);
+        if &p.topic[..] == "loop/end" {
+            break;
+        }
+    }
+    assert!(here_seen.iter().any(|s| s == "loop/x=x"), "{here_seen:?}");
+}
+
+#[tokio::test]
+async fn edges_whose_bridges_share_a_name_exchange_messages_through_the_upstream() {
+    let upstream = Gateway::start();
+    let rules = r#"
+[[bridges.rules]]
+direction = "both"
+pattern = "fleet/#"
+"#;
+    // Two edges with the same configuration (bridge `up`, no client id).
+    let e1 = local(upstream.mqtt_addr(), rules);
+    let e2 = local(upstream.mqtt_addr(), rules);
+    wait_connected(&e1);
+    wait_connected(&e2);
+    let id = |gw: &Gateway| {
+        let admin = Admin::guest(gw.http.expect("http listener"));
+        async move {
+            let v = admin.get("/bridges").await;
+            find(&v, "name", "up").expect("bridge up")["client_id"]
+                .as_str()
+                .expect("client_id")
+                .to_owned()
+        }
+    };
+    let (id1, id2) = (id(&e1).await, id(&e2).await);
+    assert_ne!(id1, id2, "the edges share an upstream client id");
+    assert!(id1.starts_with("tether-up-"), "{id1}");
+
+    let mut at_e2 = subscriber(e2.mqtt_addr(), "app", "fleet/#").await;
+    let mut device = Client::connect(v4::options(e1.mqtt_addr(), "device")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for i in 0.. {
+        device.publish_acked("fleet/e1", format!("r{i}")).await;
+        if let Some(p) = at_e2.recv(Duration::from_millis(200)).await {
+            assert_eq!(&p.topic[..], "fleet/e1");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing from e1 reached e2"
+        );
+    }
+    // Both bridges stayed up: no session takeover between the edges.
+    for gw in [&e1, &e2] {
+        let v = Admin::guest(gw.http.expect("http listener"))
+            .get("/bridges")
+            .await;
+        let b = find(&v, "name", "up").expect("bridge up");
+        assert_eq!(b["disconnects"], 0, "{b}");
+    }
 }

@@ -26,31 +26,30 @@ use tether_protocols::mapping::{
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Bridge, Inbound, MARKER};
+use super::{Bridge, Inbound};
 use crate::core::Core;
 use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
+use lapin::tcp::{AsyncTcpStream, RustlsConnector};
+use lapin::uri::AMQPUri;
 
 /// Runs AMQP bridge `bridge` until `shutdown`, reconnecting with backoff.
 pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
-    let origin = core.identity(&format!("bridge:{}", bridge.config.name));
     let notify = Arc::new(Notify::new());
     let consumer = bridge.outbox.attach(Wakeup::new(notify.clone()));
     let link = Link {
         core,
         bridge: bridge.clone(),
-        origin,
         consumer,
         notify,
     };
     let link = &link;
-    super::supervise(&bridge, origin, &shutdown, || link.session()).await;
+    super::supervise(&bridge, &shutdown, || link.session()).await;
     bridge.outbox.detach(consumer);
 }
 
 struct Link {
     core: Arc<Core>,
     bridge: Arc<Bridge>,
-    origin: u64,
     consumer: u64,
     notify: Arc<Notify>,
 }
@@ -79,23 +78,50 @@ impl Link {
             None => String::new(),
         };
         format!(
-            "amqp://{auth}{}/{}?heartbeat={}",
+            "{}://{auth}{}/{}?heartbeat={}",
+            if c.uses_tls() { "amqps" } else { "amqp" },
             c.address,
             uri_part(&c.vhost),
             c.keepalive.as_secs()
         )
     }
 
+    /// Opens the upstream connection: plain, or TLS with the bridge's own
+    /// rustls configuration (CA, client certificate, ALPN; files read now).
+    async fn connect(&self) -> Result<Connection, String> {
+        let cfg = &self.bridge.config;
+        let uri = self.uri();
+        if !cfg.uses_tls() {
+            return Connection::connect(&uri, ConnectionProperties::default())
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let tls = RustlsConnector::from(Arc::new(super::tls_config(cfg)?));
+        let (host, port) = super::host_port(&cfg.address)?;
+        let (host, port) = (host.to_owned(), port);
+        let uri: AMQPUri = uri.parse().map_err(|e| format!("uri: {e}"))?;
+        let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+        let open = async move |_: AMQPUri, rt| -> lapin::Result<_> {
+            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect();
+            let tcp = AsyncTcpStream::connect(&rt, addrs).await?;
+            Ok(tcp.into_rustls(&tls, &host).await?)
+        };
+        Connection::connector(uri, runtime, open, ConnectionProperties::default())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// One connection: returns why it ended.
     async fn session(&self) -> String {
         let cfg = &self.bridge.config;
-        let uri = self.uri();
-        let connect = Connection::connect(&uri, ConnectionProperties::default());
-        let conn = match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return e.to_string(),
-            Err(_) => return "connect timed out".into(),
-        };
+        let conn =
+            match tokio::time::timeout(std::time::Duration::from_secs(10), self.connect()).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return e,
+                Err(_) => return "connect timed out".into(),
+            };
         let ch = match conn.create_channel().await {
             Ok(ch) => ch,
             Err(e) => return format!("channel: {e}"),
@@ -112,7 +138,7 @@ impl Link {
         let acl = self
             .core
             .auth
-            .acl_for(cfg.local_user.as_deref(), &cfg.upstream_client_id());
+            .acl_for(cfg.local_user.as_deref(), &self.bridge.client_id);
         // Confirms are awaited by small tasks that report (tag, acked) here.
         let (settled_tx, mut settled) = mpsc::unbounded_channel::<(u64, Result<bool, String>)>();
         let mut inflight = 0usize;
@@ -128,7 +154,9 @@ impl Link {
                         max: room,
                         max_leased: room,
                     },
-                    PullMode::Lease { owner: self.origin },
+                    PullMode::Lease {
+                        owner: self.bridge.origin,
+                    },
                     &mut pulled,
                 );
                 for d in pulled.drain(..) {
@@ -157,7 +185,7 @@ impl Link {
                 delivery = next_delivery(&mut inbox) => match delivery {
                     Some(Ok(d)) => {
                         let m = inbound(&d);
-                        super::publish_inbound(&self.core, &self.bridge, self.origin, Some(&acl), m)
+                        super::publish_inbound(&self.core, &self.bridge, Some(&acl), m)
                             .await;
                         if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
                             return format!("ack: {e}");
@@ -179,7 +207,7 @@ impl Link {
         if rules.is_empty() {
             return Ok(None);
         }
-        let queue = format!("{}.inbox", cfg.upstream_client_id());
+        let queue = format!("{}.inbox", self.bridge.client_id);
         ch.queue_declare(
             queue.as_str().into(),
             QueueDeclareOptions {
@@ -228,21 +256,21 @@ impl Link {
         settled: &mpsc::UnboundedSender<(u64, Result<bool, String>)>,
     ) -> Result<bool, String> {
         let Some(tag) = d.tag else { return Ok(false) };
-        let cfg = &self.bridge.config;
-        let Some(super::Outbound { rule, remote, user }) =
-            super::route_out(&self.bridge, self.origin, &d.msg, tag)
+        let Some(super::Outbound {
+            rule,
+            remote,
+            user,
+            expiry_secs,
+        }) = super::route_out(&self.bridge, &d.msg, tag)
         else {
             return Ok(false);
         };
-        let mut headers = FieldTable::default();
-        for (k, v) in user {
-            headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+        let mut props = BasicProperties::default().with_headers(headers(&user));
+        if let Some(secs) = expiry_secs {
+            // Per-message TTL in milliseconds, as RabbitMQ's MQTT plugin maps
+            // the Message Expiry Interval.
+            props = props.with_expiration((u64::from(secs) * 1000).to_string().into());
         }
-        headers.insert(
-            MARKER.into(),
-            AMQPValue::LongString(cfg.name.as_str().into()),
-        );
-        let mut props = BasicProperties::default().with_headers(headers);
         if rule.qos > 0 && d.msg.qos > 0 {
             props = props.with_delivery_mode(2);
         }
@@ -270,6 +298,44 @@ impl Link {
     }
 }
 
+/// MQTT user properties as AMQP headers: a repeated name (the bridge marker
+/// of every hop, say) becomes an array of its values.
+fn headers(user: &[(String, String)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (i, (k, _)) in user.iter().enumerate() {
+        if user[..i].iter().any(|(seen, _)| seen == k) {
+            continue;
+        }
+        let mut values = user.iter().filter(|(n, _)| n == k).map(|(_, v)| v);
+        let value = match (values.next(), values.next()) {
+            (Some(v), None) => AMQPValue::LongString(v.as_str().into()),
+            _ => AMQPValue::FieldArray(
+                user.iter()
+                    .filter(|(n, _)| n == k)
+                    .map(|(_, v)| AMQPValue::LongString(v.as_str().into()))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+        };
+        t.insert(k.as_str().into(), value);
+    }
+    t
+}
+
+/// A string header value (or each string in an array) as user property values.
+fn header_strings(v: &AMQPValue, out: &mut Vec<String>) {
+    match v {
+        AMQPValue::LongString(s) => out.push(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => out.push(s.to_string()),
+        AMQPValue::FieldArray(a) => {
+            for v in a.as_slice() {
+                header_strings(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 async fn next_delivery(
     inbox: &mut Option<lapin::Consumer>,
 ) -> Option<Result<lapin::message::Delivery, lapin::Error>> {
@@ -284,30 +350,29 @@ async fn next_delivery(
 fn inbound(d: &lapin::message::Delivery) -> Inbound {
     let topic = tether_protocols::mapping::routing_key_to_mqtt_topic_string(d.routing_key.as_str())
         .unwrap_or_default();
-    let user_properties = d
+    let mut user_properties = Vec::new();
+    if let Some(h) = d.properties.headers() {
+        let mut values = Vec::new();
+        for (k, v) in h.inner() {
+            values.clear();
+            header_strings(v, &mut values);
+            user_properties.extend(values.drain(..).map(|v| (k.to_string(), v)));
+        }
+    }
+    // AMQP `expiration` is a per-message TTL in milliseconds.
+    let expiry_secs = d
         .properties
-        .headers()
+        .expiration()
         .as_ref()
-        .map(|h| {
-            h.inner()
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    AMQPValue::LongString(s) => Some((
-                        k.to_string(),
-                        String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                    )),
-                    AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .and_then(|ms| ms.as_str().parse::<u64>().ok())
+        .map(|ms| u32::try_from(ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX));
     Inbound {
         topic,
         payload: bytes::Bytes::copy_from_slice(&d.data),
         qos: 1,
         user_properties,
         content_type: d.properties.content_type().as_ref().map(|s| s.to_string()),
+        expiry_secs,
         ..Inbound::default()
     }
 }

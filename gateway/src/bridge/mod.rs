@@ -58,13 +58,12 @@ pub struct Inbound {
 
 /// Publishes an upstream message into the core as a local MQTT client's
 /// would be (ACL of `acl`, retained store, topic rules), marked as carried by
-/// `bridge` with `origin`, and returns once it is stored. `false` when it
-/// was dropped (no rule, invalid topic, denied, or carries this bridge's own
-/// marker: an echo of what it sent).
+/// `bridge`, and returns once it is stored. `false` when it was dropped (no
+/// rule, invalid topic, denied, or it carries the marker of one of this
+/// gateway's bridges: it left here before, so taking it in would close a loop).
 pub async fn publish_inbound(
     core: &Arc<Core>,
     bridge: &Bridge,
-    origin: u64,
     acl: Option<&crate::auth::ClientAcl>,
     m: Inbound,
 ) -> bool {
@@ -74,13 +73,17 @@ pub async fn publish_inbound(
     use std::sync::atomic::Ordering::Relaxed;
     let cfg = &bridge.config;
     let status = &bridge.status;
-    let echo = m
+    let looped = m
         .user_properties
         .iter()
-        .any(|(k, v)| k == MARKER && *v == cfg.name);
+        .any(|(k, v)| k == MARKER && bridge.ours.contains(v));
+    if looped {
+        status.loops_broken.fetch_add(1, Relaxed);
+        return false;
+    }
     let local = inbound_topic(&cfg.rules, &m.topic)
         .filter(|t| tether_protocols::topic::validate_topic_name(t).is_ok());
-    let Some(local) = local.filter(|_| !echo) else {
+    let Some(local) = local else {
         status.dropped_in.fetch_add(1, Relaxed);
         return false;
     };
@@ -91,9 +94,10 @@ pub async fn publish_inbound(
         status.dropped_in.fetch_add(1, Relaxed);
         return false;
     }
+    // Markers of other gateways' bridges stay: each hop adds its own, so a
+    // longer loop is broken where it closes.
     let mut user = m.user_properties;
-    user.retain(|(k, _)| k != MARKER);
-    user.push((MARKER.to_owned(), cfg.name.clone()));
+    user.push((MARKER.to_owned(), bridge.marker.clone()));
     let msg = Arc::new(Message {
         id: core.ids.next(),
         routing_key: ByteStr::from(local),
@@ -108,7 +112,7 @@ pub async fn publish_inbound(
         expires_at: m
             .expiry_secs
             .map(|s| std::time::Instant::now() + Duration::from_secs(s.into())),
-        origin,
+        origin: bridge.origin,
         props: Some(Box::new(MessageProperties::from_mqtt(
             m.content_type.map(ByteStr::from),
             m.payload_is_utf8,
@@ -119,7 +123,7 @@ pub async fn publish_inbound(
     });
     let mut scratch = crate::core::exchange::RouteScratch::default();
     let (_, lsn) = crate::store::tracked(|| {
-        crate::mqtt::publish_message(core, &msg, &mut scratch, &cfg.upstream_client_id())
+        crate::mqtt::publish_message(core, &msg, &mut scratch, &bridge.client_id)
     });
     if let Err(e) = crate::store::durable(&*core.store, lsn).await {
         tracing::error!(bridge = %cfg.name, error = %e, "inbound message not stored");
@@ -132,14 +136,10 @@ pub async fn publish_inbound(
 /// bridge (its origin, or its marker after a restart).
 pub fn came_from(
     bridge: &Bridge,
-    origin: u64,
     msg: &crate::core::message::Message,
     user: &[(String, String)],
 ) -> bool {
-    msg.origin == origin
-        || user
-            .iter()
-            .any(|(k, v)| k == MARKER && *v == bridge.config.name)
+    msg.origin == bridge.origin || user.iter().any(|(k, v)| k == MARKER && *v == bridge.marker)
 }
 
 /// The MQTT topic of an outbox message (AMQP routing keys are mapped back).
@@ -150,10 +150,21 @@ pub fn mqtt_topic(msg: &crate::core::message::Message) -> Option<String> {
     }
 }
 
-/// The MQTT 5 user property (AMQP header) marking a message a bridge carried;
-/// its value is the bridge's name. A bridge never sends upstream a message
-/// carrying its own name, which breaks loops when directions overlap.
+/// The MQTT 5 user property (AMQP header) marking a message a bridge carried,
+/// once per bridge it went through; the value is [`Bridge::marker`]. A bridge
+/// never sends upstream a message carrying its own marker, and a gateway
+/// never takes in a message carrying the marker of any of its bridges, which
+/// breaks loops when directions overlap, between two bridges to one
+/// upstream, and across gateways (as far as upstreams keep user properties).
 pub const MARKER: &str = "x-tether-bridge";
+
+/// The marker value of bridge `name` whose stored identity is `origin`:
+/// `<name>@<origin in hex>`, so two gateways whose bridges share a name (a
+/// fleet of edges all bridging as `cloud`) do not take each other's
+/// messages for their own.
+pub fn marker(name: &str, origin: u64) -> String {
+    format!("{name}@{origin:016x}")
+}
 
 /// What a bridge is doing, for logs, metrics and the admin API.
 #[derive(Debug, Default)]
@@ -183,6 +194,18 @@ pub struct Bridge {
     pub outbox: Arc<Queue>,
     /// Its live state.
     pub status: Arc<BridgeStatus>,
+    /// Stable across restarts (kept in the store): the origin of the
+    /// messages it brings in and the owner of its outbox leases.
+    pub origin: u64,
+    /// Its marker value ([`marker`]).
+    pub marker: String,
+    /// The client id it uses upstream: `client_id` from the configuration,
+    /// or `tether-<name>-<8 hex digits of origin>`, unique per gateway so
+    /// edges with the same configuration do not take over each other's
+    /// upstream session (AMQP: name their inbox queues apart).
+    pub client_id: String,
+    /// The marker values of every bridge of this gateway.
+    pub ours: Arc<[String]>,
 }
 
 impl Bridge {
@@ -213,13 +236,19 @@ pub fn start(
     tasks: &TaskTracker,
 ) -> Result<Bridges, String> {
     for config in configs {
-        if config.kind == crate::config::BridgeKind::Mqtt {
-            mqtt::check(config)
-                .map_err(|why| format!("bridges: bridge `{}`: {why}", config.name))?;
-        }
+        check(config).map_err(|why| format!("bridges: bridge `{}`: {why}", config.name))?;
     }
+    let origins: Vec<u64> = configs
+        .iter()
+        .map(|c| core.identity(&format!("bridge:{}", c.name)))
+        .collect();
+    let ours: Arc<[String]> = configs
+        .iter()
+        .zip(&origins)
+        .map(|(c, &o)| marker(&c.name, o))
+        .collect();
     let mut bridges = Vec::with_capacity(configs.len());
-    for config in configs {
+    for (config, &origin) in configs.iter().zip(&origins) {
         let Some(outbox) = outbox(core, config) else {
             continue;
         };
@@ -227,6 +256,14 @@ pub fn start(
             config: config.clone(),
             outbox,
             status: Arc::default(),
+            origin,
+            marker: marker(&config.name, origin),
+            client_id: if config.client_id.is_empty() {
+                format!("tether-{}-{:08x}", config.name, origin >> 32)
+            } else {
+                config.client_id.clone()
+            },
+            ours: ours.clone(),
         });
         tracing::info!(
             bridge = %config.name,
@@ -331,8 +368,10 @@ pub struct Outbound<'a> {
     pub rule: &'a BridgeRuleConfig,
     /// Its topic upstream (prefixes swapped).
     pub remote: String,
-    /// Its MQTT user properties, to carry along.
+    /// Its MQTT user properties, to carry along, this bridge's marker last.
     pub user: Vec<(String, String)>,
+    /// Seconds it has left to live, when it expires.
+    pub expiry_secs: Option<u32>,
 }
 
 /// Decides where outbox delivery `msg` (lease `tag`) goes, for either client.
@@ -341,16 +380,15 @@ pub struct Outbound<'a> {
 /// (bound by a rule since removed from the configuration).
 pub fn route_out<'a>(
     bridge: &'a Bridge,
-    origin: u64,
     msg: &crate::core::message::Message,
     tag: u64,
 ) -> Option<Outbound<'a>> {
-    let user = msg
+    let mut user = msg
         .props
         .as_ref()
         .map(|p| decode_user_properties(&p.user_properties))
         .unwrap_or_default();
-    if came_from(bridge, origin, msg, &user) {
+    if came_from(bridge, msg, &user) {
         bridge.status.loops_broken.fetch_add(1, Ordering::Relaxed);
         bridge.outbox.ack(tag);
         return None;
@@ -361,7 +399,18 @@ pub fn route_out<'a>(
         bridge.outbox.ack(tag);
         return None;
     };
-    Some(Outbound { rule, remote, user })
+    user.push((MARKER.to_owned(), bridge.marker.clone()));
+    // Rounded up: a message with 0.3 s left must not become one without expiry.
+    let expiry_secs = msg.expires_at.map(|at| {
+        let left = at.saturating_duration_since(std::time::Instant::now());
+        u32::try_from(left.as_millis().div_ceil(1000).max(1)).unwrap_or(u32::MAX)
+    });
+    Some(Outbound {
+        rule,
+        remote,
+        user,
+        expiry_secs,
+    })
 }
 
 /// The local topic for remote `topic` under the first inbound rule that
@@ -417,17 +466,83 @@ pub fn encode_user_properties(props: &[(String, String)]) -> Bytes {
     b.freeze()
 }
 
+/// `(host, port)` of an upstream `address` (`host:port`, `[v6]:port`).
+pub fn host_port(address: &str) -> Result<(&str, u16), String> {
+    address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| format!("address `{address}` is not host:port"))
+}
+
+/// Whether a client for `config` can be set up: its address parses and, with
+/// TLS, its CA, certificate and key files are readable and valid. The reason
+/// when not.
+pub fn check(config: &BridgeConfig) -> Result<(), String> {
+    host_port(&config.address)?;
+    if config.uses_tls() {
+        tls_config(config)?;
+    }
+    Ok(())
+}
+
+/// The TLS client configuration of an upstream connection, read from the
+/// files now (each connection reads them again, so renewed certificates are
+/// picked up at the next reconnect): `ca_file` (PEM; the public web roots
+/// without it), `cert_file` + `key_file` (client certificate), `alpn`.
+pub fn tls_config(c: &BridgeConfig) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &c.ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_slice_iter(&read(path)?) {
+                let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "ca_file {}: no certificate found (expected PEM `BEGIN CERTIFICATE` blocks)",
+                    path.display()
+                ));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match (&c.cert_file, &c.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+                .map_err(|e| format!("key_file {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = c.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(config)
+}
+
 /// Keeps one bridge connected until `shutdown`: runs `session` (one upstream
 /// connection, which sets `status.connected` once it is up and returns why it
 /// ended) again and again, waiting a bounded exponential backoff between
 /// attempts, reset after a session that got connected. Every outbox lease a
 /// session held goes back to the outbox, in order, when it ends.
-pub async fn supervise<F, Fut>(
-    bridge: &Bridge,
-    origin: u64,
-    shutdown: &CancellationToken,
-    mut session: F,
-) where
+pub async fn supervise<F, Fut>(bridge: &Bridge, shutdown: &CancellationToken, mut session: F)
+where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = String>,
 {
@@ -439,7 +554,7 @@ pub async fn supervise<F, Fut>(
             _ = shutdown.cancelled() => None,
             why = session() => Some(why),
         };
-        let returned = bridge.outbox.release_owner(origin);
+        let returned = bridge.outbox.release_owner(bridge.origin);
         let was_connected = bridge.status.connected.swap(false, Relaxed);
         let Some(why) = ended else { break };
         if was_connected {

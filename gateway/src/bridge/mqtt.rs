@@ -23,51 +23,37 @@ use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bridge, MARKER};
+use super::Bridge;
 use crate::core::Core;
 use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
 
 /// Runs bridge `bridge` until `shutdown`: connects, forwards, reconnects with
 /// bounded exponential backoff.
 pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
-    let name = bridge.config.name.clone();
-    let options = match options(&bridge.config) {
-        Ok(o) => o,
-        Err(why) => {
-            tracing::error!(bridge = %name, error = %why, "bridge cannot start");
-            *bridge.status.last_error.lock() = Some(why);
-            return;
-        }
-    };
-    // Stable across restarts: inbound messages carry it as their origin.
-    let origin = core.identity(&format!("bridge:{name}"));
     let notify = Arc::new(Notify::new());
     let consumer = bridge.outbox.attach(Wakeup::new(notify.clone()));
     let link = Link {
         core,
         bridge: bridge.clone(),
-        origin,
         consumer,
         notify,
     };
     let link = &link;
-    super::supervise(&bridge, origin, &shutdown, || link.session(options.clone())).await;
+    // The options (and the certificate files) are read again for every
+    // connection, so renewed certificates are used from the next one.
+    super::supervise(&bridge, &shutdown, || async {
+        match options(&link.bridge.config, &link.bridge.client_id) {
+            Ok(o) => link.session(o).await,
+            Err(why) => why,
+        }
+    })
+    .await;
     bridge.outbox.detach(consumer);
 }
 
-/// Whether the client for `config` can be set up (address, certificate
-/// files); the reason when not.
-pub fn check(config: &crate::config::BridgeConfig) -> Result<(), String> {
-    options(config).map(|_| ())
-}
-
-fn options(c: &crate::config::BridgeConfig) -> Result<MqttOptions, String> {
-    let (host, port) = c
-        .address
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("address `{}` is not host:port", c.address))?;
-    let mut o = MqttOptions::new(c.upstream_client_id(), host, port);
+fn options(c: &crate::config::BridgeConfig, client_id: &str) -> Result<MqttOptions, String> {
+    let (host, port) = super::host_port(&c.address)?;
+    let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(c.keepalive.max(Duration::from_secs(5)))
         // A session the upstream keeps: what it publishes for us while we
         // are away (a restart, a network cut) waits there.
@@ -85,63 +71,16 @@ fn options(c: &crate::config::BridgeConfig) -> Result<MqttOptions, String> {
     }
     if c.uses_tls() {
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls_config(c)?),
+            Arc::new(super::tls_config(c)?),
         )));
     }
     Ok(o)
-}
-
-fn tls_config(c: &crate::config::BridgeConfig) -> Result<rustls::ClientConfig, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    match &c.ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_slice_iter(&read(path)?) {
-                let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "ca_file {}: no certificate found (expected PEM `BEGIN CERTIFICATE` blocks)",
-                    path.display()
-                ));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let mut config = match (&c.cert_file, &c.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_slice_iter(&read(cert)?)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-                .map_err(|e| format!("key_file {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = c.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(config)
 }
 
 /// One bridge's side of the core.
 struct Link {
     core: Arc<Core>,
     bridge: Arc<Bridge>,
-    origin: u64,
     consumer: u64,
     notify: Arc<Notify>,
 }
@@ -175,7 +114,7 @@ impl Link {
         let acl = self
             .core
             .auth
-            .acl_for(cfg.local_user.as_deref(), &cfg.upstream_client_id());
+            .acl_for(cfg.local_user.as_deref(), &self.bridge.client_id);
         let filters: Vec<Filter> = cfg
             .rules
             .iter()
@@ -205,7 +144,9 @@ impl Link {
                         max: room,
                         max_leased: room,
                     },
-                    PullMode::Lease { owner: self.origin },
+                    PullMode::Lease {
+                        owner: self.bridge.origin,
+                    },
                     &mut pulled,
                 );
                 for d in pulled.drain(..) {
@@ -238,19 +179,20 @@ impl Link {
         inflight: &mut Inflight,
     ) -> Result<(), String> {
         let Some(tag) = d.tag else { return Ok(()) };
-        let name = &self.bridge.config.name;
-        let Some(super::Outbound { rule, remote, user }) =
-            super::route_out(&self.bridge, self.origin, &d.msg, tag)
+        let Some(super::Outbound {
+            rule,
+            remote,
+            user,
+            expiry_secs,
+        }) = super::route_out(&self.bridge, &d.msg, tag)
         else {
             return Ok(());
         };
         let mut props = PublishProperties {
             user_properties: user,
+            message_expiry_interval: expiry_secs,
             ..PublishProperties::default()
         };
-        props
-            .user_properties
-            .push((MARKER.to_owned(), name.clone()));
         if let Some(p) = &d.msg.props {
             props.content_type = p.content_type.as_ref().map(|s| s.to_string());
             props.response_topic = p.response_topic.as_ref().map(|s| s.to_string());
@@ -315,7 +257,7 @@ impl Link {
                     payload_is_utf8: props.payload_format_indicator == Some(1),
                     expiry_secs: props.message_expiry_interval,
                 };
-                super::publish_inbound(&self.core, &self.bridge, self.origin, Some(acl), m).await;
+                super::publish_inbound(&self.core, &self.bridge, Some(acl), m).await;
                 if p.qos != QoS::AtMostOnce
                     && let Err(e) = client.try_ack(&p)
                 {

@@ -403,6 +403,7 @@ async fn bridges(State(api): State<Arc<Api>>) -> Json<Value> {
                 "name": b.config.name,
                 "kind": b.config.kind,
                 "address": b.config.address,
+                "client_id": b.client_id,
                 "connected": s.connected.load(Relaxed),
                 "last_error": *s.last_error.lock(),
                 "outbox": b.outbox.name().to_string(),
