@@ -419,7 +419,7 @@ fn tls_upstream(ca: &Ca, listeners: &str) -> (Gateway, ServerFiles) {
 /// TLS, trusting only `ca` and presenting `client`'s certificate when given,
 /// with `extra` lines (rules); the files live as long as the result.
 struct TlsBridge {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     toml: String,
 }
 
@@ -451,11 +451,17 @@ reconnect_max = "200ms"
             );
         }
         toml += extra;
-        TlsBridge { _dir: dir, toml }
+        TlsBridge { dir, toml }
     }
 
     fn start(&self) -> Gateway {
         Gateway::builder().config(&self.toml).start()
+    }
+
+    /// Overwrites the client certificate and key files with `client`'s.
+    fn renew(&self, client: &Leaf) {
+        std::fs::write(self.dir.path().join("cert.pem"), &client.cert_pem).unwrap();
+        std::fs::write(self.dir.path().join("key.pem"), &client.key_pem).unwrap();
     }
 }
 
@@ -504,6 +510,22 @@ async fn the_bridge_without_a_client_certificate_is_refused_and_keeps_retrying()
     let mqtts = upstream.addr("mqtts").expect("mqtts listener");
     let bridge = TlsBridge::new("mqtt", mqtts.port(), &ca, None, OUT);
     refused_three_times(&bridge.start()).await;
+}
+
+#[tokio::test]
+async fn a_renewed_client_certificate_is_used_at_the_next_reconnect() {
+    let ca = Ca::new("bridge test CA");
+    let (upstream, _files) = tls_upstream(&ca, r#"["mqtts", "amqps"]"#);
+    for (kind, listener) in [("mqtt", "mqtts"), ("amqp", "amqps")] {
+        let port = upstream.addr(listener).expect("TLS listener").port();
+        // A certificate the upstream does not accept (another CA).
+        let other = Ca::new("another CA");
+        let bridge = TlsBridge::new(kind, port, &ca, Some(&other.client("edge-17")), OUT);
+        let gw = bridge.start();
+        refused_three_times(&gw).await;
+        bridge.renew(&ca.client("edge-17"));
+        wait_connected(&gw);
+    }
 }
 
 #[tokio::test]

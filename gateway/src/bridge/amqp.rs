@@ -10,6 +10,7 @@
 //! has no No Local, so our own publishes that come back are recognised by the
 //! `x-tether-bridge` header and dropped.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,11 +20,11 @@ use lapin::options::{
     ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use tether_protocols::mapping::{
     mqtt_filter_to_binding_key_string, mqtt_topic_to_routing_key_string,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Bridge, Inbound};
@@ -139,14 +140,14 @@ impl Link {
             .core
             .auth
             .acl_for(cfg.local_user.as_deref(), &self.bridge.client_id);
-        // Confirms are awaited by small tasks that report (tag, acked) here.
-        let (settled_tx, mut settled) = mpsc::unbounded_channel::<(u64, Result<bool, String>)>();
-        let mut inflight = 0usize;
+        // Publishes awaiting their confirm, oldest first. Awaited in order:
+        // the outbox is acked in order, and the window bounds the wait.
+        let mut pending: VecDeque<(u64, PublisherConfirm)> = VecDeque::new();
         let window = usize::from(cfg.inflight);
         let mut pulled = Vec::new();
         loop {
-            if inflight < window {
-                let room = window - inflight;
+            if pending.len() < window {
+                let room = window - pending.len();
                 pulled.clear();
                 self.bridge.outbox.pull(
                     self.consumer,
@@ -160,26 +161,26 @@ impl Link {
                     &mut pulled,
                 );
                 for d in pulled.drain(..) {
-                    match self.send(&ch, d, &settled_tx).await {
-                        Ok(true) => inflight += 1,
-                        Ok(false) => {}
+                    match self.send(&ch, d).await {
+                        Ok(Some(sent)) => pending.push_back(sent),
+                        Ok(None) => {}
                         Err(why) => return why,
                     }
                 }
             }
-            let room = inflight < window;
+            let room = pending.len() < window;
             tokio::select! {
-                Some((tag, result)) = settled.recv() => {
-                    inflight -= 1;
+                result = oldest_confirm(&mut pending), if !pending.is_empty() => {
+                    let Some((tag, _)) = pending.pop_front() else { continue };
                     match result {
-                        Ok(true) => {
+                        Ok(c) if c.is_ack() => {
                             self.bridge.status.forwarded_out.fetch_add(1, Ordering::Relaxed);
                             self.bridge.outbox.ack(tag);
                         }
                         // A nack: the broker could not take it; it stays in
                         // the outbox (in order) and the connection restarts.
-                        Ok(false) => return "upstream nacked a publish".into(),
-                        Err(e) => return e,
+                        Ok(_) => return "upstream nacked a publish".into(),
+                        Err(e) => return format!("publisher confirm: {e}"),
                     }
                 }
                 delivery = next_delivery(&mut inbox) => match delivery {
@@ -247,15 +248,15 @@ impl Link {
         Ok(Some(consumer))
     }
 
-    /// Publishes one outbox message upstream; `Ok(false)` when it was
-    /// settled here instead (it came from this bridge, or no rule covers it).
+    /// Publishes one outbox message upstream: its lease tag and confirm, or
+    /// `None` when it was settled here instead (it came from this bridge, or
+    /// no rule covers it).
     async fn send(
         &self,
         ch: &Channel,
         d: Delivery,
-        settled: &mpsc::UnboundedSender<(u64, Result<bool, String>)>,
-    ) -> Result<bool, String> {
-        let Some(tag) = d.tag else { return Ok(false) };
+    ) -> Result<Option<(u64, PublisherConfirm)>, String> {
+        let Some(tag) = d.tag else { return Ok(None) };
         let Some(super::Outbound {
             rule,
             remote,
@@ -263,7 +264,7 @@ impl Link {
             expiry_secs,
         }) = super::route_out(&self.bridge, &d.msg, tag)
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut props = BasicProperties::default().with_headers(headers(&user));
         if let Some(secs) = expiry_secs {
@@ -289,12 +290,7 @@ impl Link {
             )
             .await
             .map_err(|e| format!("basic.publish: {e}"))?;
-        let settled = settled.clone();
-        tokio::spawn(async move {
-            let r = confirm.await.map(|c| c.is_ack()).map_err(|e| e.to_string());
-            let _ = settled.send((tag, r));
-        });
-        Ok(true)
+        Ok(Some((tag, confirm)))
     }
 }
 
@@ -333,6 +329,16 @@ fn header_strings(v: &AMQPValue, out: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+}
+
+/// The confirm of the oldest pending publish (pending while there is none).
+async fn oldest_confirm(
+    pending: &mut VecDeque<(u64, PublisherConfirm)>,
+) -> lapin::Result<lapin::Confirmation> {
+    match pending.front_mut() {
+        Some((_, confirm)) => confirm.await,
+        None => std::future::pending().await,
     }
 }
 
