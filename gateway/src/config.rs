@@ -1648,4 +1648,31 @@ mod example_file {
             "tether.example.toml and Config::default() disagree"
         );
     }
+
+    /// Every `[[bridges]]` example in the README (AWS IoT Core, Amazon MQ)
+    /// is a valid configuration.
+    #[test]
+    fn readme_bridge_examples_are_valid() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .expect("README.md");
+        let mut checked = Vec::new();
+        for block in readme.split("```toml\n").skip(1) {
+            let block = &block[..block.find("```").expect("closed block")];
+            if !block.starts_with("[[bridges]]") {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tether.toml");
+            std::fs::write(&path, block).unwrap();
+            let c = Config::load_from(Some(&path), Vec::new())
+                .unwrap_or_else(|e| panic!("README bridge example:\n{block}\n{e}"));
+            checked.push((c.bridges[0].kind, c.bridges[0].uses_tls()));
+        }
+        assert_eq!(
+            checked,
+            [(BridgeKind::Mqtt, true), (BridgeKind::Amqp, true)],
+            "expected the AWS IoT Core and the Amazon MQ examples"
+        );
+    }
 }

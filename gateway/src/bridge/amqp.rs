@@ -382,3 +382,37 @@ fn inbound(d: &lapin::message::Delivery) -> Inbound {
         ..Inbound::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_user_properties_travel_as_header_arrays_and_come_back() {
+        let user: Vec<(String, String)> = [
+            ("x-tether-bridge", "a@01"),
+            ("site", "17"),
+            ("x-tether-bridge", "b@02"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let h = headers(&user);
+        let inner = h.inner();
+        assert_eq!(inner.len(), 2);
+        assert!(matches!(
+            inner.get("x-tether-bridge"),
+            Some(AMQPValue::FieldArray(a)) if a.as_slice().len() == 2
+        ));
+        let mut back = Vec::new();
+        for (k, v) in inner {
+            let mut values = Vec::new();
+            header_strings(v, &mut values);
+            back.extend(values.into_iter().map(|v| (k.to_string(), v)));
+        }
+        back.sort();
+        let mut want = user.clone();
+        want.sort();
+        assert_eq!(back, want);
+    }
+}

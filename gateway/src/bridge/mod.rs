@@ -627,6 +627,24 @@ mod tests {
     }
 
     #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(
+            host_port("broker.example:8883"),
+            Ok(("broker.example", 8883))
+        );
+        assert_eq!(host_port("[::1]:5671"), Ok(("::1", 5671)));
+        for bad in ["broker.example", ":8883", "host:port", "host:70000"] {
+            assert!(host_port(bad).unwrap_err().contains("host:port"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn markers_name_the_bridge_and_its_gateway() {
+        assert_eq!(marker("cloud", 0xAB), "cloud@00000000000000ab");
+        assert_ne!(marker("cloud", 1), marker("cloud", 2));
+    }
+
+    #[test]
     fn prefixes_are_swapped_both_ways() {
         let rules = [
             rule(BridgeDirection::Out, "sensors/#", "", "edge/17/"),
