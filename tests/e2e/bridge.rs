@@ -533,29 +533,9 @@ async fn an_amqp_bridge_over_tls_with_a_client_certificate_forwards_out_and_in()
     let ca = Ca::new("bridge test CA");
     let (upstream, _files) = tls_upstream(&ca, r#"["amqps"]"#);
     let amqps = upstream.addr("amqps").expect("amqps listener");
-    let mut cloud_app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
-    let bridge = TlsBridge::new(
-        "amqp",
-        amqps.port(),
-        &ca,
-        Some(&ca.client("edge-17")),
-        AMQP_BOTH,
-    );
-    let gw = bridge.start();
-    let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
-    wait_connected(&gw);
-    let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
-    device.publish_acked("sensors/t1", "21.5").await;
-    let p = cloud_app.expect().await;
-    assert_eq!(&p.topic[..], "edge/17/sensors/t1");
-    assert_eq!(&p.payload[..], b"21.5");
-    let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
-    cloud
-        .publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
-        .await;
-    let p = app.expect().await;
-    assert_eq!(&p.topic[..], "cmd/reboot");
-    assert_eq!(&p.payload[..], b"now");
+    let client = ca.client("edge-17");
+    let bridge = TlsBridge::new("amqp", amqps.port(), &ca, Some(&client), AMQP_BOTH);
+    forwards_out_and_in(&upstream, || bridge.start()).await;
 }
 
 #[tokio::test]
@@ -816,8 +796,17 @@ remote_prefix = "commands/17/"
 #[tokio::test]
 async fn amqp_upstream_forwards_out_and_in_through_amq_topic() {
     let upstream = Gateway::start();
+    let amqp = upstream.amqp.expect("amqp listener");
+    forwards_out_and_in(&upstream, || amqp_local(amqp, AMQP_BOTH)).await;
+}
+
+/// With a Tether `upstream` and a local gateway from `start` bridging it
+/// with [`AMQP_BOTH`]: a local `sensors/t1` reaches the upstream as
+/// `edge/17/sensors/t1`, an upstream `commands/17/reboot` comes in as
+/// `cmd/reboot`.
+async fn forwards_out_and_in(upstream: &Gateway, start: impl FnOnce() -> Gateway) {
     let mut cloud_app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
-    let gw = amqp_local(upstream.amqp.expect("amqp listener"), AMQP_BOTH);
+    let gw = start();
     let mut app = subscriber(gw.mqtt_addr(), "local-app", "cmd/#").await;
     wait_connected(&gw);
     let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
