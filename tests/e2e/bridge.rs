@@ -178,15 +178,35 @@ async fn messages_published_while_the_upstream_is_down_arrive_in_order_when_it_r
 
 #[tokio::test]
 async fn a_local_restart_with_a_non_empty_outbox_loses_nothing() {
+    local_restart_with_a_non_empty_outbox("mqtt").await;
+}
+
+#[tokio::test]
+async fn a_local_restart_with_a_non_empty_amqp_outbox_loses_nothing() {
+    local_restart_with_a_non_empty_outbox("amqp").await;
+}
+
+/// 20 messages wait in the outbox of a `kind` bridge to a Tether upstream
+/// that is down; the local gateway restarts, the upstream comes back, all
+/// 20 arrive in order.
+async fn local_restart_with_a_non_empty_outbox(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut upstream = Gateway::builder()
         .data_dir(dir.path().join("upstream"))
         .start();
-    let addr = upstream.mqtt_addr();
+    let (mqtt, amqp) = (upstream.mqtt_addr(), upstream.amqp.expect("amqp listener"));
     assert!(upstream.terminate().success());
+    let target = if kind == "amqp" { amqp } else { mqtt };
+    let toml = bridge_toml(target, OUT).replace("kind = \"mqtt\"", &format!("kind = \"{kind}\""));
+    let local = || {
+        Gateway::builder()
+            .config(&toml)
+            .data_dir(dir.path().join("local"))
+            .start()
+    };
 
     // The upstream is unreachable: everything waits in the outbox.
-    let mut gw = local_on(addr, OUT, dir.path().join("local"));
+    let mut gw = local();
     let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
     let sent: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
     for m in &sent {
@@ -195,9 +215,13 @@ async fn a_local_restart_with_a_non_empty_outbox_loses_nothing() {
     device.disconnect().await;
     assert!(gw.terminate().success());
 
-    let _upstream = upstream_at(addr, dir.path().join("upstream"));
-    let mut app = subscriber(addr, "cloud-app", "edge/17/#").await;
-    let gw = local_on(addr, OUT, dir.path().join("local"));
+    let _upstream = Gateway::builder()
+        .env("TETHER_MQTT__LISTEN", mqtt)
+        .env("TETHER_AMQP__LISTEN", amqp)
+        .data_dir(dir.path().join("upstream"))
+        .start();
+    let mut app = subscriber(mqtt, "cloud-app", "edge/17/#").await;
+    let gw = local();
     let backlog = Regex::new(r"bridge starting.*backlog=(\d+)").unwrap();
     let found = gw.log().wait_for(&backlog, WAIT).expect("start-up line");
     assert_eq!(found[1], "20", "the outbox came back with its messages");
