@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
@@ -54,6 +54,10 @@ struct Link {
     consumer: u64,
     notify: Arc<Notify>,
 }
+
+/// Publishes started together; `join_all` polls up to 30 futures in order
+/// (above that it switches to an unordered set), which keeps the outbox order.
+const BATCH: usize = 30;
 
 /// `%`-encodes what may not appear raw in an AMQP URI component.
 fn uri_part(s: &str) -> String {
@@ -160,27 +164,45 @@ impl Link {
                     },
                     &mut pulled,
                 );
-                for d in pulled.drain(..) {
-                    match self.send(&ch, d).await {
-                        Ok(Some(sent)) => pending.push_back(sent),
-                        Ok(None) => {}
-                        Err(why) => return why,
+                // lapin hands each publish to its I/O thread and waits for
+                // the write: awaited one by one, that is a thread round trip
+                // per message. Started together (`join_all` of at most
+                // `BATCH` polls them in order, and a publish queues its
+                // frames on its first poll, so upstream order is the outbox
+                // order), one write carries the batch.
+                while !pulled.is_empty() {
+                    let rest = pulled.split_off(pulled.len().min(BATCH));
+                    let batch = std::mem::replace(&mut pulled, rest);
+                    let sends = batch.into_iter().map(|d| self.send(&ch, d));
+                    for sent in futures_util::future::join_all(sends).await {
+                        match sent {
+                            Ok(Some(sent)) => pending.push_back(sent),
+                            Ok(None) => {}
+                            Err(why) => return why,
+                        }
                     }
                 }
             }
             let room = pending.len() < window;
             tokio::select! {
                 result = oldest_confirm(&mut pending), if !pending.is_empty() => {
-                    let Some((tag, _)) = pending.pop_front() else { continue };
-                    match result {
-                        Ok(c) if c.is_ack() => {
-                            self.bridge.status.forwarded_out.fetch_add(1, Ordering::Relaxed);
-                            self.bridge.outbox.ack(tag);
+                    // This confirm and every later one already in (a
+                    // broker confirms `multiple` at once), so the window
+                    // refills in one batch.
+                    let mut result = Some(result);
+                    while let Some(r) = result.take() {
+                        let Some((tag, _)) = pending.pop_front() else { break };
+                        match r {
+                            Ok(c) if c.is_ack() => {
+                                self.bridge.status.forwarded_out.fetch_add(1, Ordering::Relaxed);
+                                self.bridge.outbox.ack(tag);
+                            }
+                            // A nack: the broker could not take it; it stays in
+                            // the outbox (in order) and the connection restarts.
+                            Ok(_) => return "upstream nacked a publish".into(),
+                            Err(e) => return format!("publisher confirm: {e}"),
                         }
-                        // A nack: the broker could not take it; it stays in
-                        // the outbox (in order) and the connection restarts.
-                        Ok(_) => return "upstream nacked a publish".into(),
-                        Err(e) => return format!("publisher confirm: {e}"),
+                        result = pending.front_mut().and_then(|(_, c)| c.now_or_never());
                     }
                 }
                 delivery = next_delivery(&mut inbox) => match delivery {
