@@ -9,6 +9,10 @@
 //! consumed with manual acks, sent once the local publish is stored. AMQP
 //! has no No Local, so our own publishes that come back are recognised by the
 //! `x-tether-bridge` header and dropped.
+//!
+//! With TLS (amqps, as Amazon MQ serves on 5671) the connection uses the
+//! bridge's own rustls configuration ([`super::tls_config`]), handed to lapin
+//! as a `RustlsConnector`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +23,9 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use tether_protocols::mapping::{
     mqtt_filter_to_binding_key_string, mqtt_topic_to_routing_key_string,
@@ -30,8 +36,6 @@ use tokio_util::sync::CancellationToken;
 use super::{Bridge, Inbound};
 use crate::core::Core;
 use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
-use lapin::tcp::{AsyncTcpStream, RustlsConnector};
-use lapin::uri::AMQPUri;
 
 /// Runs AMQP bridge `bridge` until `shutdown`, reconnecting with backoff.
 pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
