@@ -2007,9 +2007,9 @@ pub async fn export(api: &Api) -> Definitions {
 }
 
 /// Whether a catalogued queue belongs in an export (exclusive queues live
-/// and die with their connection).
+/// and die with their connection; bridge outboxes come from `[[bridges]]`).
 fn exported_queue(q: &Queue) -> bool {
-    !q.options().exclusive && q.owner().is_none()
+    !q.options().exclusive && q.owner().is_none() && !crate::bridge::is_outbox(q.name())
 }
 
 /// An SQS queue's attributes as a definition: those that differ from the

@@ -142,8 +142,14 @@ impl Gateway {
         // After recovery (an outbox keeps its messages across restarts),
         // before stored queues nobody claimed are dropped, and before anything
         // is served, so a bridge that cannot be set up refuses the start.
-        let bridges = crate::bridge::start(&core, &config.bridges, &shutdown, &tasks)
-            .map_err(StartError::Bridge)?;
+        let bridges = crate::bridge::start(
+            &core,
+            &config.bridges,
+            crate::core::flow_control(&config.mqtt),
+            &shutdown,
+            &tasks,
+        )
+        .map_err(StartError::Bridge)?;
         if let (Some(listener), Some(ctx)) = (mqtt, &mqtt_ctx) {
             let addr = local_addr("mqtt.listen", &listener)?;
             listeners.push(("mqtt", addr));

@@ -1610,3 +1610,48 @@ pattern = "fleet/#"
         assert_eq!(b["disconnects"], 0, "{b}");
     }
 }
+
+/// Publishes 3,000 QoS 1 messages as fast as the local gateway takes them
+/// into a bridge that forwards one at a time (`inflight = 1`) into an outbox
+/// of 1,000, with MQTT flow control at `flow_at` (0: off); returns the
+/// outbox's dropped count and what arrived upstream. With flow control off
+/// the outbox overflows (hundreds dropped when this was written).
+async fn outrun_the_bridge(flow_at: usize) -> (u64, Vec<String>) {
+    let upstream = Gateway::start();
+    let mut app = subscriber(upstream.mqtt_addr(), "cloud-app", "edge/17/#").await;
+    let rules =
+        format!("inflight = 1\noutbox_max_messages = 1000\noutbox_full = \"drop-oldest\"\n{OUT}");
+    let gw = Gateway::builder()
+        .env("TETHER_MQTT__FLOW_CONTROL_AT", flow_at)
+        // However slow a loaded machine makes the bridge, the publisher waits.
+        .env("TETHER_MQTT__FLOW_CONTROL_TIMEOUT", "60s")
+        .config(&bridge_toml(upstream.mqtt_addr(), &rules))
+        .start();
+    wait_connected(&gw);
+    let device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
+    for i in 0..3000 {
+        device
+            .publish("sensors/t", QoS::AtLeastOnce, false, format!("m{i}"))
+            .await;
+    }
+    let admin = Admin::guest(gw.http.expect("http listener"));
+    let q = admin
+        .poll("/queues", Duration::from_secs(60), |v| {
+            let q = find(v, "name", "bridge.up.outbox")?;
+            let s = &q["stats"];
+            let settled = s["acked"].as_u64()? + s["dropped"].as_u64()?;
+            (settled == 3000).then(|| q.clone())
+        })
+        .await;
+    let dropped = q["stats"]["dropped"].as_u64().unwrap_or_default();
+    let arrived = receive_all(&mut app, 3000 - dropped as usize).await;
+    (dropped, arrived)
+}
+
+#[tokio::test]
+async fn a_publisher_faster_than_the_bridge_is_slowed_down_instead_of_losing_messages() {
+    let (dropped, arrived) = outrun_the_bridge(50).await;
+    assert_eq!(dropped, 0, "the outbox dropped messages");
+    let sent: Vec<String> = (0..3000).map(|i| format!("m{i}")).collect();
+    assert_eq!(arrived, sent);
+}

@@ -28,7 +28,7 @@ use crate::config::{BridgeConfig, BridgeRuleConfig, OutboxFull};
 use crate::core::Core;
 use crate::core::exchange::BindingOptions;
 use crate::core::message::KeyForm;
-use crate::core::queue::{LiveSettings, Overflow, Queue, QueueLimits, QueueOptions};
+use crate::core::queue::{FlowControl, LiveSettings, Overflow, Queue, QueueLimits, QueueOptions};
 use crate::core::vhost::VHostError;
 
 /// A message from the upstream, as either client hands it over.
@@ -224,14 +224,25 @@ pub fn outbox_name(name: &str) -> String {
     format!("bridge.{name}.outbox")
 }
 
+/// Whether queue `name` is a bridge's outbox (made by `[[bridges]]`, so left
+/// out of definition exports).
+pub fn is_outbox(name: &str) -> bool {
+    name.strip_prefix("bridge.")
+        .and_then(|n| n.strip_suffix(".outbox"))
+        .is_some_and(|n| !n.is_empty())
+}
+
 /// Creates (or finds, after a restart, with the messages it kept) each
 /// bridge's outbox, binds it to its outbound filters, and starts the upstream
-/// clients on `tasks`; they stop when `shutdown` is cancelled. A bridge whose
+/// clients on `tasks`; they stop when `shutdown` is cancelled. With `flow`,
+/// an outbox the bridge does not keep up with slows local MQTT publishers
+/// down (as a slow subscriber's queue does) instead of filling up. A bridge whose
 /// client cannot be set up (an unreadable certificate file, say) is an error
 /// naming it, found before any outbox is touched.
 pub fn start(
     core: &Arc<Core>,
     configs: &[BridgeConfig],
+    flow: Option<FlowControl>,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<Bridges, String> {
@@ -249,7 +260,7 @@ pub fn start(
         .collect();
     let mut bridges = Vec::with_capacity(configs.len());
     for (config, &origin) in configs.iter().zip(&origins) {
-        let Some(outbox) = outbox(core, config) else {
+        let Some(outbox) = outbox(core, config, flow) else {
             continue;
         };
         let bridge = Arc::new(Bridge {
@@ -286,7 +297,11 @@ pub fn start(
     Ok(bridges)
 }
 
-fn outbox(core: &Arc<Core>, config: &BridgeConfig) -> Option<Arc<Queue>> {
+fn outbox(
+    core: &Arc<Core>,
+    config: &BridgeConfig,
+    flow: Option<FlowControl>,
+) -> Option<Arc<Queue>> {
     let name = outbox_name(&config.name);
     let options = QueueOptions {
         durable: true,
@@ -302,6 +317,7 @@ fn outbox(core: &Arc<Core>, config: &BridgeConfig) -> Option<Arc<Queue>> {
             visibility_timeout: Some(config.ack_timeout),
             ..LiveSettings::default()
         },
+        flow,
         ..QueueOptions::default()
     };
     let queue = match core.vhost.declare_queue(&name, options, None) {

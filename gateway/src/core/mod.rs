@@ -135,12 +135,7 @@ impl Core {
                     OverflowPolicy::DropNewest => Overflow::DropNew,
                 },
             },
-            flow: (config.mqtt.flow_control_at > 0).then_some(FlowControl {
-                high: config.mqtt.flow_control_at,
-                high_best_effort: (config.mqtt.max_queued_qos0 / 2)
-                    .clamp(1, config.mqtt.flow_control_at),
-                timeout: config.mqtt.flow_control_timeout,
-            }),
+            flow: flow_control(&config.mqtt),
             ..Default::default()
         };
         let sessions = Arc::new(SessionRegistry::new(vhost.clone(), session_queues));
@@ -229,5 +224,34 @@ impl Core {
                 "recovered stored state"
             );
         }
+    }
+}
+
+/// Publisher flow control for queues MQTT publishers fill (session queues,
+/// bridge outboxes), from `mqtt.flow_control_*`; `None` when it is off.
+pub fn flow_control(mqtt: &crate::config::MqttConfig) -> Option<FlowControl> {
+    // `then`, not `then_some`: the clamp must not run when it is off (0).
+    (mqtt.flow_control_at > 0).then(|| FlowControl {
+        high: mqtt.flow_control_at,
+        high_best_effort: (mqtt.max_queued_qos0 / 2).clamp(1, mqtt.flow_control_at),
+        timeout: mqtt.flow_control_timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_control_at_zero_turns_it_off_and_small_values_stay_valid() {
+        let mut mqtt = crate::config::MqttConfig {
+            flow_control_at: 0,
+            ..Default::default()
+        };
+        assert_eq!(flow_control(&mqtt), None);
+        mqtt.flow_control_at = 1;
+        mqtt.max_queued_qos0 = 0;
+        let f = flow_control(&mqtt).expect("on");
+        assert_eq!((f.high, f.high_best_effort), (1, 1));
     }
 }

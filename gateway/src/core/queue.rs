@@ -105,9 +105,9 @@ pub struct QueueOptions {
     /// FIFO queue: strict order per message group, a group is locked while any
     /// of its messages is in flight, and sends are deduplicated.
     pub fifo: bool,
-    /// Publisher flow control (MQTT session and shared-group queues): see
-    /// [`FlowControl`]. Set from the configuration, never stored.
-    #[serde(skip)]
+    /// Publisher flow control (MQTT session and shared-group queues, bridge
+    /// outboxes): see [`FlowControl`]. Set from the configuration; kept with
+    /// a durable queue's options so a recovered outbox still has it.
     pub flow: Option<FlowControl>,
 }
 
@@ -120,7 +120,7 @@ pub struct QueueOptions {
 /// messages. A queue congested for longer than `timeout` (its consumer has
 /// stopped draining) stops pausing publishers until it drains, so one stuck
 /// subscriber cannot hold them for longer than that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowControl {
     /// Ready messages at which publishers pause.
     pub high: usize,
