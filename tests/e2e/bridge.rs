@@ -1063,20 +1063,10 @@ impl Drop for Rabbit {
 
 #[tokio::test]
 async fn rabbitmq_upstream_forwards_out_and_in_and_does_not_loop() {
-    use tether_e2e::amqp::{self as lapin_help, FieldTable};
+    use tether_e2e::amqp as lapin_help;
     let dir = tempfile::tempdir().unwrap();
     let rabbit = Rabbit::start(dir.path());
-    let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
-    let q = lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
-    lapin_help::bind(
-        &ch,
-        q.name().as_str(),
-        "amq.topic",
-        "#",
-        FieldTable::default(),
-    )
-    .await;
-    let mut cloud_app = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    let (_conn, ch, mut cloud_app) = cloud_app(rabbit.amqp, "#").await;
     let gw = amqp_local(
         rabbit.amqp,
         &format!(
@@ -1127,6 +1117,24 @@ pattern = "loop/#"
         upstream_next(&mut cloud_app).await,
         "edge.17.sensors.t2=end"
     );
+}
+
+/// A RabbitMQ-side application: queue `cloud-app` bound to `amq.topic` with
+/// `key`, consumed with auto-ack; the connection and channel come along.
+async fn cloud_app(
+    addr: SocketAddr,
+    key: &str,
+) -> (
+    tether_e2e::amqp::Connection,
+    tether_e2e::amqp::Channel,
+    tether_e2e::amqp::Consumer,
+) {
+    use tether_e2e::amqp::{self as lapin_help, FieldTable};
+    let (conn, ch) = lapin_help::channel(addr).await;
+    lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
+    lapin_help::bind(&ch, "cloud-app", "amq.topic", key, FieldTable::default()).await;
+    let consumer = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    (conn, ch, consumer)
 }
 
 /// The next delivery upstream as `routing-key=body`.
@@ -1190,7 +1198,6 @@ async fn rabbitmq_upstream_down_while_publishing_gets_everything_in_order() {
 
 #[tokio::test]
 async fn rabbitmq_upstream_after_a_local_restart_with_a_non_empty_outbox_gets_everything() {
-    use tether_e2e::amqp::{self as lapin_help, FieldTable};
     let dir = tempfile::tempdir().unwrap();
     // RabbitMQ is not up yet: everything waits in the outbox.
     let (amqp, dist) = (free_port(), free_port());
@@ -1205,17 +1212,7 @@ async fn rabbitmq_upstream_after_a_local_restart_with_a_non_empty_outbox_gets_ev
     assert!(gw.terminate().success());
 
     let rabbit = Rabbit::start_at(amqp, dist, dir.path().join("rabbit"));
-    let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
-    lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
-    lapin_help::bind(
-        &ch,
-        "cloud-app",
-        "amq.topic",
-        "edge.17.#",
-        FieldTable::default(),
-    )
-    .await;
-    let mut cloud_app = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    let (_conn, _ch, mut cloud_app) = cloud_app(rabbit.amqp, "edge.17.#").await;
     let _gw = local_on_amqp(upstream, dir.path().join("local"));
     let mut got: Vec<String> = Vec::new();
     while got.len() < sent.len() {
@@ -1377,24 +1374,14 @@ remote_prefix = "commands/17/"
 
 #[tokio::test]
 async fn rabbitmq_upstream_over_tls_with_a_password_like_amazon_mq() {
-    use tether_e2e::amqp::{self as lapin_help, FieldTable};
+    use tether_e2e::amqp as lapin_help;
     use tether_e2e::mqtt::v5;
     let ca = Ca::new("broker CA");
     let files = ServerFiles::write(&ca.server(), None);
     let dir = tempfile::tempdir().unwrap();
     let amqps = free_port();
     let rabbit = Rabbit::start_tls(dir.path(), &files, amqps);
-    let (_conn, ch) = lapin_help::channel(rabbit.amqp).await;
-    let q = lapin_help::declare_queue(&ch, "cloud-app", FieldTable::default()).await;
-    lapin_help::bind(
-        &ch,
-        q.name().as_str(),
-        "amq.topic",
-        "edge.#",
-        FieldTable::default(),
-    )
-    .await;
-    let mut cloud_app = lapin_help::consume(&ch, "cloud-app", "", true).await;
+    let (_conn, ch, mut cloud_app) = cloud_app(rabbit.amqp, "edge.#").await;
     // Amazon MQ: amqps on 5671, a user name and password, no client certificate.
     let extra = format!("username = \"guest\"\npassword = \"guest\"\n{AMQP_BOTH}");
     let bridge = TlsBridge::new("amqp", amqps, &ca, None, &extra);
