@@ -91,6 +91,26 @@ async fn receive_all(c: &mut Client, expected: usize) -> Vec<String> {
     seen
 }
 
+/// Calls `publish(0)`, `publish(1)`, ... every 200 ms until `to` receives
+/// something, and returns that: for an upstream subscription the bridge sets
+/// up right after connecting. Fails after [`WAIT`].
+async fn publish_until_received<F, Fut>(to: &mut Client, mut publish: F) -> v4::Publish
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut i = 0;
+    loop {
+        publish(i).await;
+        if let Some(p) = to.recv(Duration::from_millis(200)).await {
+            return p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
+        i += 1;
+    }
+}
+
 const OUT: &str = r#"
 [[bridges.rules]]
 direction = "out"
@@ -132,16 +152,10 @@ remote_prefix = "commands/17/"
     wait_connected(&gw);
     let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
     // The bridge subscribes right after connecting: publish until it has.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let p = loop {
-        cloud
-            .publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
-            .await;
-        if let Some(p) = app.recv(Duration::from_millis(200)).await {
-            break p;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
-    };
+    let p = publish_until_received(&mut app, |_| {
+        cloud.publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
+    })
+    .await;
     assert_eq!(&p.topic[..], "cmd/reboot");
     assert_eq!(&p.payload[..], b"now");
 }
@@ -252,19 +266,11 @@ pattern = "loop/#"
     // Upstream to local: wait (republishing, each time with a new payload)
     // until the bridge has subscribed.
     let cloud = Client::connect(v4::options(upstream, "cloud")).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut here_seen = Vec::new();
-    for i in 0.. {
-        let payload = format!("in{i}");
-        cloud
-            .publish("loop/in", QoS::AtLeastOnce, false, payload)
-            .await;
-        if let Some(p) = here.recv(Duration::from_millis(200)).await {
-            here_seen.push(seen(&p));
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
-    }
+    let p = publish_until_received(&mut here, |i| {
+        cloud.publish("loop/in", QoS::AtLeastOnce, false, format!("in{i}"))
+    })
+    .await;
+    let mut here_seen = vec![seen(&p)];
     // Local to upstream, after it: had a `loop/in` been sent back upstream,
     // `there` would get it twice, before `loop/out` (the outbox keeps order).
     let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
@@ -383,19 +389,16 @@ topic = "#"
     let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
     // The denied topic goes first each time: had it been let in, it would
     // arrive before the allowed one (one ordered connection).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let p = loop {
+    let cloud = &cloud;
+    let p = publish_until_received(&mut app, |_| async move {
         cloud
             .publish("commands/17/denied/x", QoS::AtLeastOnce, false, "no")
             .await;
         cloud
             .publish("commands/17/allowed/x", QoS::AtLeastOnce, false, "yes")
             .await;
-        if let Some(p) = app.recv(Duration::from_millis(200)).await {
-            break p;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
-    };
+    })
+    .await;
     assert_eq!(&p.topic[..], "cmd/allowed/x");
     let admin = Admin::guest(gw.http.expect("http listener"));
     let b = admin.get("/bridges").await;
@@ -679,16 +682,10 @@ remote_prefix = "commands/17/"
     assert_eq!(&p.topic[..], "edge/17/sensors/t1");
 
     let cloud = Client::connect(v4::options(broker.addr, "cloud")).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let p = loop {
-        cloud
-            .publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
-            .await;
-        if let Some(p) = app.recv(Duration::from_millis(200)).await {
-            break p;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
-    };
+    let p = publish_until_received(&mut app, |_| {
+        cloud.publish("commands/17/reboot", QoS::AtLeastOnce, false, "now")
+    })
+    .await;
     assert_eq!(&p.topic[..], "cmd/reboot");
 }
 
@@ -1331,16 +1328,10 @@ remote_prefix = "commands/17/"
     wait_connected(&gw);
     let cloud = Client::connect(v4::options(upstream.mqtt_addr(), "cloud")).await;
     // Until the bridge's subscription is in place upstream.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        cloud
-            .publish("commands/17/probe", QoS::AtLeastOnce, false, "p")
-            .await;
-        if app.recv(Duration::from_millis(200)).await.is_some() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
-    }
+    publish_until_received(&mut app, |_| {
+        cloud.publish("commands/17/probe", QoS::AtLeastOnce, false, "p")
+    })
+    .await;
     app.disconnect().await;
     assert!(gw.terminate().success());
 
@@ -1490,18 +1481,11 @@ async fn two_bridges_to_one_upstream_with_crossing_rules_do_not_loop() {
     // Until `b` has subscribed upstream, what the cloud publishes does not
     // come in; republish (new payloads) until it does.
     let cloud = Client::connect(v4::options(up, "cloud")).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut here_seen = Vec::new();
-    for i in 0.. {
-        cloud
-            .publish("loop/warm", QoS::AtLeastOnce, false, format!("w{i}"))
-            .await;
-        if let Some(p) = here.recv(Duration::from_millis(200)).await {
-            here_seen.push(seen(&p));
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing came in");
-    }
+    let p = publish_until_received(&mut here, |i| {
+        cloud.publish("loop/warm", QoS::AtLeastOnce, false, format!("w{i}"))
+    })
+    .await;
+    let mut here_seen = vec![seen(&p)];
     // A local message: out through `a`, back in through `b`, where it must
     // stop (it carries `a`'s marker).
     let mut device = Client::connect(v4::options(gw.mqtt_addr(), "device")).await;
@@ -1575,19 +1559,12 @@ pattern = "fleet/#"
     assert!(id1.starts_with("tether-up-"), "{id1}");
 
     let mut at_e2 = subscriber(e2.mqtt_addr(), "app", "fleet/#").await;
-    let mut device = Client::connect(v4::options(e1.mqtt_addr(), "device")).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    for i in 0.. {
-        device.publish_acked("fleet/e1", format!("r{i}")).await;
-        if let Some(p) = at_e2.recv(Duration::from_millis(200)).await {
-            assert_eq!(&p.topic[..], "fleet/e1");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing from e1 reached e2"
-        );
-    }
+    let device = Client::connect(v4::options(e1.mqtt_addr(), "device")).await;
+    let p = publish_until_received(&mut at_e2, |i| {
+        device.publish("fleet/e1", QoS::AtLeastOnce, false, format!("r{i}"))
+    })
+    .await;
+    assert_eq!(&p.topic[..], "fleet/e1");
     // Both bridges stayed up: no session takeover between the edges.
     for gw in [&e1, &e2] {
         let v = Admin::guest(gw.http.expect("http listener"))

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Bridge, Inbound};
 use crate::core::Core;
-use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
+use crate::core::queue::{Delivery, Wakeup};
 
 /// Runs AMQP bridge `bridge` until `shutdown`, reconnecting with backoff.
 pub async fn run(core: Arc<Core>, bridge: Arc<Bridge>, shutdown: CancellationToken) {
@@ -156,18 +156,7 @@ impl Link {
         loop {
             if pending.len() < window {
                 let room = window - pending.len();
-                pulled.clear();
-                self.bridge.outbox.pull(
-                    self.consumer,
-                    PullLimits {
-                        max: room,
-                        max_leased: room,
-                    },
-                    PullMode::Lease {
-                        owner: self.bridge.origin,
-                    },
-                    &mut pulled,
-                );
+                self.bridge.lease(self.consumer, room, &mut pulled);
                 // lapin hands each publish to its I/O thread and waits for
                 // the write: awaited one by one, that is a thread round trip
                 // per message. Started together (`join_all` of at most

@@ -28,7 +28,10 @@ use crate::config::{BridgeConfig, BridgeRuleConfig, OutboxFull};
 use crate::core::Core;
 use crate::core::exchange::BindingOptions;
 use crate::core::message::KeyForm;
-use crate::core::queue::{FlowControl, LiveSettings, Overflow, Queue, QueueLimits, QueueOptions};
+use crate::core::queue::{
+    Delivery, FlowControl, LiveSettings, Overflow, PullLimits, PullMode, Queue, QueueLimits,
+    QueueOptions,
+};
 use crate::core::vhost::VHostError;
 
 /// A message from the upstream, as either client hands it over.
@@ -212,6 +215,22 @@ impl Bridge {
     /// Messages waiting to go upstream (ready and leased).
     pub fn backlog(&self) -> usize {
         self.outbox.ready_len() + self.outbox.leased_len()
+    }
+
+    /// Leases up to `room` outbox messages to outbox consumer `consumer`,
+    /// owned by this bridge (so a session's leases can all be returned, in
+    /// order, when it ends), into `out` (cleared first).
+    pub fn lease(&self, consumer: u64, room: usize, out: &mut Vec<Delivery>) {
+        out.clear();
+        self.outbox.pull(
+            consumer,
+            PullLimits {
+                max: room,
+                max_leased: room,
+            },
+            PullMode::Lease { owner: self.origin },
+            out,
+        );
     }
 }
 

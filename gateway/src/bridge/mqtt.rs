@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
 use crate::core::Core;
-use crate::core::queue::{Delivery, PullLimits, PullMode, Wakeup};
+use crate::core::queue::{Delivery, Wakeup};
 
 /// Runs bridge `bridge` until `shutdown`: connects, forwards, reconnects with
 /// bounded exponential backoff.
@@ -137,18 +137,7 @@ impl Link {
         loop {
             if inflight.len() < window {
                 let room = window - inflight.len();
-                pulled.clear();
-                self.bridge.outbox.pull(
-                    self.consumer,
-                    PullLimits {
-                        max: room,
-                        max_leased: room,
-                    },
-                    PullMode::Lease {
-                        owner: self.bridge.origin,
-                    },
-                    &mut pulled,
-                );
+                self.bridge.lease(self.consumer, room, &mut pulled);
                 for d in pulled.drain(..) {
                     if let Err(why) = self.send(&client, d, &mut inflight) {
                         return why;
